@@ -1,0 +1,169 @@
+//! The inbound pipeline, sans I/O: verify, decrypt, parse and normalize one WeChat callback.
+//!
+//! The shell passes in the query, the body bytes and the current time; it gets back either the
+//! echo string / normalized event or an [`Error`] that already knows its HTTP status.
+
+use crate::config::Config;
+use crate::crypto;
+use crate::error::Error;
+use crate::event::{self, Event};
+use crate::signature;
+use crate::xml;
+
+/// Largest body accepted. WeChat's callbacks are a few KiB at most.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The query parameters WeChat sends (first occurrence wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub signature: Option<String>,
+    pub timestamp: Option<String>,
+    pub nonce: Option<String>,
+    pub echostr: Option<String>,
+    pub openid: Option<String>,
+    pub encrypt_type: Option<String>,
+    pub msg_signature: Option<String>,
+}
+
+impl Query {
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Query
+    where
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let mut q = Query::default();
+        for (key, value) in pairs {
+            let slot = match key.as_ref() {
+                "signature" => &mut q.signature,
+                "timestamp" => &mut q.timestamp,
+                "nonce" => &mut q.nonce,
+                "echostr" => &mut q.echostr,
+                "openid" => &mut q.openid,
+                "encrypt_type" => &mut q.encrypt_type,
+                "msg_signature" => &mut q.msg_signature,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value.into());
+            }
+        }
+        q
+    }
+}
+
+fn required<'q>(value: &'q Option<String>, name: &'static str) -> Result<&'q str, Error> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or(Error::MissingParameter(name))
+}
+
+fn parse_timestamp(ts: &str) -> Result<u64, Error> {
+    ts.parse::<u64>()
+        .map_err(|_| Error::MalformedParameter("timestamp"))
+}
+
+fn check_window(timestamp: u64, now_secs: u64, skew: u64) -> Result<(), Error> {
+    if timestamp.abs_diff(now_secs) > skew {
+        return Err(Error::StaleTimestamp);
+    }
+    Ok(())
+}
+
+/// `GET` URL verification: returns the `echostr` to send back verbatim.
+pub fn verify_url(config: &Config, query: &Query, now_secs: u64) -> Result<String, Error> {
+    let sig = required(&query.signature, "signature")?;
+    let ts = required(&query.timestamp, "timestamp")?;
+    let nonce = required(&query.nonce, "nonce")?;
+    let echostr = required(&query.echostr, "echostr")?;
+    let timestamp = parse_timestamp(ts)?;
+    let token = config.token()?;
+    if !signature::verify(sig, &[token, ts, nonce]) {
+        return Err(Error::BadSignature);
+    }
+    check_window(timestamp, now_secs, config.max_clock_skew()?)?;
+    Ok(echostr.to_owned())
+}
+
+/// How a callback arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plaintext,
+    /// Safe or compatible mode (`encrypt_type=aes`).
+    Encrypted,
+}
+
+/// A verified, decrypted and normalized callback.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub event: Event,
+    pub mode: Mode,
+}
+
+/// `POST` callback: everything between the request and the event to forward.
+pub fn open_callback(
+    config: &Config,
+    query: &Query,
+    body: &[u8],
+    now_ms: u64,
+    account: &str,
+) -> Result<Inbound, Error> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::BodyTooLarge);
+    }
+    let mode = match query.encrypt_type.as_deref() {
+        None | Some("") | Some("raw") => Mode::Plaintext,
+        Some("aes") => Mode::Encrypted,
+        Some(_) => return Err(Error::MalformedParameter("encrypt_type")),
+    };
+    let ts = required(&query.timestamp, "timestamp")?;
+    let nonce = required(&query.nonce, "nonce")?;
+    let timestamp = parse_timestamp(ts)?;
+    let token = config.token()?;
+    let now_secs = now_ms / 1000;
+
+    let (message, app_id) = match mode {
+        Mode::Plaintext => {
+            let sig = required(&query.signature, "signature")?;
+            if !signature::verify(sig, &[token, ts, nonce]) {
+                return Err(Error::BadSignature);
+            }
+            check_window(timestamp, now_secs, config.max_clock_skew()?)?;
+            (xml::parse(body)?, config.app_id().map(str::to_owned))
+        }
+        Mode::Encrypted => {
+            let msg_sig = required(&query.msg_signature, "msg_signature")?;
+            let envelope = xml::parse(body)?;
+            let encrypted = envelope
+                .child_text("Encrypt")
+                .ok_or(Error::MissingElement("Encrypt"))?;
+            // Authenticate before decrypting anything.
+            if !signature::verify(msg_sig, &[token, ts, nonce, encrypted]) {
+                return Err(Error::BadSignature);
+            }
+            if let Some(sig) = query.signature.as_deref() {
+                if !signature::verify(sig, &[token, ts, nonce]) {
+                    return Err(Error::BadSignature);
+                }
+            }
+            check_window(timestamp, now_secs, config.max_clock_skew()?)?;
+            let key = config.aes_key()?.ok_or(crate::config::ConfigError {
+                setting: "WECHAT_ENCODING_AES_KEY",
+                problem: "is not set, but WeChat sent an encrypted (safe or compatible mode) callback"
+                    .into(),
+            })?;
+            let app_id = config.require_app_id()?;
+            let opened =
+                crypto::decrypt(key, encrypted, app_id).map_err(|_| Error::Decryption)?;
+            (xml::parse(&opened.message)?, Some(opened.receive_id))
+        }
+    };
+
+    let ctx = event::Context {
+        account,
+        app_id: app_id.as_deref(),
+        received_at_ms: now_ms,
+    };
+    let event = event::normalize(&message, &ctx)?;
+    Ok(Inbound { event, mode })
+}

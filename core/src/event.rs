@@ -1,0 +1,321 @@
+//! The normalized event: WeChat's XML turned into one JSON shape for every message and event.
+//!
+//! Envelope fields (`ToUserName`, `FromUserName`, `CreateTime`, `MsgType`, `Event`) move to the
+//! top level; every other element goes into `data` by a generic rule, so a type nobody has seen
+//! yet is still forwarded whole:
+//! - names become snake_case (`Location_X` -> `location_x`, `MsgID` -> `msg_id`);
+//! - an element with child elements becomes an object; one whose children are all list items
+//!   (`<item>`, `<List>`) becomes an array, also when WeChat sends a single item;
+//! - a repeated element becomes an array;
+//! - fields that WeChat documents as numbers become JSON numbers; everything else, 64-bit ids
+//!   included, stays a string, exactly as sent.
+
+use serde::Serialize;
+use serde_json::{Map, Number, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::xml::Element;
+
+/// Element names that always denote list entries.
+const LIST_ITEM_NAMES: &[&str] = &["item", "List"];
+
+/// Element names (after snake_casing) that are always arrays, even when they occur once.
+const ALWAYS_ARRAY: &[&str] = &["fail_idx"];
+
+/// Fields WeChat documents as integers (snake_case names, at any depth).
+const INTEGER_FIELDS: &[&str] = &[
+    "scale",
+    "total_count",
+    "filter_count",
+    "sent_count",
+    "error_count",
+    "count",
+    "article_idx",
+    "user_declare_state",
+    "audit_state",
+    "original_article_type",
+    "can_reprint",
+    "need_replace_content",
+    "need_show_reprint_source",
+    "check_state",
+    "publish_status",
+    "idx",
+    "fail_idx",
+    "popup_scene",
+    "error_code",
+    "expired_time",
+    "fail_time",
+    "agent_id",
+    "status_code",
+    "create_order_time",
+    "pay_finish_time",
+    "fee",
+    "original_fee",
+    "is_give_by_friend",
+    "is_restore_member_card",
+    "is_recommend_by_friend",
+    "verify_code",
+    "trans_id",
+];
+
+/// Fields WeChat documents as decimal numbers.
+const FLOAT_FIELDS: &[&str] = &["location_x", "location_y", "latitude", "longitude", "precision"];
+
+/// The normalized event: the body of every forwarded POST.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Stable across WeChat's retries; equals the `webhook-id` header.
+    pub id: String,
+    pub account: String,
+    pub app_id: Option<String>,
+    /// `MsgType`, lowercased.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `Event`, lowercased, when `type` is `"event"`.
+    pub event: Option<String>,
+    pub from: String,
+    pub to: String,
+    /// `CreateTime`, Unix seconds.
+    pub created_at: i64,
+    pub data: Map<String, Value>,
+    /// RFC 3339.
+    pub received_at: String,
+}
+
+impl Event {
+    /// Serializes to the bytes that are signed and forwarded.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings, integers and a `Value` map cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// What the pipeline knows besides the XML.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    pub account: &'a str,
+    pub app_id: Option<&'a str>,
+    pub received_at_ms: u64,
+}
+
+/// Turns a parsed `<xml>` message into the normalized event.
+pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
+    let required = |name: &'static str| root.child_text(name).ok_or(Error::MissingElement(name));
+    let to = required("ToUserName")?.trim().to_owned();
+    let from = required("FromUserName")?.trim().to_owned();
+    let created_at: i64 = required("CreateTime")?
+        .trim()
+        .parse()
+        .map_err(|_| Error::MalformedElement("CreateTime"))?;
+    let kind = required("MsgType")?.trim().to_lowercase();
+    let event = if kind == "event" {
+        Some(required("Event")?.trim().to_lowercase())
+    } else {
+        None
+    };
+
+    let envelope: &[&str] = if event.is_some() {
+        &["ToUserName", "FromUserName", "CreateTime", "MsgType", "Event"]
+    } else {
+        &["ToUserName", "FromUserName", "CreateTime", "MsgType"]
+    };
+    let rest: Vec<&Element> = root
+        .children
+        .iter()
+        .filter(|c| !envelope.contains(&c.name.as_str()))
+        .collect();
+    let data = object_of(&rest, &root.text, &root.attributes);
+
+    let id = event_id(ctx.account, &dedup_key(root, &from, created_at, event.as_deref()));
+    Ok(Event {
+        id,
+        account: ctx.account.to_owned(),
+        app_id: ctx.app_id.map(str::to_owned),
+        kind,
+        event,
+        from,
+        to,
+        created_at,
+        data,
+        received_at: crate::time::rfc3339_millis(ctx.received_at_ms),
+    })
+}
+
+/// The key that identifies one callback across WeChat's retries: messages by sender and MsgId,
+/// events by sender, CreateTime, Event and EventKey (plus MsgID and AgentID where present, so
+/// two job-finished events of one second, or one event per WeCom app, stay apart).
+pub fn dedup_key(root: &Element, from: &str, created_at: i64, event: Option<&str>) -> String {
+    let field = |name: &str| root.child_text(name).unwrap_or("").trim();
+    let msg_id = root
+        .child_text("MsgId")
+        .or_else(|| root.child_text("MsgID"))
+        .unwrap_or("")
+        .trim();
+    match event {
+        None if !msg_id.is_empty() => format!("msg\n{from}\n{msg_id}"),
+        None => format!("msg\n{from}\n{created_at}\n{}", field("MsgType")),
+        Some(event) => format!(
+            "evt\n{from}\n{created_at}\n{event}\n{}\n{msg_id}\n{}",
+            field("EventKey"),
+            field("AgentID")
+        ),
+    }
+}
+
+/// `evt_` + 32 hex characters of SHA-256 over the account and the dedup key.
+pub fn event_id(account: &str, key: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(account.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut id = String::with_capacity(36);
+    id.push_str("evt_");
+    for byte in digest.iter().take(16) {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+fn object_of(children: &[&Element], text: &str, attributes: &[(String, String)]) -> Map<String, Value> {
+    let mut map = Map::new();
+    let mut occurrences: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for child in children {
+        *occurrences.entry(child.name.as_str()).or_default() += 1;
+    }
+    for (name, value) in attributes {
+        map.insert(format!("@{}", snake_case(name)), Value::String(value.clone()));
+    }
+    for child in children {
+        let key = snake_case(&child.name);
+        let value = value_of(child, &key);
+        let as_list = LIST_ITEM_NAMES.contains(&child.name.as_str())
+            || ALWAYS_ARRAY.contains(&key.as_str())
+            || occurrences.get(child.name.as_str()).is_some_and(|&n| n > 1);
+        if as_list {
+            match map.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
+                Value::Array(items) => items.push(value),
+                // An attribute of the same snake_case name got there first: keep both.
+                other => *other = Value::Array(vec![other.take(), value]),
+            }
+        } else if let Some(existing) = map.get_mut(&key) {
+            // Two names with one snake_case form (MsgId and MsgID): keep both.
+            *existing = Value::Array(vec![existing.take(), value]);
+        } else {
+            map.insert(key, value);
+        }
+    }
+    // Mixed content: text beside child elements is kept rather than dropped.
+    if !text.trim().is_empty() {
+        map.insert("$text".to_owned(), Value::String(text.to_owned()));
+    }
+    map
+}
+
+fn value_of(element: &Element, key: &str) -> Value {
+    if element.children.is_empty() && element.attributes.is_empty() {
+        return scalar(key, &element.text);
+    }
+    let children: Vec<&Element> = element.children.iter().collect();
+    let all_items = !children.is_empty()
+        && element.attributes.is_empty()
+        && element.text.trim().is_empty()
+        && children
+            .iter()
+            .all(|c| LIST_ITEM_NAMES.contains(&c.name.as_str()));
+    if all_items {
+        return Value::Array(
+            children
+                .iter()
+                .map(|c| value_of(c, &snake_case(&c.name)))
+                .collect(),
+        );
+    }
+    Value::Object(object_of(&children, &element.text, &element.attributes))
+}
+
+fn scalar(key: &str, text: &str) -> Value {
+    let trimmed = text.trim();
+    if INTEGER_FIELDS.contains(&key) {
+        if let Ok(n) = trimmed.parse::<i64>() {
+            return Value::Number(n.into());
+        }
+    } else if FLOAT_FIELDS.contains(&key) {
+        if let Some(n) = trimmed.parse::<f64>().ok().and_then(Number::from_f64) {
+            return Value::Number(n);
+        }
+    }
+    // Not a documented number, or not parseable as one: the text exactly as sent.
+    Value::String(text.to_owned())
+}
+
+/// `Location_X` -> `location_x`, `MsgID` -> `msg_id`, `HQMusicUrl` -> `hq_music_url`,
+/// `PicMd5Sum` -> `pic_md5_sum`, `publish_id` -> `publish_id`.
+pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev = i.checked_sub(1).and_then(|p| chars.get(p)).copied();
+            let next = chars.get(i + 1).copied();
+            let boundary = match prev {
+                None | Some('_') => false,
+                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                Some(_) => false,
+            };
+            if boundary {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_case_names() {
+        for (from, to) in [
+            ("Location_X", "location_x"),
+            ("MsgID", "msg_id"),
+            ("MsgId", "msg_id"),
+            ("HQMusicUrl", "hq_music_url"),
+            ("PicMd5Sum", "pic_md5_sum"),
+            ("publish_id", "publish_id"),
+            ("ScanCodeInfo", "scan_code_info"),
+            ("AgentID", "agent_id"),
+            ("bizmsgmenuid", "bizmsgmenuid"),
+            ("SubscribeMsgPopupEvent", "subscribe_msg_popup_event"),
+            ("URL", "url"),
+            ("OpenID", "open_id"),
+            ("Fee", "fee"),
+        ] {
+            assert_eq!(snake_case(from), to, "{from}");
+        }
+    }
+
+    #[test]
+    fn event_id_is_stable_and_account_scoped() {
+        let a = event_id("default", "msg\nu\n1");
+        assert_eq!(a, event_id("default", "msg\nu\n1"));
+        assert_ne!(a, event_id("other", "msg\nu\n1"));
+        assert_eq!(a.len(), 36);
+        assert!(a.starts_with("evt_"));
+    }
+
+    #[test]
+    fn numbers_only_where_documented() {
+        assert_eq!(scalar("scale", "20"), Value::from(20));
+        assert_eq!(scalar("location_x", "23.134521"), serde_json::json!(23.134521));
+        assert_eq!(scalar("msg_id", "6054768590064713728"), Value::from("6054768590064713728"));
+        assert_eq!(scalar("scale", "n/a"), Value::from("n/a"));
+        assert_eq!(scalar("latitude", "NaN"), Value::from("NaN"));
+    }
+}

@@ -1,0 +1,27 @@
+//! The pure protocol core of wechat-relay.
+//!
+//! Nothing here knows about Cloudflare Workers: no I/O, no clock, no randomness. Time and random
+//! bytes are passed in by the caller, so every function is deterministic and testable natively.
+//!
+//! - [`signature`]: WeChat's SHA-1 signatures and constant-time comparison.
+//! - [`crypto`]: the EncodingAESKey scheme (AES-256-CBC, PKCS#7 over 32-byte blocks).
+//! - [`xml`]: a small, hostile-input-safe XML reader producing an element tree.
+//! - [`event`]: the normalized JSON event and its stable id.
+//! - [`callback`]: the whole inbound pipeline (verify, decrypt, parse, normalize).
+//! - [`reply`]: passive reply XML and its encrypted envelope.
+//! - [`webhook`]: Standard Webhooks signing and verification.
+//! - [`config`]: the settings, parsed from environment bindings.
+//! - [`error`]: one error enum, mapped to HTTP statuses in one place.
+
+pub mod callback;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod event;
+pub mod reply;
+pub mod signature;
+pub mod time;
+pub mod webhook;
+pub mod xml;
+
+pub use error::Error;

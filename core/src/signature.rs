@@ -1,0 +1,54 @@
+//! WeChat's callback signatures: `hex(sha1(concat(sort(parts))))`.
+//!
+//! `signature` covers `[token, timestamp, nonce]`; `msg_signature` adds the `Encrypt` value.
+
+use subtle::ConstantTimeEq;
+
+/// Lowercase hex SHA-1 over the lexicographically sorted parts, concatenated without separator.
+pub fn sha1_sorted(parts: &[&str]) -> String {
+    let mut sorted: Vec<&str> = parts.to_vec();
+    sorted.sort_unstable();
+    let mut hasher = sha1_smol::Sha1::new();
+    for part in sorted {
+        hasher.update(part.as_bytes());
+    }
+    hasher.digest().to_string()
+}
+
+/// Constant-time check of a hex signature received from WeChat against the one we compute.
+/// Upper-case hex is accepted; any other difference (length included) is a mismatch.
+pub fn verify(received: &str, parts: &[&str]) -> bool {
+    let expected = sha1_sorted(parts);
+    let received = received.to_ascii_lowercase();
+    constant_time_eq(received.as_bytes(), expected.as_bytes())
+}
+
+/// Constant-time equality of two byte strings. Lengths are not secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_before_hashing() {
+        assert_eq!(sha1_sorted(&["b", "a"]), sha1_sorted(&["a", "b"]));
+        // sha1("ab")
+        assert_eq!(
+            sha1_sorted(&["b", "a"]),
+            "da23614e02469a0d7c7bd1bdab5c9c474b1904dc"
+        );
+    }
+
+    #[test]
+    fn verify_rejects_prefix_and_wrong_length() {
+        let good = sha1_sorted(&["t", "1", "n"]);
+        assert!(verify(&good, &["t", "1", "n"]));
+        assert!(verify(&good.to_ascii_uppercase(), &["t", "1", "n"]));
+        assert!(!verify(&good[..39], &["t", "1", "n"]));
+        assert!(!verify("", &["t", "1", "n"]));
+        assert!(!verify(&good, &["t", "1", "m"]));
+    }
+}

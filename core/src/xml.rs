@@ -1,0 +1,223 @@
+//! A small XML reader for WeChat's message format, safe on hostile input.
+//!
+//! WeChat's XML is a flat-ish tree of elements with text or CDATA content and no attributes or
+//! namespaces. This reader builds an [`Element`] tree and refuses anything that could make it do
+//! unbounded work: DOCTYPE (and so entity declarations), nesting deeper than [`MAX_DEPTH`], more
+//! than [`MAX_ELEMENTS`] elements. Text is kept exactly: several CDATA sections in one element
+//! are concatenated, leading and trailing white space survives.
+
+use quick_xml::events::Event as XmlEvent;
+use quick_xml::Reader;
+
+pub const MAX_DEPTH: usize = 32;
+pub const MAX_ELEMENTS: usize = 20_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Element {
+    pub name: String,
+    pub attributes: Vec<(String, String)>,
+    pub children: Vec<Element>,
+    /// All text and CDATA directly inside this element, concatenated in document order.
+    pub text: String,
+}
+
+impl Element {
+    /// The first direct child with this name.
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// The text of the first direct child with this name.
+    pub fn child_text(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+}
+
+/// Why a body is not acceptable XML. The message is short and safe to show the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XmlError {
+    NotUtf8,
+    Empty,
+    /// DOCTYPE or entity declarations: refused without expanding anything.
+    Doctype,
+    TooDeep,
+    TooManyElements,
+    /// A root element that is not `<xml>`, a second root, or text outside the root.
+    Structure(&'static str),
+    Syntax(String),
+}
+
+impl std::fmt::Display for XmlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            XmlError::NotUtf8 => f.write_str("body is not UTF-8"),
+            XmlError::Empty => f.write_str("body is empty"),
+            XmlError::Doctype => f.write_str("DOCTYPE and entity declarations are not accepted"),
+            XmlError::TooDeep => write!(f, "XML nested deeper than {MAX_DEPTH} levels"),
+            XmlError::TooManyElements => write!(f, "XML has more than {MAX_ELEMENTS} elements"),
+            XmlError::Structure(what) => f.write_str(what),
+            XmlError::Syntax(what) => write!(f, "malformed XML: {what}"),
+        }
+    }
+}
+
+/// Parses a whole document whose root element must be `<xml>`.
+pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
+    let text = std::str::from_utf8(body).map_err(|_| XmlError::NotUtf8)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err(XmlError::Empty);
+    }
+    let mut reader = Reader::from_str(text);
+    reader.config_mut().check_end_names = true;
+    reader.config_mut().expand_empty_elements = false;
+
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    let mut count = 0usize;
+
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| XmlError::Syntax(short(&e.to_string())))?;
+        match event {
+            XmlEvent::Start(start) => {
+                let element = open(&start, &mut count, stack.len(), root.is_some())?;
+                stack.push(element);
+            }
+            XmlEvent::Empty(start) => {
+                let element = open(&start, &mut count, stack.len(), root.is_some())?;
+                close(element, &mut stack, &mut root);
+            }
+            XmlEvent::End(_) => {
+                let element = stack
+                    .pop()
+                    .ok_or(XmlError::Structure("unexpected closing tag"))?;
+                close(element, &mut stack, &mut root);
+            }
+            XmlEvent::Text(t) => {
+                let unescaped = t
+                    .unescape()
+                    .map_err(|e| XmlError::Syntax(short(&e.to_string())))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.text.push_str(&unescaped),
+                    None if unescaped.trim().is_empty() => {}
+                    None => return Err(XmlError::Structure("text outside the root element")),
+                }
+            }
+            XmlEvent::CData(c) => {
+                let raw = std::str::from_utf8(&c).map_err(|_| XmlError::NotUtf8)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.text.push_str(raw),
+                    None => return Err(XmlError::Structure("CDATA outside the root element")),
+                }
+            }
+            XmlEvent::DocType(_) => return Err(XmlError::Doctype),
+            XmlEvent::Decl(_) | XmlEvent::PI(_) | XmlEvent::Comment(_) => {}
+            XmlEvent::Eof => break,
+        }
+    }
+    if !stack.is_empty() {
+        return Err(XmlError::Syntax("document ends inside an element".into()));
+    }
+    root.ok_or(XmlError::Structure("no root element"))
+}
+
+fn open(
+    start: &quick_xml::events::BytesStart<'_>,
+    count: &mut usize,
+    depth: usize,
+    have_root: bool,
+) -> Result<Element, XmlError> {
+    if depth == 0 && have_root {
+        return Err(XmlError::Structure("more than one root element"));
+    }
+    if depth >= MAX_DEPTH {
+        return Err(XmlError::TooDeep);
+    }
+    *count += 1;
+    if *count > MAX_ELEMENTS {
+        return Err(XmlError::TooManyElements);
+    }
+    let name = std::str::from_utf8(start.name().as_ref())
+        .map_err(|_| XmlError::NotUtf8)?
+        .to_owned();
+    if depth == 0 && name != "xml" {
+        return Err(XmlError::Structure("root element must be <xml>"));
+    }
+    let mut attributes = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| XmlError::Syntax(short(&e.to_string())))?;
+        let key = std::str::from_utf8(attr.key.as_ref())
+            .map_err(|_| XmlError::NotUtf8)?
+            .to_owned();
+        let value = attr
+            .unescape_value()
+            .map_err(|e| XmlError::Syntax(short(&e.to_string())))?
+            .into_owned();
+        attributes.push((key, value));
+    }
+    Ok(Element {
+        name,
+        attributes,
+        ..Element::default()
+    })
+}
+
+fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(element),
+        None => *root = Some(element),
+    }
+}
+
+/// Parser messages can quote input; keep what is echoed back short.
+fn short(message: &str) -> String {
+    message.chars().take(120).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdata_sections_concatenate_and_whitespace_survives() {
+        let doc = parse(b"<xml><Content><![CDATA[ a]]><![CDATA[b ]]></Content></xml>").unwrap();
+        assert_eq!(doc.child_text("Content"), Some(" ab "));
+    }
+
+    #[test]
+    fn cdata_end_marker_split_across_sections() {
+        let doc = parse(b"<xml><C><![CDATA[x]]]]><![CDATA[>y]]></C></xml>").unwrap();
+        assert_eq!(doc.child_text("C"), Some("x]]>y"));
+    }
+
+    #[test]
+    fn entities_and_char_refs_in_plain_text() {
+        let doc = parse(b"<xml><C>a &amp; b &#20013;</C></xml>").unwrap();
+        assert_eq!(doc.child_text("C"), Some("a & b \u{4e2d}"));
+    }
+
+    #[test]
+    fn refuses_doctype_unknown_entities_and_bad_structure() {
+        let laughs = b"<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;\">]><xml><a>&lol2;</a></xml>";
+        assert_eq!(parse(laughs), Err(XmlError::Doctype));
+        assert!(matches!(parse(b"<xml><a>&xxe;</a></xml>"), Err(XmlError::Syntax(_))));
+        assert!(matches!(parse(b"<root/>"), Err(XmlError::Structure(_))));
+        assert!(matches!(parse(b"<xml></xml><xml></xml>"), Err(XmlError::Structure(_))));
+        assert!(matches!(parse(b"<xml><a>"), Err(XmlError::Syntax(_))));
+        assert!(matches!(parse(b"<xml><a></b></xml>"), Err(XmlError::Syntax(_))));
+        assert!(matches!(parse(b"{\"json\":1}"), Err(XmlError::Structure(_))));
+        assert_eq!(parse(b"   "), Err(XmlError::Empty));
+        assert_eq!(parse(b"<xml>\xff</xml>"), Err(XmlError::NotUtf8));
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let mut doc = String::from("<xml>");
+        for _ in 0..MAX_DEPTH {
+            doc.push_str("<a>");
+        }
+        assert_eq!(parse(doc.as_bytes()), Err(XmlError::TooDeep));
+    }
+}
