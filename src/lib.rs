@@ -1,1 +1,86 @@
-pub fn x(){}
+//! The Cloudflare Worker shell around `wechat-relay-core`: routing, bindings, the Cache API
+//! dedup marks and outbound fetches. Protocol logic lives in the core; this crate only does I/O.
+
+mod dedup;
+mod forward;
+mod log;
+mod respond;
+mod settings;
+
+use wechat_relay_core::callback::{self, Query, MAX_BODY_BYTES};
+use wechat_relay_core::config::DEFAULT_ACCOUNT;
+use wechat_relay_core::Error as CoreError;
+use worker::{event, Context, Date, Env, Method, Request, Response};
+
+use respond::Failure;
+
+#[event(fetch)]
+pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let path = req.path();
+    let result = route(req, &env, &ctx).await;
+    respond::finish(&path, result)
+}
+
+async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response, Failure> {
+    match (req.path().as_str(), req.method()) {
+        ("/healthz", Method::Get | Method::Head) => Ok(Response::ok("ok")?),
+        ("/healthz", _) => Err(Failure::method_not_allowed("GET, HEAD")),
+        ("/wechat", Method::Get) => verify_url(&req, env),
+        ("/wechat", Method::Post) => receive_callback(req, env, ctx).await,
+        ("/wechat", _) => Err(Failure::method_not_allowed("GET, POST")),
+        _ => Err(CoreError::NotFound.into()),
+    }
+}
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+fn query_of(req: &Request) -> Result<Query, Failure> {
+    let url = req.url()?;
+    Ok(Query::from_pairs(
+        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())),
+    ))
+}
+
+/// `GET /wechat`: the check WeChat makes when the server URL is saved.
+fn verify_url(req: &Request, env: &Env) -> Result<Response, Failure> {
+    let config = settings::load(env);
+    let echostr = callback::verify_url(&config, &query_of(req)?, now_ms() / 1000)?;
+    let mut resp = Response::ok(echostr)?;
+    resp.headers_mut().set("content-type", "text/plain; charset=utf-8")?;
+    Ok(resp)
+}
+
+/// `POST /wechat`: verify, decrypt, normalize, answer `success`, forward after the answer.
+async fn receive_callback(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, Failure> {
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(CoreError::BodyTooLarge.into());
+    }
+    let query = query_of(&req)?;
+    let body = req.bytes().await?;
+    let config = settings::load(env);
+    let inbound = callback::open_callback(&config, &query, &body, now_ms(), DEFAULT_ACCOUNT)?;
+    let targets = config.forward_urls()?.to_vec();
+    let secret = config.forward_secret()?.cloned();
+    let event = inbound.event;
+
+    if dedup::seen_before(&event.id).await {
+        log::info("duplicate callback, not forwarded", &[("event_id", &event.id)]);
+    } else {
+        let delivery = forward::Delivery {
+            id: event.id.clone(),
+            body: event.to_json(),
+            targets,
+            secret,
+        };
+        ctx.wait_until(async move { forward::deliver(delivery).await });
+    }
+    let mut resp = Response::ok("success")?;
+    resp.headers_mut().set("content-type", "text/plain; charset=utf-8")?;
+    Ok(resp)
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test: formatting and lints (host and wasm32), the native core tests, then the Miniflare
+# tests against the built worker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (host)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo clippy (wasm32)"
+cargo clippy --workspace --lib --target wasm32-unknown-unknown --locked -- -D warnings
+
+step "native tests"
+cargo test --workspace --locked
+
+step "build the worker"
+bash scripts/build.sh
+
+step "Miniflare tests"
+node --test --test-concurrency=1 tests/miniflare/

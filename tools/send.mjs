@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// Sends a correctly signed (optionally encrypted) WeChat callback to a running relay.
+//
+//   node tools/send.mjs                         # a text message, safe mode, demo settings
+//   node tools/send.mjs --type click --mode plain
+//   node tools/send.mjs --type event --field Event=TEMPLATESENDJOBFINISH --field MsgID=200163836 --field Status=success
+//   node tools/send.mjs --xml tests/samples/event_masssendjobfinish.xml
+//   node tools/send.mjs --verify                # the GET URL check WeChat makes
+//
+// Settings default to demo/demo.env; override with --env-file or --token/--aes-key/--app-id.
+import { parseArgs } from "node:util";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { PRESETS, buildCallback, messageXml, readEnvFile, verifyQuery } from "./wechat.mjs";
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
+const { values } = parseArgs({
+  options: {
+    url: { type: "string", default: "http://127.0.0.1:8787/wechat" },
+    "env-file": { type: "string", default: path.join(root, "demo/demo.env") },
+    token: { type: "string" },
+    "aes-key": { type: "string" },
+    "app-id": { type: "string" },
+    mode: { type: "string", default: "safe" },
+    type: { type: "string", default: "text" },
+    field: { type: "string", multiple: true, default: [] },
+    xml: { type: "string" },
+    from: { type: "string", default: "o_demo_user" },
+    verify: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (values.help) {
+  console.log(`usage: node tools/send.mjs [--url URL] [--mode safe|compatible|plain] [--type ${Object.keys(PRESETS).join("|")}|event]
+       [--field Name=value ...] [--xml FILE] [--from OPENID] [--verify] [--env-file FILE] [--token T --aes-key K --app-id A]`);
+  process.exit(0);
+}
+const env = fs.existsSync(values["env-file"]) ? readEnvFile(values["env-file"]) : {};
+const token = values.token ?? env.WECHAT_TOKEN;
+const encodingAesKey = values["aes-key"] ?? env.WECHAT_ENCODING_AES_KEY;
+const appId = values["app-id"] ?? env.WECHAT_APP_ID;
+if (!token) throw new Error("no token: pass --token or --env-file");
+
+if (values.verify) {
+  const echostr = "echo-" + Date.now();
+  const res = await fetch(`${values.url}?${verifyQuery({ token, echostr })}`);
+  const text = await res.text();
+  console.log(`GET ${res.status} ${JSON.stringify(text)} ${text === echostr ? "(echo matches)" : "(echo does NOT match)"}`);
+  process.exit(res.ok && text === echostr ? 0 : 1);
+}
+
+let xml;
+if (values.xml) {
+  xml = fs.readFileSync(values.xml, "utf8");
+} else {
+  const fields = { ...(PRESETS[values.type] ?? { MsgType: values.type }) };
+  for (const f of values.field) {
+    const i = f.indexOf("=");
+    if (i < 1) throw new Error(`--field wants Name=value, got ${f}`);
+    fields[f.slice(0, i)] = f.slice(i + 1);
+  }
+  xml = messageXml({ from: values.from, fields });
+}
+const { query, body } = buildCallback({ token, encodingAesKey, appId, xml, mode: values.mode, openid: values.from });
+const res = await fetch(`${values.url}?${query}`, { method: "POST", headers: { "content-type": "text/xml" }, body });
+console.log(`POST (${values.mode}) ${res.status} ${JSON.stringify(await res.text())}`);
+process.exit(res.ok ? 0 : 1);
