@@ -30,12 +30,18 @@ pub async fn seen_before(id: &str) -> bool {
         Ok(Some(_)) => return true,
         Ok(None) => {}
         Err(e) => {
-            log::warn("dedup cache read failed; forwarding anyway", &[("event_id", id), ("error", &e.to_string())]);
+            log::warn(
+                "dedup cache read failed; forwarding anyway",
+                &[("event_id", id), ("error", &e.to_string())],
+            );
             return false;
         }
     }
     if let Err(e) = mark(&cache, id).await {
-        log::warn("dedup cache write failed; forwarding anyway", &[("event_id", id), ("error", &e.to_string())]);
+        log::warn(
+            "dedup cache write failed; forwarding anyway",
+            &[("event_id", id), ("error", &e.to_string())],
+        );
     }
     false
 }

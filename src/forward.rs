@@ -95,7 +95,10 @@ async fn attempt_once(delivery: &Delivery, target: &str) -> Outcome {
 fn build_request(delivery: &Delivery, target: &str) -> worker::Result<Request> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    headers.set("user-agent", concat!("wechat-relay/", env!("CARGO_PKG_VERSION")))?;
+    headers.set(
+        "user-agent",
+        concat!("wechat-relay/", env!("CARGO_PKG_VERSION")),
+    )?;
     if let Some(secret) = &delivery.secret {
         let timestamp = Date::now().as_millis() / 1000;
         for (name, value) in webhook::headers(secret, &delivery.id, timestamp, &delivery.body) {

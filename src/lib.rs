@@ -1,6 +1,13 @@
 //! The Cloudflare Worker shell around `wechat-relay-core`: routing, bindings, the Cache API
 //! dedup marks and outbound fetches. Protocol logic lives in the core; this crate only does I/O.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod dedup;
 mod forward;
 mod log;
@@ -39,7 +46,8 @@ fn now_ms() -> u64 {
 fn query_of(req: &Request) -> Result<Query, Failure> {
     let url = req.url()?;
     Ok(Query::from_pairs(
-        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())),
+        url.query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned())),
     ))
 }
 
@@ -48,7 +56,8 @@ fn verify_url(req: &Request, env: &Env) -> Result<Response, Failure> {
     let config = settings::load(env);
     let echostr = callback::verify_url(&config, &query_of(req)?, now_ms() / 1000)?;
     let mut resp = Response::ok(echostr)?;
-    resp.headers_mut().set("content-type", "text/plain; charset=utf-8")?;
+    resp.headers_mut()
+        .set("content-type", "text/plain; charset=utf-8")?;
     Ok(resp)
 }
 
@@ -70,7 +79,10 @@ async fn receive_callback(mut req: Request, env: &Env, ctx: &Context) -> Result<
     let event = inbound.event;
 
     if dedup::seen_before(&event.id).await {
-        log::info("duplicate callback, not forwarded", &[("event_id", &event.id)]);
+        log::info(
+            "duplicate callback, not forwarded",
+            &[("event_id", &event.id)],
+        );
     } else {
         let delivery = forward::Delivery {
             id: event.id.clone(),
@@ -81,6 +93,7 @@ async fn receive_callback(mut req: Request, env: &Env, ctx: &Context) -> Result<
         ctx.wait_until(async move { forward::deliver(delivery).await });
     }
     let mut resp = Response::ok("success")?;
-    resp.headers_mut().set("content-type", "text/plain; charset=utf-8")?;
+    resp.headers_mut()
+        .set("content-type", "text/plain; charset=utf-8")?;
     Ok(resp)
 }

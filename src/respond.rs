@@ -46,21 +46,36 @@ pub fn finish(path: &str, result: Result<Response, Failure>) -> worker::Result<R
     };
     let (status, reason, allow) = match &failure {
         Failure::Core(e) => (e.status(), e.to_string(), None),
-        Failure::MethodNotAllowed(allow) => (405, CoreError::MethodNotAllowed.to_string(), Some(*allow)),
+        Failure::MethodNotAllowed(allow) => {
+            (405, CoreError::MethodNotAllowed.to_string(), Some(*allow))
+        }
         // The runtime's message may quote internals: log it, answer generically.
         Failure::Runtime(e) => {
-            log::error("runtime failure", &[("path", path), ("error", &e.to_string())]);
+            log::error(
+                "runtime failure",
+                &[("path", path), ("error", &e.to_string())],
+            );
             (500, "internal error".to_owned(), None)
         }
     };
     match &failure {
-        Failure::Core(e) if !e.is_callers_fault() => {
-            log::error("request failed", &[("path", path), ("status", &status.to_string()), ("reason", &reason)])
-        }
+        Failure::Core(e) if !e.is_callers_fault() => log::error(
+            "request failed",
+            &[
+                ("path", path),
+                ("status", &status.to_string()),
+                ("reason", &reason),
+            ],
+        ),
         Failure::Core(CoreError::NotFound) => {}
-        Failure::Core(_) => {
-            log::warn("request refused", &[("path", path), ("status", &status.to_string()), ("reason", &reason)])
-        }
+        Failure::Core(_) => log::warn(
+            "request refused",
+            &[
+                ("path", path),
+                ("status", &status.to_string()),
+                ("reason", &reason),
+            ],
+        ),
         _ => {}
     }
     plain(status, &reason, allow)
@@ -68,7 +83,8 @@ pub fn finish(path: &str, result: Result<Response, Failure>) -> worker::Result<R
 
 fn plain(status: u16, reason: &str, allow: Option<&str>) -> worker::Result<Response> {
     let mut resp = Response::error(format!("{reason}\n"), status)?;
-    resp.headers_mut().set("content-type", "text/plain; charset=utf-8")?;
+    resp.headers_mut()
+        .set("content-type", "text/plain; charset=utf-8")?;
     if let Some(allow) = allow {
         resp.headers_mut().set("allow", allow)?;
     }

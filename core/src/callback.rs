@@ -149,12 +149,12 @@ pub fn open_callback(
             check_window(timestamp, now_secs, config.max_clock_skew()?)?;
             let key = config.aes_key()?.ok_or(crate::config::ConfigError {
                 setting: "WECHAT_ENCODING_AES_KEY",
-                problem: "is not set, but WeChat sent an encrypted (safe or compatible mode) callback"
-                    .into(),
+                problem:
+                    "is not set, but WeChat sent an encrypted (safe or compatible mode) callback"
+                        .into(),
             })?;
             let app_id = config.require_app_id()?;
-            let opened =
-                crypto::decrypt(key, encrypted, app_id).map_err(|_| Error::Decryption)?;
+            let opened = crypto::decrypt(key, encrypted, app_id).map_err(|_| Error::Decryption)?;
             (xml::parse(&opened.message)?, Some(opened.receive_id))
         }
     };

@@ -72,9 +72,15 @@ pub struct Config {
 impl Config {
     /// Reads every setting through `lookup` (binding name -> value). Empty values count as unset.
     pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Config {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         Config {
-            token: get("WECHAT_TOKEN").map(Secret).ok_or(ConfigError::missing("WECHAT_TOKEN")),
+            token: get("WECHAT_TOKEN")
+                .map(Secret)
+                .ok_or(ConfigError::missing("WECHAT_TOKEN")),
             aes_key: get("WECHAT_ENCODING_AES_KEY")
                 .map(|k| {
                     AesKey::from_encoding_aes_key(&k).map_err(|e: KeyError| {
@@ -118,12 +124,18 @@ impl Config {
     }
 
     pub fn token(&self) -> Result<&str, ConfigError> {
-        self.token.as_ref().map(Secret::expose).map_err(Clone::clone)
+        self.token
+            .as_ref()
+            .map(Secret::expose)
+            .map_err(Clone::clone)
     }
 
     /// The AES key, or `None` when the account runs in plaintext mode only.
     pub fn aes_key(&self) -> Result<Option<&AesKey>, ConfigError> {
-        self.aes_key.as_ref().map(Option::as_ref).map_err(Clone::clone)
+        self.aes_key
+            .as_ref()
+            .map(Option::as_ref)
+            .map_err(Clone::clone)
     }
 
     /// The AppID, which encrypted callbacks must carry.
@@ -139,7 +151,10 @@ impl Config {
     }
 
     pub fn app_secret(&self) -> Result<&str, ConfigError> {
-        self.app_secret.as_ref().map(Secret::expose).map_err(Clone::clone)
+        self.app_secret
+            .as_ref()
+            .map(Secret::expose)
+            .map_err(Clone::clone)
     }
 
     pub fn api_base(&self) -> Result<&str, ConfigError> {
@@ -210,14 +225,19 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Config {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load(|k| map.get(k).cloned())
     }
 
     #[test]
     fn defaults() {
-        let c = load(&[("WECHAT_TOKEN", "t"), ("FORWARD_URLS", "https://a.example/hook")]);
+        let c = load(&[
+            ("WECHAT_TOKEN", "t"),
+            ("FORWARD_URLS", "https://a.example/hook"),
+        ]);
         assert_eq!(c.token().unwrap(), "t");
         assert!(c.aes_key().unwrap().is_none());
         assert_eq!(c.api_base().unwrap(), DEFAULT_API_BASE);
@@ -228,10 +248,17 @@ mod tests {
 
     #[test]
     fn forward_urls_split_on_commas_and_whitespace() {
-        let c = load(&[("FORWARD_URLS", " https://a.example/x,http://127.0.0.1:9000/y\n https://b.example ")]);
+        let c = load(&[(
+            "FORWARD_URLS",
+            " https://a.example/x,http://127.0.0.1:9000/y\n https://b.example ",
+        )]);
         assert_eq!(
             c.forward_urls().unwrap(),
-            ["https://a.example/x", "http://127.0.0.1:9000/y", "https://b.example/"]
+            [
+                "https://a.example/x",
+                "http://127.0.0.1:9000/y",
+                "https://b.example/"
+            ]
         );
     }
 
@@ -257,7 +284,11 @@ mod tests {
             ]
         );
         assert!(c.token().unwrap_err().to_string().contains("WECHAT_TOKEN"));
-        assert!(c.require_app_id().unwrap_err().to_string().contains("WECHAT_APP_ID"));
+        assert!(c
+            .require_app_id()
+            .unwrap_err()
+            .to_string()
+            .contains("WECHAT_APP_ID"));
     }
 
     #[test]
@@ -266,7 +297,10 @@ mod tests {
             ("WECHAT_TOKEN", "tok-secret"),
             ("WECHAT_APP_SECRET", "app-secret-value"),
             ("FORWARD_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-            ("WECHAT_ENCODING_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+            (
+                "WECHAT_ENCODING_AES_KEY",
+                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            ),
         ]);
         let debug = format!("{c:?}");
         assert!(!debug.contains("app-secret-value"));

@@ -110,7 +110,11 @@ pub fn encrypt(key: &AesKey, random: [u8; 16], message: &[u8], receive_id: &str)
     let mut buf = Vec::with_capacity(unpadded + pad);
     buf.extend_from_slice(&random);
     // A message over 4 GiB cannot be expressed in WeChat's format; callers never get near it.
-    buf.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+    buf.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     buf.extend_from_slice(message);
     buf.extend_from_slice(receive_id.as_bytes());
     // pad is in 1..=32, so the cast is lossless.
@@ -126,7 +130,11 @@ pub fn encrypt(key: &AesKey, random: [u8; 16], message: &[u8], receive_id: &str)
 }
 
 /// Decrypts a base64 `Encrypt` value and checks the trailing receive id in constant time.
-pub fn decrypt(key: &AesKey, encrypted: &str, expected_receive_id: &str) -> Result<Opened, DecryptError> {
+pub fn decrypt(
+    key: &AesKey,
+    encrypted: &str,
+    expected_receive_id: &str,
+) -> Result<Opened, DecryptError> {
     let opened = decrypt_any(key, encrypted)?;
     if !constant_time_eq(opened.receive_id.as_bytes(), expected_receive_id.as_bytes()) {
         return Err(DecryptError::ReceiveId);
@@ -157,10 +165,13 @@ pub fn open_plaintext(plain: &[u8]) -> Result<Opened, DecryptError> {
         .get(RANDOM_LEN..RANDOM_LEN + LEN_FIELD)
         .and_then(|b| b.try_into().ok())
         .ok_or(DecryptError::Layout)?;
-    let msg_len = usize::try_from(u32::from_be_bytes(len_bytes)).map_err(|_| DecryptError::Layout)?;
+    let msg_len =
+        usize::try_from(u32::from_be_bytes(len_bytes)).map_err(|_| DecryptError::Layout)?;
     let msg_start = RANDOM_LEN + LEN_FIELD;
     let msg_end = msg_start.checked_add(msg_len).ok_or(DecryptError::Layout)?;
-    let message = unpadded.get(msg_start..msg_end).ok_or(DecryptError::Layout)?;
+    let message = unpadded
+        .get(msg_start..msg_end)
+        .ok_or(DecryptError::Layout)?;
     let receive_id = unpadded.get(msg_end..).ok_or(DecryptError::Layout)?;
     let receive_id = std::str::from_utf8(receive_id).map_err(|_| DecryptError::Layout)?;
     Ok(Opened {
@@ -198,11 +209,14 @@ mod tests {
             KeyError::Length(3)
         );
         assert_eq!(
-            AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEF!").unwrap_err(),
+            AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEF!")
+                .unwrap_err(),
             KeyError::Alphabet
         );
         // Trailing bits set (the last 'G' carries bits beyond the 32nd byte): still accepted.
-        assert!(AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").is_ok());
+        assert!(
+            AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").is_ok()
+        );
     }
 
     #[test]

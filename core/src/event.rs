@@ -60,7 +60,13 @@ const INTEGER_FIELDS: &[&str] = &[
 ];
 
 /// Fields WeChat documents as decimal numbers.
-const FLOAT_FIELDS: &[&str] = &["location_x", "location_y", "latitude", "longitude", "precision"];
+const FLOAT_FIELDS: &[&str] = &[
+    "location_x",
+    "location_y",
+    "latitude",
+    "longitude",
+    "precision",
+];
 
 /// The normalized event: the body of every forwarded POST.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -116,7 +122,13 @@ pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
     };
 
     let envelope: &[&str] = if event.is_some() {
-        &["ToUserName", "FromUserName", "CreateTime", "MsgType", "Event"]
+        &[
+            "ToUserName",
+            "FromUserName",
+            "CreateTime",
+            "MsgType",
+            "Event",
+        ]
     } else {
         &["ToUserName", "FromUserName", "CreateTime", "MsgType"]
     };
@@ -127,7 +139,10 @@ pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
         .collect();
     let data = object_of(&rest, &root.text, &root.attributes);
 
-    let id = event_id(ctx.account, &dedup_key(root, &from, created_at, event.as_deref()));
+    let id = event_id(
+        ctx.account,
+        &dedup_key(root, &from, created_at, event.as_deref()),
+    );
     Ok(Event {
         id,
         account: ctx.account.to_owned(),
@@ -178,14 +193,21 @@ pub fn event_id(account: &str, key: &str) -> String {
     id
 }
 
-fn object_of(children: &[&Element], text: &str, attributes: &[(String, String)]) -> Map<String, Value> {
+fn object_of(
+    children: &[&Element],
+    text: &str,
+    attributes: &[(String, String)],
+) -> Map<String, Value> {
     let mut map = Map::new();
     let mut occurrences: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for child in children {
         *occurrences.entry(child.name.as_str()).or_default() += 1;
     }
     for (name, value) in attributes {
-        map.insert(format!("@{}", snake_case(name)), Value::String(value.clone()));
+        map.insert(
+            format!("@{}", snake_case(name)),
+            Value::String(value.clone()),
+        );
     }
     for child in children {
         let key = snake_case(&child.name);
@@ -313,8 +335,14 @@ mod tests {
     #[test]
     fn numbers_only_where_documented() {
         assert_eq!(scalar("scale", "20"), Value::from(20));
-        assert_eq!(scalar("location_x", "23.134521"), serde_json::json!(23.134521));
-        assert_eq!(scalar("msg_id", "6054768590064713728"), Value::from("6054768590064713728"));
+        assert_eq!(
+            scalar("location_x", "23.134521"),
+            serde_json::json!(23.134521)
+        );
+        assert_eq!(
+            scalar("msg_id", "6054768590064713728"),
+            Value::from("6054768590064713728")
+        );
         assert_eq!(scalar("scale", "n/a"), Value::from("n/a"));
         assert_eq!(scalar("latitude", "NaN"), Value::from("NaN"));
     }

@@ -13,6 +13,16 @@
 //! - [`config`]: the settings, parsed from environment bindings.
 //! - [`error`]: one error enum, mapped to HTTP statuses in one place.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 pub mod callback;
 pub mod config;
 pub mod crypto;

@@ -16,10 +16,20 @@ pub struct Article {
 /// The passive reply kinds an Official Account may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    Text { content: String },
-    Image { media_id: String },
-    Voice { media_id: String },
-    Video { media_id: String, title: String, description: String },
+    Text {
+        content: String,
+    },
+    Image {
+        media_id: String,
+    },
+    Voice {
+        media_id: String,
+    },
+    Video {
+        media_id: String,
+        title: String,
+        description: String,
+    },
     Music {
         title: String,
         description: String,
@@ -27,9 +37,13 @@ pub enum Reply {
         hq_music_url: String,
         thumb_media_id: String,
     },
-    News { articles: Vec<Article> },
+    News {
+        articles: Vec<Article>,
+    },
     /// Hand the conversation to customer service (optionally one agent).
-    TransferCustomerService { kf_account: Option<String> },
+    TransferCustomerService {
+        kf_account: Option<String>,
+    },
 }
 
 /// Writes `<Name><![CDATA[value]]></Name>`, splitting any `]]>` inside the value.
@@ -77,14 +91,24 @@ impl Reply {
                 cdata(&mut x, "MediaId", media_id);
                 x.push_str("</Voice>");
             }
-            Reply::Video { media_id, title, description } => {
+            Reply::Video {
+                media_id,
+                title,
+                description,
+            } => {
                 x.push_str("<Video>");
                 cdata(&mut x, "MediaId", media_id);
                 cdata(&mut x, "Title", title);
                 cdata(&mut x, "Description", description);
                 x.push_str("</Video>");
             }
-            Reply::Music { title, description, music_url, hq_music_url, thumb_media_id } => {
+            Reply::Music {
+                title,
+                description,
+                music_url,
+                hq_music_url,
+                thumb_media_id,
+            } => {
                 x.push_str("<Music>");
                 cdata(&mut x, "Title", title);
                 cdata(&mut x, "Description", description);
@@ -94,7 +118,10 @@ impl Reply {
                 x.push_str("</Music>");
             }
             Reply::News { articles } => {
-                x.push_str(&format!("<ArticleCount>{}</ArticleCount><Articles>", articles.len()));
+                x.push_str(&format!(
+                    "<ArticleCount>{}</ArticleCount><Articles>",
+                    articles.len()
+                ));
                 for a in articles {
                     x.push_str("<item>");
                     cdata(&mut x, "Title", &a.title);
@@ -168,7 +195,9 @@ mod tests {
 
     #[test]
     fn text_reply_survives_cdata_terminators() {
-        let r = Reply::Text { content: "a]]>b <c> 你好".into() };
+        let r = Reply::Text {
+            content: "a]]>b <c> 你好".into(),
+        };
         let parsed = xml::parse(r.to_xml("o_user", "gh_1", 7).as_bytes()).unwrap();
         assert_eq!(parsed.child_text("Content"), Some("a]]>b <c> 你好"));
         assert_eq!(parsed.child_text("ToUserName"), Some("o_user"));
@@ -177,8 +206,15 @@ mod tests {
 
     #[test]
     fn news_reply_lists_articles() {
-        let a = Article { title: "t".into(), description: "d".into(), pic_url: "p".into(), url: "u".into() };
-        let r = Reply::News { articles: vec![a.clone(), a] };
+        let a = Article {
+            title: "t".into(),
+            description: "d".into(),
+            pic_url: "p".into(),
+            url: "u".into(),
+        };
+        let r = Reply::News {
+            articles: vec![a.clone(), a],
+        };
         let parsed = xml::parse(r.to_xml("o", "gh", 1).as_bytes()).unwrap();
         assert_eq!(parsed.child_text("ArticleCount"), Some("2"));
         assert_eq!(parsed.child("Articles").unwrap().children.len(), 2);
@@ -190,7 +226,13 @@ mod tests {
         let env = seal(&key, "tok", "wxid", [1; 16], "100", "n", b"<xml/>");
         let parsed = xml::parse(env.to_xml().as_bytes()).unwrap();
         let encrypt = parsed.child_text("Encrypt").unwrap();
-        assert!(signature::verify(parsed.child_text("MsgSignature").unwrap(), &["tok", "100", "n", encrypt]));
-        assert_eq!(crypto::decrypt(&key, encrypt, "wxid").unwrap().message, b"<xml/>");
+        assert!(signature::verify(
+            parsed.child_text("MsgSignature").unwrap(),
+            &["tok", "100", "n", encrypt]
+        ));
+        assert_eq!(
+            crypto::decrypt(&key, encrypt, "wxid").unwrap().message,
+            b"<xml/>"
+        );
     }
 }

@@ -202,12 +202,24 @@ mod tests {
     fn refuses_doctype_unknown_entities_and_bad_structure() {
         let laughs = b"<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;\">]><xml><a>&lol2;</a></xml>";
         assert_eq!(parse(laughs), Err(XmlError::Doctype));
-        assert!(matches!(parse(b"<xml><a>&xxe;</a></xml>"), Err(XmlError::Syntax(_))));
+        assert!(matches!(
+            parse(b"<xml><a>&xxe;</a></xml>"),
+            Err(XmlError::Syntax(_))
+        ));
         assert!(matches!(parse(b"<root/>"), Err(XmlError::Structure(_))));
-        assert!(matches!(parse(b"<xml></xml><xml></xml>"), Err(XmlError::Structure(_))));
+        assert!(matches!(
+            parse(b"<xml></xml><xml></xml>"),
+            Err(XmlError::Structure(_))
+        ));
         assert!(matches!(parse(b"<xml><a>"), Err(XmlError::Syntax(_))));
-        assert!(matches!(parse(b"<xml><a></b></xml>"), Err(XmlError::Syntax(_))));
-        assert!(matches!(parse(b"{\"json\":1}"), Err(XmlError::Structure(_))));
+        assert!(matches!(
+            parse(b"<xml><a></b></xml>"),
+            Err(XmlError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"json\":1}"),
+            Err(XmlError::Structure(_))
+        ));
         assert_eq!(parse(b"   "), Err(XmlError::Empty));
         assert_eq!(parse(b"<xml>\xff</xml>"), Err(XmlError::NotUtf8));
     }

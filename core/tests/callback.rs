@@ -24,7 +24,13 @@ fn config(extra: &[(&str, &str)]) -> Config {
         ("FORWARD_URLS", "http://127.0.0.1:1/hook"),
     ];
     pairs.extend_from_slice(extra);
-    Config::load(move |k| pairs.iter().rev().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    Config::load(move |k| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
 }
 
 fn plain_query(ts: u64, nonce: &str) -> Query {
@@ -41,8 +47,19 @@ fn plain_query(ts: u64, nonce: &str) -> Query {
 fn encrypted(message: &str, app_id: &str, ts: u64) -> (Query, Vec<u8>) {
     let key = AesKey::from_encoding_aes_key(KEY).unwrap();
     let ts = ts.to_string();
-    let sealed = reply::seal(&key, TOKEN, app_id, *b"0123456789abcdef", &ts, "nonce1", message.as_bytes());
-    let body = format!("<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>", sealed.encrypt);
+    let sealed = reply::seal(
+        &key,
+        TOKEN,
+        app_id,
+        *b"0123456789abcdef",
+        &ts,
+        "nonce1",
+        message.as_bytes(),
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>",
+        sealed.encrypt
+    );
     let q = Query::from_pairs([
         ("signature", sha1_sorted(&[TOKEN, &ts, "nonce1"])),
         ("timestamp", ts.clone()),
@@ -54,7 +71,11 @@ fn encrypted(message: &str, app_id: &str, ts: u64) -> (Query, Vec<u8>) {
     (q, body.into_bytes())
 }
 
-fn open(cfg: &Config, q: &Query, body: &[u8]) -> Result<wechat_relay_core::callback::Inbound, Error> {
+fn open(
+    cfg: &Config,
+    q: &Query,
+    body: &[u8],
+) -> Result<wechat_relay_core::callback::Inbound, Error> {
     open_callback(cfg, q, body, NOW * 1000, "default")
 }
 
@@ -65,7 +86,10 @@ fn url_verification() {
     q.echostr = Some("echo-123".into());
     assert_eq!(verify_url(&cfg, &q, NOW).unwrap(), "echo-123");
     // The official plaintext signature vector.
-    assert_eq!(q.signature.as_deref(), Some("16120ec1b8dbb870f510d87ce6bc2463eae6ca1a"));
+    assert_eq!(
+        q.signature.as_deref(),
+        Some("16120ec1b8dbb870f510d87ce6bc2463eae6ca1a")
+    );
 
     let mut bad = q.clone();
     bad.signature = Some("0".repeat(40));
@@ -75,10 +99,16 @@ fn url_verification() {
     assert!(verify_url(&cfg, &q, NOW + 300).is_ok());
     let mut no_echo = q.clone();
     no_echo.echostr = None;
-    assert_eq!(verify_url(&cfg, &no_echo, NOW), Err(Error::MissingParameter("echostr")));
+    assert_eq!(
+        verify_url(&cfg, &no_echo, NOW),
+        Err(Error::MissingParameter("echostr"))
+    );
     let mut bad_ts = q.clone();
     bad_ts.timestamp = Some("yesterday".into());
-    assert_eq!(verify_url(&cfg, &bad_ts, NOW), Err(Error::MalformedParameter("timestamp")));
+    assert_eq!(
+        verify_url(&cfg, &bad_ts, NOW),
+        Err(Error::MalformedParameter("timestamp"))
+    );
 }
 
 #[test]
@@ -143,7 +173,10 @@ fn bad_signatures_and_timestamps_are_401() {
     assert_eq!(open(&cfg, &q, TEXT.as_bytes()).unwrap_err().status(), 401);
 
     let stale = plain_query(NOW - 3600, "n");
-    assert_eq!(open(&cfg, &stale, TEXT.as_bytes()).unwrap_err(), Error::StaleTimestamp);
+    assert_eq!(
+        open(&cfg, &stale, TEXT.as_bytes()).unwrap_err(),
+        Error::StaleTimestamp
+    );
 
     let (mut q, body) = encrypted(TEXT, APP_ID, NOW);
     q.msg_signature = Some("0".repeat(40));
@@ -155,7 +188,10 @@ fn bad_signatures_and_timestamps_are_401() {
 
     let (mut q, body) = encrypted(TEXT, APP_ID, NOW);
     q.msg_signature = None;
-    assert_eq!(open(&cfg, &q, &body).unwrap_err(), Error::MissingParameter("msg_signature"));
+    assert_eq!(
+        open(&cfg, &q, &body).unwrap_err(),
+        Error::MissingParameter("msg_signature")
+    );
 }
 
 /// Every decryption failure answers identically, and only after msg_signature is valid.
@@ -174,9 +210,12 @@ fn decryption_failures_look_the_same() {
         open(&cfg, &q, body.as_bytes()).unwrap_err()
     };
     let key = AesKey::from_encoding_aes_key(KEY).unwrap();
-    let wrong_app = wechat_relay_core::crypto::encrypt(&key, [0; 16], TEXT.as_bytes(), "wx_someone_else");
-    let other_key = AesKey::from_encoding_aes_key("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C").unwrap();
-    let wrong_key = wechat_relay_core::crypto::encrypt(&other_key, [0; 16], TEXT.as_bytes(), APP_ID);
+    let wrong_app =
+        wechat_relay_core::crypto::encrypt(&key, [0; 16], TEXT.as_bytes(), "wx_someone_else");
+    let other_key =
+        AesKey::from_encoding_aes_key("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C").unwrap();
+    let wrong_key =
+        wechat_relay_core::crypto::encrypt(&other_key, [0; 16], TEXT.as_bytes(), APP_ID);
     let errors = [
         resign("not base64 at all!"),
         resign("AAAAAAAAAAAAAAAAAAAAAA=="),
@@ -219,14 +258,30 @@ fn malformed_bodies_are_400() {
 fn oversized_body_is_413_and_missing_params_400() {
     let cfg = config(&[]);
     let big = vec![b' '; MAX_BODY_BYTES + 1];
-    assert_eq!(open(&cfg, &plain_query(NOW, "n"), &big).unwrap_err().status(), 413);
+    assert_eq!(
+        open(&cfg, &plain_query(NOW, "n"), &big)
+            .unwrap_err()
+            .status(),
+        413
+    );
     let mut q = plain_query(NOW, "n");
     q.signature = None;
-    assert_eq!(open(&cfg, &q, TEXT.as_bytes()).unwrap_err(), Error::MissingParameter("signature"));
-    assert_eq!(open(&cfg, &Query::default(), TEXT.as_bytes()).unwrap_err().status(), 400);
+    assert_eq!(
+        open(&cfg, &q, TEXT.as_bytes()).unwrap_err(),
+        Error::MissingParameter("signature")
+    );
+    assert_eq!(
+        open(&cfg, &Query::default(), TEXT.as_bytes())
+            .unwrap_err()
+            .status(),
+        400
+    );
     let mut q = plain_query(NOW, "n");
     q.encrypt_type = Some("rot13".into());
-    assert_eq!(open(&cfg, &q, TEXT.as_bytes()).unwrap_err(), Error::MalformedParameter("encrypt_type"));
+    assert_eq!(
+        open(&cfg, &q, TEXT.as_bytes()).unwrap_err(),
+        Error::MalformedParameter("encrypt_type")
+    );
 }
 
 #[test]
@@ -254,6 +309,9 @@ fn missing_settings_are_named_and_500() {
 #[test]
 fn clock_skew_setting_is_honoured() {
     let cfg = config(&[("MAX_CLOCK_SKEW_SECONDS", "10")]);
-    assert_eq!(open(&cfg, &plain_query(NOW - 11, "n"), TEXT.as_bytes()).unwrap_err(), Error::StaleTimestamp);
+    assert_eq!(
+        open(&cfg, &plain_query(NOW - 11, "n"), TEXT.as_bytes()).unwrap_err(),
+        Error::StaleTimestamp
+    );
     assert!(open(&cfg, &plain_query(NOW - 10, "n"), TEXT.as_bytes()).is_ok());
 }

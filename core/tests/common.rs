@@ -14,7 +14,9 @@ pub fn read_json(relative: &str) -> serde_json::Value {
 }
 
 pub fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_else(|| panic!("{key} missing in {v}"))
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 /// Every `tests/samples/<name>.xml` with its expected `<name>.json`.

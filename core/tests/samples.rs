@@ -9,7 +9,11 @@ use wechat_relay_core::xml;
 
 fn normalize(xml_bytes: &[u8]) -> Value {
     let root = xml::parse(xml_bytes).unwrap();
-    let ctx = Context { account: "default", app_id: Some("wxapp"), received_at_ms: 1_700_000_000_000 };
+    let ctx = Context {
+        account: "default",
+        app_id: Some("wxapp"),
+        received_at_ms: 1_700_000_000_000,
+    };
     serde_json::to_value(event::normalize(&root, &ctx).unwrap()).unwrap()
 }
 
@@ -33,16 +37,41 @@ fn every_sample_normalizes_as_expected() {
 fn every_catalogued_type_has_a_sample() {
     let names: Vec<String> = common::samples().into_iter().map(|(n, _, _)| n).collect();
     for required in [
-        "text", "image", "voice", "voice_recognition", "video", "shortvideo", "location", "link",
-        "event_subscribe", "event_subscribe_qrscene", "event_unsubscribe", "event_scan",
-        "event_location", "event_click", "event_view", "event_scancode_push",
-        "event_scancode_waitmsg", "event_pic_sysphoto", "event_pic_photo_or_album",
-        "event_pic_weixin", "event_location_select", "event_templatesendjobfinish",
-        "event_masssendjobfinish", "event_view_miniprogram", "event_subscribe_msg_popup_event",
-        "event_subscribe_msg_change_event", "event_subscribe_msg_sent_event",
-        "event_publishjobfinish", "event_kf_create_session", "event_unknown_future",
+        "text",
+        "image",
+        "voice",
+        "voice_recognition",
+        "video",
+        "shortvideo",
+        "location",
+        "link",
+        "event_subscribe",
+        "event_subscribe_qrscene",
+        "event_unsubscribe",
+        "event_scan",
+        "event_location",
+        "event_click",
+        "event_view",
+        "event_scancode_push",
+        "event_scancode_waitmsg",
+        "event_pic_sysphoto",
+        "event_pic_photo_or_album",
+        "event_pic_weixin",
+        "event_location_select",
+        "event_templatesendjobfinish",
+        "event_masssendjobfinish",
+        "event_view_miniprogram",
+        "event_subscribe_msg_popup_event",
+        "event_subscribe_msg_change_event",
+        "event_subscribe_msg_sent_event",
+        "event_publishjobfinish",
+        "event_kf_create_session",
+        "event_unknown_future",
     ] {
-        assert!(names.iter().any(|n| n == required), "no sample for {required}");
+        assert!(
+            names.iter().any(|n| n == required),
+            "no sample for {required}"
+        );
     }
 }
 
@@ -75,7 +104,9 @@ fn nothing_is_lost() {
         for w in want {
             let found = have.iter().any(|h| h == &w)
                 || have.iter().any(|h| h.eq_ignore_ascii_case(&w))
-                || w.trim().parse::<f64>().is_ok_and(|x| have.iter().any(|h| h.parse::<f64>() == Ok(x)));
+                || w.trim()
+                    .parse::<f64>()
+                    .is_ok_and(|x| have.iter().any(|h| h.parse::<f64>() == Ok(x)));
             assert!(found, "{name}: {w:?} lost");
         }
     }
@@ -103,8 +134,15 @@ fn retries_share_an_id_and_different_callbacks_do_not() {
 
 #[test]
 fn envelope_errors() {
-    let root = xml::parse(b"<xml><ToUserName>t</ToUserName><CreateTime>1</CreateTime><MsgType>text</MsgType></xml>").unwrap();
-    let ctx = Context { account: "default", app_id: None, received_at_ms: 0 };
+    let root = xml::parse(
+        b"<xml><ToUserName>t</ToUserName><CreateTime>1</CreateTime><MsgType>text</MsgType></xml>",
+    )
+    .unwrap();
+    let ctx = Context {
+        account: "default",
+        app_id: None,
+        received_at_ms: 0,
+    };
     assert_eq!(
         event::normalize(&root, &ctx).unwrap_err().to_string(),
         "missing element <FromUserName>"
@@ -112,5 +150,8 @@ fn envelope_errors() {
     let root = xml::parse(b"<xml><ToUserName>t</ToUserName><FromUserName>u</FromUserName><CreateTime>soon</CreateTime><MsgType>text</MsgType></xml>").unwrap();
     assert_eq!(event::normalize(&root, &ctx).unwrap_err().status(), 400);
     let root = xml::parse(b"<xml><ToUserName>t</ToUserName><FromUserName>u</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType></xml>").unwrap();
-    assert_eq!(event::normalize(&root, &ctx).unwrap_err().to_string(), "missing element <Event>");
+    assert_eq!(
+        event::normalize(&root, &ctx).unwrap_err().to_string(),
+        "missing element <Event>"
+    );
 }

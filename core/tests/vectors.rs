@@ -12,8 +12,17 @@ use wechat_relay_core::webhook::WebhookSecret;
 fn callback_signatures() {
     let v = read_json("vectors/official.json");
     for case in v["signature"].as_array().unwrap() {
-        let parts = [str_of(case, "token"), str_of(case, "timestamp"), str_of(case, "nonce")];
-        assert_eq!(signature::sha1_sorted(&parts), str_of(case, "signature"), "{}", case["name"]);
+        let parts = [
+            str_of(case, "token"),
+            str_of(case, "timestamp"),
+            str_of(case, "nonce"),
+        ];
+        assert_eq!(
+            signature::sha1_sorted(&parts),
+            str_of(case, "signature"),
+            "{}",
+            case["name"]
+        );
         assert!(signature::verify(str_of(case, "signature"), &parts));
     }
 }
@@ -25,18 +34,33 @@ fn decrypt_official_ciphertexts() {
         let name = str_of(case, "name");
         let key = AesKey::from_encoding_aes_key(str_of(case, "encoding_aes_key")).unwrap();
         let encrypt = str_of(case, "encrypt");
-        let msg_parts = [str_of(case, "token"), str_of(case, "timestamp"), str_of(case, "nonce"), encrypt];
-        assert!(signature::verify(str_of(case, "msg_signature"), &msg_parts), "{name}: msg_signature");
-        let opened = crypto::decrypt(&key, encrypt, str_of(case, "receive_id")).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let msg_parts = [
+            str_of(case, "token"),
+            str_of(case, "timestamp"),
+            str_of(case, "nonce"),
+            encrypt,
+        ];
+        assert!(
+            signature::verify(str_of(case, "msg_signature"), &msg_parts),
+            "{name}: msg_signature"
+        );
+        let opened = crypto::decrypt(&key, encrypt, str_of(case, "receive_id"))
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         let text = String::from_utf8(opened.message).unwrap();
         if let Some(exact) = case["exact"].as_str() {
             assert_eq!(text, exact, "{name}");
         }
         for needle in case["contains"].as_array().into_iter().flatten() {
-            assert!(text.contains(needle.as_str().unwrap()), "{name}: {needle} not in {text}");
+            assert!(
+                text.contains(needle.as_str().unwrap()),
+                "{name}: {needle} not in {text}"
+            );
         }
         // Same ciphertext, any other receive id: refused.
-        assert_eq!(crypto::decrypt(&key, encrypt, "wx0000000000000000"), Err(crypto::DecryptError::ReceiveId));
+        assert_eq!(
+            crypto::decrypt(&key, encrypt, "wx0000000000000000"),
+            Err(crypto::DecryptError::ReceiveId)
+        );
     }
 }
 
@@ -47,7 +71,12 @@ fn encrypt_matches_official_ciphertexts() {
         let name = str_of(case, "name");
         let key = AesKey::from_encoding_aes_key(str_of(case, "encoding_aes_key")).unwrap();
         let random: [u8; 16] = str_of(case, "random").as_bytes().try_into().unwrap();
-        let enc = crypto::encrypt(&key, random, str_of(case, "plaintext").as_bytes(), str_of(case, "receive_id"));
+        let enc = crypto::encrypt(
+            &key,
+            random,
+            str_of(case, "plaintext").as_bytes(),
+            str_of(case, "receive_id"),
+        );
         assert_eq!(enc, str_of(case, "encrypt"), "{name}");
         if let Some(sig) = case["msg_signature"].as_str() {
             let envelope = wechat_relay_core::reply::seal(

@@ -1,0 +1,69 @@
+// Runs the built worker (build/index.js + wasm) in Miniflare, the way workers-rs's own test
+// suite does, with every outbound fetch caught by a scripted fake so the tests see exactly what
+// the relay sends, and can make targets fail.
+import { Miniflare } from "miniflare";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+export const DEMO = {
+  WECHAT_TOKEN: "spamtest",
+  WECHAT_ENCODING_AES_KEY: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+  WECHAT_APP_ID: "wx2c2769f8efd9abc2",
+  WECHAT_APP_SECRET: "app-secret-never-logged",
+  FORWARD_URLS: "http://hooks.test/a",
+  FORWARD_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+};
+
+/**
+ * Starts a relay. `bindings` override DEMO (a value of undefined removes it); `upstream(req)` may
+ * answer outbound requests (default 204). Returns { mf, fetch, sent, waitFor, dispose }.
+ */
+export async function startRelay({ bindings = {}, upstream } = {}) {
+  const sent = [];
+  const merged = { ...DEMO, ...bindings };
+  for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
+  const logs = [];
+  const mf = new Miniflare({
+    modules: true,
+    scriptPath: path.join(root, "build/index.js"),
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
+    compatibilityDate: "2026-04-20",
+    bindings: merged,
+    kvNamespaces: ["WECHAT_KV"],
+    cache: true,
+    cachePersist: false,
+    kvPersist: false,
+    handleRuntimeStdio(stdout, stderr) {
+      for (const s of [stdout, stderr]) s.on("data", (d) => logs.push(String(d)));
+    },
+    outboundService: async (request) => {
+      const body = Buffer.from(await request.arrayBuffer());
+      const entry = { url: request.url, method: request.method, headers: Object.fromEntries(request.headers), body };
+      sent.push(entry);
+      const answer = upstream ? await upstream(entry, sent) : undefined;
+      return answer ?? new Response(null, { status: 204 });
+    },
+  });
+  await mf.ready;
+  const base = "http://relay.test";
+  return {
+    mf,
+    sent,
+    logs,
+    fetch: (p, init) => mf.dispatchFetch(base + p, init),
+    /** Waits until `predicate(sent)` holds (forwarding runs after the response). */
+    async waitFor(predicate, ms = 10_000) {
+      const until = Date.now() + ms;
+      while (Date.now() < until) {
+        if (predicate(sent)) return;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error(`timed out; sent so far: ${sent.map((s) => s.url).join(", ")}`);
+    },
+    /** Lets background work settle, then checks that nothing more arrives. */
+    settle: (ms = 400) => new Promise((r) => setTimeout(r, ms)),
+    dispose: () => mf.dispose(),
+  };
+}
