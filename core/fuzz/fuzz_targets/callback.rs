@@ -1,0 +1,35 @@
+//! Arbitrary bodies through the whole plaintext and safe-mode pipeline: any outcome but a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wechat_relay_core::callback::{open_callback, Query};
+use wechat_relay_core::config::Config;
+use wechat_relay_core::signature::sha1_sorted;
+
+fuzz_target!(|body: &[u8]| {
+    let config = Config::load(|k| match k {
+        "WECHAT_TOKEN" => Some("fuzz".into()),
+        "WECHAT_ENCODING_AES_KEY" => Some("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into()),
+        "WECHAT_APP_ID" => Some("wxfuzz".into()),
+        _ => None,
+    });
+    // Plaintext mode with a valid signature, so the body reaches the parser.
+    let plain = Query::from_pairs([
+        ("signature", sha1_sorted(&["fuzz", "100", "n"])),
+        ("timestamp", "100".to_owned()),
+        ("nonce", "n".to_owned()),
+    ]);
+    let _ = open_callback(&config, &plain, body, 100_000, "default");
+    // Safe mode: the body's Encrypt (if any) is signed, so decryption runs on it too.
+    if let Ok(root) = wechat_relay_core::xml::parse(body) {
+        if let Some(enc) = root.child_text("Encrypt") {
+            let safe = Query::from_pairs([
+                ("msg_signature", sha1_sorted(&["fuzz", "100", "n", enc])),
+                ("timestamp", "100".to_owned()),
+                ("nonce", "n".to_owned()),
+                ("encrypt_type", "aes".to_owned()),
+            ]);
+            let _ = open_callback(&config, &safe, body, 100_000, "default");
+        }
+    }
+});
