@@ -4,8 +4,16 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { Webhook } from "standardwebhooks";
+import Ajv2020 from "ajv/dist/2020.js";
+import addFormats from "ajv-formats";
 import { startRelay, DEMO, root } from "./harness.mjs";
 import { buildCallback, messageXml, verifyQuery, sha1Sorted, encrypt, PRESETS } from "../../tools/wechat.mjs";
+
+const schema = JSON.parse(fs.readFileSync(path.join(root, "schema/event.schema.json"), "utf8"));
+const ajv = new Ajv2020({ allErrors: true });
+addFormats(ajv);
+const validateEvent = ajv.compile(schema);
+const assertValid = (event, what) => assert.ok(validateEvent(event), `${what}: ${ajv.errorsText(validateEvent.errors)}`);
 
 const creds = { token: DEMO.WECHAT_TOKEN, encodingAesKey: DEMO.WECHAT_ENCODING_AES_KEY, appId: DEMO.WECHAT_APP_ID };
 let relay;
@@ -91,6 +99,7 @@ describe("callbacks (POST /wechat)", () => {
       assert.equal(req.method, "POST");
       assert.equal(req.headers["content-type"], "application/json");
       const event = new Webhook(DEMO.FORWARD_SECRET).verify(req.body.toString(), req.headers);
+      assertValid(event, mode);
       assert.equal(event.id, req.headers["webhook-id"]);
       assert.equal(event.type, "text");
       assert.equal(event.event, null);
@@ -138,6 +147,7 @@ describe("callbacks (POST /wechat)", () => {
     for (const file of names) {
       const expected = JSON.parse(fs.readFileSync(path.join(dir, file.replace(".xml", ".json")), "utf8"));
       const got = JSON.parse(relay.sent.find((r) => r.body.includes(`o_sample_${file}"`)).body);
+      assertValid(got, file);
       assert.deepEqual(got.data, expected.data, file);
       assert.equal(got.type, expected.type, file);
       assert.equal(got.event, expected.event, file);
