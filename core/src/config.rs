@@ -4,6 +4,7 @@
 //! malformed `FORWARD_URLS` does not break URL verification, and the request that needs a broken
 //! setting gets an error naming it.
 
+use crate::access_token::TokenEndpoint;
 use crate::crypto::{AesKey, KeyError};
 use crate::webhook::WebhookSecret;
 
@@ -67,6 +68,8 @@ pub struct Config {
     forward_urls: Setting<Vec<String>>,
     forward_secret: Setting<Option<WebhookSecret>>,
     max_clock_skew: Setting<u64>,
+    token_api_key: Option<Secret>,
+    token_endpoint: Setting<TokenEndpoint>,
 }
 
 impl Config {
@@ -119,6 +122,13 @@ impl Config {
                         format!("must be a whole number of seconds, got {v:?}"),
                     )
                 }),
+            },
+            token_api_key: get("TOKEN_API_KEY").map(Secret),
+            token_endpoint: match get("WECHAT_TOKEN_ENDPOINT") {
+                None => Ok(TokenEndpoint::Stable),
+                Some(v) => v
+                    .parse()
+                    .map_err(|p| ConfigError::new("WECHAT_TOKEN_ENDPOINT", p)),
             },
         }
     }
@@ -176,6 +186,15 @@ impl Config {
         self.max_clock_skew.clone()
     }
 
+    /// The bearer key of the token API; `None` switches the token endpoints off.
+    pub fn token_api_key(&self) -> Option<&str> {
+        self.token_api_key.as_ref().map(Secret::expose)
+    }
+
+    pub fn token_endpoint(&self) -> Result<TokenEndpoint, ConfigError> {
+        self.token_endpoint.clone()
+    }
+
     /// Every setting that is present but malformed (or required and missing), for start-up logs.
     pub fn problems(&self) -> Vec<ConfigError> {
         [
@@ -185,6 +204,7 @@ impl Config {
             self.forward_urls.as_ref().err(),
             self.forward_secret.as_ref().err(),
             self.max_clock_skew.as_ref().err(),
+            self.token_endpoint.as_ref().err(),
         ]
         .into_iter()
         .flatten()
@@ -243,6 +263,8 @@ mod tests {
         assert_eq!(c.api_base().unwrap(), DEFAULT_API_BASE);
         assert_eq!(c.max_clock_skew().unwrap(), 300);
         assert!(c.forward_secret().unwrap().is_none());
+        assert!(c.token_api_key().is_none());
+        assert_eq!(c.token_endpoint().unwrap(), TokenEndpoint::Stable);
         assert!(c.problems().is_empty());
     }
 
@@ -270,6 +292,7 @@ mod tests {
             ("MAX_CLOCK_SKEW_SECONDS", "five"),
             ("FORWARD_SECRET", "whsec_***"),
             ("WECHAT_API_BASE", "not a url"),
+            ("WECHAT_TOKEN_ENDPOINT", "fast"),
         ]);
         let names: Vec<_> = c.problems().iter().map(|e| e.setting).collect();
         assert_eq!(
@@ -280,7 +303,8 @@ mod tests {
                 "WECHAT_API_BASE",
                 "FORWARD_URLS",
                 "FORWARD_SECRET",
-                "MAX_CLOCK_SKEW_SECONDS"
+                "MAX_CLOCK_SKEW_SECONDS",
+                "WECHAT_TOKEN_ENDPOINT"
             ]
         );
         assert!(c.token().unwrap_err().to_string().contains("WECHAT_TOKEN"));
@@ -306,5 +330,6 @@ mod tests {
         assert!(!debug.contains("app-secret-value"));
         assert!(!debug.contains("MfKQ9r8"));
         assert!(!debug.contains("tok-secret"));
+        assert!(!debug.contains("bearer-key-value"));
     }
 }

@@ -1,6 +1,7 @@
 //! One error type for the relay, split into the caller's fault (4xx) and ours (5xx), and mapped
 //! to HTTP statuses here and nowhere else.
 
+use crate::api_error::ApiError;
 use crate::config::ConfigError;
 use crate::xml::XmlError;
 
@@ -30,6 +31,12 @@ pub enum Error {
     MethodNotAllowed,
     /// No such route (or a route that is switched off).
     NotFound,
+    /// The token API's bearer key is missing or wrong.
+    Unauthorized,
+
+    // --- WeChat's ---
+    /// WeChat's API failed or could not be reached.
+    Api(ApiError),
 
     // --- ours ---
     /// A setting is missing or malformed.
@@ -45,11 +52,15 @@ impl Error {
             | Error::Xml(_)
             | Error::MissingElement(_)
             | Error::MalformedElement(_) => 400,
-            Error::BadSignature | Error::StaleTimestamp | Error::Decryption => 401,
+            Error::BadSignature
+            | Error::StaleTimestamp
+            | Error::Decryption
+            | Error::Unauthorized => 401,
             Error::NotFound => 404,
             Error::MethodNotAllowed => 405,
             Error::BodyTooLarge => 413,
             Error::Config(_) => 500,
+            Error::Api(e) => e.status(),
         }
     }
 
@@ -73,7 +84,9 @@ impl std::fmt::Display for Error {
             Error::Decryption => f.write_str("cannot decrypt message"),
             Error::MethodNotAllowed => f.write_str("method not allowed"),
             Error::NotFound => f.write_str("not found"),
+            Error::Unauthorized => f.write_str("missing or wrong bearer token"),
             Error::Config(e) => e.fmt(f),
+            Error::Api(e) => e.fmt(f),
         }
     }
 }
@@ -83,6 +96,12 @@ impl std::error::Error for Error {}
 impl From<XmlError> for Error {
     fn from(e: XmlError) -> Self {
         Error::Xml(e)
+    }
+}
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error::Api(e)
     }
 }
 

@@ -10,6 +10,10 @@
 //! - [`callback`]: the whole inbound pipeline (verify, decrypt, parse, normalize).
 //! - [`reply`]: passive reply XML and its encrypted envelope.
 //! - [`webhook`]: Standard Webhooks signing and verification.
+//! - [`access_token`]: access tokens and JS-SDK tickets: requests, answers, refresh policy.
+//! - [`api_error`]: WeChat API errcodes, their hints and statuses.
+//! - [`jssdk`]: the JS-SDK `wx.config` signature.
+//! - [`passthrough`]: which API paths `/api/<path>` may reach.
 //! - [`config`]: the settings, parsed from environment bindings.
 //! - [`error`]: one error enum, mapped to HTTP statuses in one place.
 
@@ -23,11 +27,15 @@
     )
 )]
 
+pub mod access_token;
+pub mod api_error;
 pub mod callback;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod event;
+pub mod jssdk;
+pub mod passthrough;
 pub mod reply;
 pub mod signature;
 pub mod time;

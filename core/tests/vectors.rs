@@ -127,3 +127,27 @@ fn standard_webhooks_reference() {
         assert_eq!(sig, str_of(case, "signature"));
     }
 }
+
+#[test]
+fn jssdk_signature_matches_the_documented_example() {
+    let v = read_json("vectors/official.json");
+    for case in v["jssdk"].as_array().unwrap() {
+        let ts: u64 = str_of(case, "timestamp").parse().unwrap();
+        let sig = wechat_relay_core::jssdk::signature(
+            str_of(case, "jsapi_ticket"),
+            str_of(case, "noncestr"),
+            ts,
+            str_of(case, "url"),
+        );
+        assert_eq!(sig, str_of(case, "signature"), "{}", case["name"]);
+        // A fragment does not change it.
+        let with_fragment = format!("{}#section", str_of(case, "url"));
+        let sig2 = wechat_relay_core::jssdk::signature(
+            str_of(case, "jsapi_ticket"),
+            str_of(case, "noncestr"),
+            ts,
+            &with_fragment,
+        );
+        assert_eq!(sig2, str_of(case, "signature"));
+    }
+}

@@ -1,0 +1,282 @@
+//! Access tokens and JS-SDK tickets: what to ask WeChat, how to read the answer, what to store
+//! in KV, and when a stored one must be refreshed. No I/O: the shell does the fetches.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api_error::{errcode_of, ApiError};
+
+/// Serve a stored credential only while more than this remains; fetch a new one after.
+pub const REFRESH_MARGIN_SECS: u64 = 300;
+/// The scheduled refresh renews credentials that have less than this left.
+pub const SCHEDULED_REFRESH_MARGIN_SECS: u64 = 900;
+/// Forced refreshes (`force_refresh=true`) are limited by WeChat to 20 a day: at most one a minute.
+pub const FORCED_REFRESH_INTERVAL_SECS: u64 = 60;
+/// KV entries expire this long before the credential does (and never under KV's 60 s minimum).
+pub const KV_TTL_MARGIN_SECS: u64 = 120;
+pub const KV_MIN_TTL_SECS: u64 = 60;
+
+/// Which endpoint issues access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEndpoint {
+    /// `POST /cgi-bin/stable_token`: the same token to every caller while it is valid, so
+    /// concurrent refreshes from several locations cannot invalidate each other.
+    Stable,
+    /// `GET /cgi-bin/token`: every call invalidates the previous token (after 5 minutes).
+    Classic,
+}
+
+impl std::str::FromStr for TokenEndpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "stable" => Ok(TokenEndpoint::Stable),
+            "classic" => Ok(TokenEndpoint::Classic),
+            other => Err(format!("must be \"stable\" or \"classic\", got {other:?}")),
+        }
+    }
+}
+
+/// An HTTP request to make to WeChat, described without doing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRequest {
+    pub method: &'static str,
+    pub url: String,
+    /// JSON body, for POST.
+    pub body: Option<String>,
+}
+
+fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The request that fetches an access token.
+pub fn token_request(
+    endpoint: TokenEndpoint,
+    api_base: &str,
+    app_id: &str,
+    app_secret: &str,
+    force_refresh: bool,
+) -> ApiRequest {
+    match endpoint {
+        TokenEndpoint::Stable => ApiRequest {
+            method: "POST",
+            url: format!("{api_base}/cgi-bin/stable_token"),
+            body: Some(
+                serde_json::json!({
+                    "grant_type": "client_credential",
+                    "appid": app_id,
+                    "secret": app_secret,
+                    "force_refresh": force_refresh,
+                })
+                .to_string(),
+            ),
+        },
+        TokenEndpoint::Classic => ApiRequest {
+            method: "GET",
+            url: format!(
+                "{api_base}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
+                encode(app_id),
+                encode(app_secret)
+            ),
+            body: None,
+        },
+    }
+}
+
+/// The request that fetches the JS-SDK ticket with a given access token.
+pub fn jsapi_ticket_request(api_base: &str, access_token: &str) -> ApiRequest {
+    ApiRequest {
+        method: "GET",
+        url: format!(
+            "{api_base}/cgi-bin/ticket/getticket?access_token={}&type=jsapi",
+            encode(access_token)
+        ),
+        body: None,
+    }
+}
+
+/// A credential (access token or ticket) as stored in KV.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The access token or ticket.
+    pub value: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Unix seconds.
+    pub fetched_at: u64,
+    /// When this credential came from a forced refresh (Unix seconds), for rate limiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_at: Option<u64>,
+}
+
+impl Stored {
+    /// Whether it can still be handed out at `now` (more than the margin left).
+    pub fn is_fresh(&self, now: u64) -> bool {
+        self.expires_at > now.saturating_add(REFRESH_MARGIN_SECS)
+    }
+
+    /// Whether the scheduled refresh should renew it.
+    pub fn needs_scheduled_refresh(&self, now: u64) -> bool {
+        self.expires_at <= now.saturating_add(SCHEDULED_REFRESH_MARGIN_SECS)
+    }
+
+    /// Whether a forced refresh is allowed now (none in the last minute).
+    pub fn allows_forced_refresh(&self, now: u64) -> bool {
+        self.forced_at
+            .is_none_or(|t| now.saturating_sub(t) >= FORCED_REFRESH_INTERVAL_SECS)
+    }
+
+    /// The KV expiration TTL: just under the credential's remaining life.
+    pub fn kv_ttl(&self, now: u64) -> u64 {
+        self.expires_at
+            .saturating_sub(now)
+            .saturating_sub(KV_TTL_MARGIN_SECS)
+            .max(KV_MIN_TTL_SECS)
+    }
+
+    /// The last four characters, the most of a credential a log line may show.
+    pub fn redacted(&self) -> String {
+        redact(&self.value)
+    }
+}
+
+pub fn redact(secret: &str) -> String {
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{tail}")
+}
+
+/// Reads WeChat's answer to a token request.
+pub fn parse_token_response(body: &[u8], now: u64, forced: bool) -> Result<Stored, ApiError> {
+    parse_credential(body, "access_token", now, forced)
+}
+
+/// Reads WeChat's answer to a ticket request.
+pub fn parse_ticket_response(body: &[u8], now: u64) -> Result<Stored, ApiError> {
+    parse_credential(body, "ticket", now, false)
+}
+
+fn parse_credential(body: &[u8], field: &str, now: u64, forced: bool) -> Result<Stored, ApiError> {
+    if let Some(err) = errcode_of(body) {
+        return Err(err);
+    }
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::BadResponse("answer is not JSON".into()))?;
+    let value = v
+        .get(field)
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::BadResponse(format!("answer has no {field}")))?;
+    let expires_in = v
+        .get("expires_in")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| ApiError::BadResponse("answer has no expires_in".into()))?;
+    Ok(Stored {
+        value: value.to_owned(),
+        expires_at: now.saturating_add(expires_in),
+        fetched_at: now,
+        forced_at: forced.then_some(now),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_request_body() {
+        let r = token_request(
+            TokenEndpoint::Stable,
+            "https://api.weixin.qq.com",
+            "wx1",
+            "s&1",
+            true,
+        );
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.url, "https://api.weixin.qq.com/cgi-bin/stable_token");
+        let body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"grant_type":"client_credential","appid":"wx1","secret":"s&1","force_refresh":true})
+        );
+    }
+
+    #[test]
+    fn classic_request_url_is_encoded() {
+        let r = token_request(
+            TokenEndpoint::Classic,
+            "http://127.0.0.1:9",
+            "wx1",
+            "a b&c",
+            false,
+        );
+        assert_eq!(r.method, "GET");
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:9/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=a+b%26c"
+        );
+        assert_eq!("Classic".parse(), Ok(TokenEndpoint::Classic));
+        assert!("other".parse::<TokenEndpoint>().is_err());
+    }
+
+    #[test]
+    fn parses_token_and_errors() {
+        let s = parse_token_response(
+            br#"{"access_token":"ACCESS_TOKEN","expires_in":7200}"#,
+            1000,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.value.as_str(), s.expires_at, s.fetched_at, s.forced_at),
+            ("ACCESS_TOKEN", 8200, 1000, None)
+        );
+        assert_eq!(
+            parse_token_response(br#"{"errcode":40013,"errmsg":"invalid appid"}"#, 0, false),
+            Err(ApiError::WeChat {
+                errcode: 40013,
+                errmsg: "invalid appid".into()
+            })
+        );
+        assert!(matches!(
+            parse_token_response(b"<html>", 0, false),
+            Err(ApiError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_token_response(br#"{"expires_in":7200}"#, 0, false),
+            Err(ApiError::BadResponse(_))
+        ));
+        let t = parse_ticket_response(
+            br#"{"errcode":0,"errmsg":"ok","ticket":"T","expires_in":7200}"#,
+            5,
+        )
+        .unwrap();
+        assert_eq!(t.value, "T");
+    }
+
+    #[test]
+    fn refresh_policy() {
+        let s = Stored {
+            value: "abcdef".into(),
+            expires_at: 10_000,
+            fetched_at: 2_800,
+            forced_at: Some(9_000),
+        };
+        assert!(s.is_fresh(10_000 - 301));
+        assert!(!s.is_fresh(10_000 - 300));
+        assert!(!s.needs_scheduled_refresh(10_000 - 901));
+        assert!(s.needs_scheduled_refresh(10_000 - 900));
+        assert!(!s.allows_forced_refresh(9_059));
+        assert!(s.allows_forced_refresh(9_060));
+        assert_eq!(s.kv_ttl(2_800), 7_200 - 120);
+        assert_eq!(s.kv_ttl(9_990), 60);
+        assert_eq!(s.redacted(), "…cdef");
+        assert_eq!(redact("ab"), "…ab");
+    }
+}

@@ -1,0 +1,71 @@
+//! The JS-SDK `wx.config` signature: SHA-1 over
+//! `jsapi_ticket=..&noncestr=..&timestamp=..&url=..`, with the URL stripped of its fragment.
+
+use serde::Serialize;
+
+/// What a web page passes to `wx.config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsSdkConfig {
+    pub app_id: String,
+    pub timestamp: u64,
+    pub nonce_str: String,
+    pub signature: String,
+}
+
+/// The signature for `url` (its `#fragment`, if any, is dropped as WeChat requires).
+pub fn signature(jsapi_ticket: &str, nonce_str: &str, timestamp: u64, url: &str) -> String {
+    let url = url.split('#').next().unwrap_or(url);
+    let plain =
+        format!("jsapi_ticket={jsapi_ticket}&noncestr={nonce_str}&timestamp={timestamp}&url={url}");
+    sha1_smol::Sha1::from(plain.as_bytes()).digest().to_string()
+}
+
+/// A nonce of 16 characters from `[A-Za-z0-9]`, made from caller-supplied random bytes.
+pub fn nonce_str(random: [u8; 16]) -> String {
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    random
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+pub fn config(
+    app_id: &str,
+    jsapi_ticket: &str,
+    url: &str,
+    timestamp: u64,
+    random: [u8; 16],
+) -> JsSdkConfig {
+    let nonce = nonce_str(random);
+    JsSdkConfig {
+        app_id: app_id.to_owned(),
+        timestamp,
+        signature: signature(jsapi_ticket, &nonce, timestamp, url),
+        nonce_str: nonce,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_is_ignored() {
+        assert_eq!(
+            signature("t", "n", 1, "http://a/b?c=d#frag"),
+            signature("t", "n", 1, "http://a/b?c=d")
+        );
+        assert_ne!(
+            signature("t", "n", 1, "http://a/b?c=e"),
+            signature("t", "n", 1, "http://a/b?c=d")
+        );
+    }
+
+    #[test]
+    fn nonce_is_alphanumeric() {
+        let n = nonce_str([255; 16]);
+        assert_eq!(n.len(), 16);
+        assert!(n.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}
