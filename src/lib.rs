@@ -8,16 +8,21 @@
     clippy::panic
 )]
 
+mod credentials;
 mod dedup;
 mod forward;
 mod log;
 mod respond;
 mod settings;
+mod token_api;
+mod upstream;
 
 use wechat_relay_core::callback::{self, Query, MAX_BODY_BYTES};
 use wechat_relay_core::config::DEFAULT_ACCOUNT;
 use wechat_relay_core::Error as CoreError;
-use worker::{event, Context, Date, Env, Method, Request, Response};
+use worker::{
+    event, Context, Date, Env, Method, Request, Response, ScheduleContext, ScheduledEvent,
+};
 
 use respond::Failure;
 
@@ -35,11 +40,32 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response, Failu
         ("/wechat", Method::Get) => verify_url(&req, env),
         ("/wechat", Method::Post) => receive_callback(req, env, ctx).await,
         ("/wechat", _) => Err(Failure::method_not_allowed("GET, POST")),
+        ("/token", Method::Get) => token_api::get_token(req, env).await,
+        ("/token", _) => Err(Failure::method_not_allowed("GET")),
+        ("/token/refresh", Method::Post) => token_api::refresh_token(req, env).await,
+        ("/token/refresh", _) => Err(Failure::method_not_allowed("POST")),
+        ("/jsapi/signature", Method::Get) => token_api::jsapi_signature(req, env).await,
+        ("/jsapi/signature", _) => Err(Failure::method_not_allowed("GET")),
+        (path, _) if path.starts_with("/api/") => token_api::pass_through(req, env).await,
         _ => Err(CoreError::NotFound.into()),
     }
 }
 
-fn now_ms() -> u64 {
+/// The cron trigger: renew the access token (and the JS-SDK ticket, if in use) before expiry,
+/// so backends never wait for WeChat.
+#[event(scheduled)]
+pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let config = settings::load(&env);
+    if let Err(e) = config.app_secret() {
+        log::info("scheduled refresh skipped", &[("reason", &e.to_string())]);
+        return;
+    }
+    credentials::Credentials::new(&env, config)
+        .refresh_ahead()
+        .await;
+}
+
+pub(crate) fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 

@@ -1,5 +1,6 @@
 //! Turning errors into responses: the one place where a failure becomes a status and a body.
 
+use wechat_relay_core::api_error::ApiError;
 use wechat_relay_core::Error as CoreError;
 use worker::Response;
 
@@ -32,10 +33,25 @@ impl From<wechat_relay_core::config::ConfigError> for Failure {
     }
 }
 
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Core(CoreError::Api(e))
+    }
+}
+
 impl From<worker::Error> for Failure {
     fn from(e: worker::Error) -> Self {
         Failure::Runtime(e)
     }
+}
+
+/// Routes whose clients are programs that read JSON (the token service) get JSON errors;
+/// WeChat's callback routes get a short plain-text reason.
+fn wants_json(path: &str) -> bool {
+    path == "/token"
+        || path.starts_with("/token/")
+        || path.starts_with("/jsapi/")
+        || path.starts_with("/api/")
 }
 
 /// The response for a route's result; failures are logged with their reason.
@@ -44,10 +60,12 @@ pub fn finish(path: &str, result: Result<Response, Failure>) -> worker::Result<R
         Ok(resp) => return Ok(resp),
         Err(f) => f,
     };
-    let (status, reason, allow) = match &failure {
-        Failure::Core(e) => (e.status(), e.to_string(), None),
+    let error = match failure {
+        Failure::Core(e) => e,
         Failure::MethodNotAllowed(allow) => {
-            (405, CoreError::MethodNotAllowed.to_string(), Some(*allow))
+            let mut resp = body(path, 405, &CoreError::MethodNotAllowed, None)?;
+            resp.headers_mut().set("allow", allow)?;
+            return Ok(resp);
         }
         // The runtime's message may quote internals: log it, answer generically.
         Failure::Runtime(e) => {
@@ -55,20 +73,14 @@ pub fn finish(path: &str, result: Result<Response, Failure>) -> worker::Result<R
                 "runtime failure",
                 &[("path", path), ("error", &e.to_string())],
             );
-            (500, "internal error".to_owned(), None)
+            return plain(500, "internal error");
         }
     };
-    match &failure {
-        Failure::Core(e) if !e.is_callers_fault() => log::error(
-            "request failed",
-            &[
-                ("path", path),
-                ("status", &status.to_string()),
-                ("reason", &reason),
-            ],
-        ),
-        Failure::Core(CoreError::NotFound) => {}
-        Failure::Core(_) => log::warn(
+    let status = error.status();
+    let reason = error.to_string();
+    match &error {
+        CoreError::NotFound => {}
+        e if e.is_callers_fault() => log::warn(
             "request refused",
             &[
                 ("path", path),
@@ -76,17 +88,65 @@ pub fn finish(path: &str, result: Result<Response, Failure>) -> worker::Result<R
                 ("reason", &reason),
             ],
         ),
-        _ => {}
+        _ => log::error(
+            "request failed",
+            &[
+                ("path", path),
+                ("status", &status.to_string()),
+                ("reason", &reason),
+            ],
+        ),
     }
-    plain(status, &reason, allow)
+    let api = match &error {
+        CoreError::Api(api) => Some(api),
+        _ => None,
+    };
+    let mut resp = body(path, status, &error, api)?;
+    if let Some(seconds) = api.and_then(|a| a.retry_after()) {
+        resp.headers_mut()
+            .set("retry-after", &seconds.to_string())?;
+    }
+    if matches!(error, CoreError::Unauthorized) {
+        resp.headers_mut().set("www-authenticate", "Bearer")?;
+    }
+    Ok(resp)
 }
 
-fn plain(status: u16, reason: &str, allow: Option<&str>) -> worker::Result<Response> {
+fn body(
+    path: &str,
+    status: u16,
+    error: &CoreError,
+    api: Option<&ApiError>,
+) -> worker::Result<Response> {
+    if !wants_json(path) {
+        return plain(status, &error.to_string());
+    }
+    let value = match api {
+        Some(api) => {
+            serde_json::to_value(api.body()).map_err(|e| worker::Error::RustError(e.to_string()))?
+        }
+        None => serde_json::json!({ "error": error_code(error), "message": error.to_string() }),
+    };
+    Ok(Response::from_json(&value)?.with_status(status))
+}
+
+/// A stable machine-readable name for each error.
+fn error_code(error: &CoreError) -> &'static str {
+    match error {
+        CoreError::MissingParameter(_) | CoreError::MalformedParameter(_) => "bad_request",
+        CoreError::BodyTooLarge => "body_too_large",
+        CoreError::Unauthorized => "unauthorized",
+        CoreError::NotFound => "not_found",
+        CoreError::MethodNotAllowed => "method_not_allowed",
+        CoreError::Config(_) => "configuration",
+        CoreError::Api(_) => "wechat_error",
+        _ => "bad_request",
+    }
+}
+
+fn plain(status: u16, reason: &str) -> worker::Result<Response> {
     let mut resp = Response::error(format!("{reason}\n"), status)?;
     resp.headers_mut()
         .set("content-type", "text/plain; charset=utf-8")?;
-    if let Some(allow) = allow {
-        resp.headers_mut().set("allow", allow)?;
-    }
     Ok(resp)
 }

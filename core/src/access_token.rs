@@ -1,8 +1,6 @@
 //! Access tokens and JS-SDK tickets: what to ask WeChat, how to read the answer, what to store
 //! in KV, and when a stored one must be refreshed. No I/O: the shell does the fetches.
 
-use serde::{Deserialize, Serialize};
-
 use crate::api_error::{errcode_of, ApiError};
 
 /// Serve a stored credential only while more than this remains; fetch a new one after.
@@ -95,8 +93,8 @@ pub fn jsapi_ticket_request(api_base: &str, access_token: &str) -> ApiRequest {
     }
 }
 
-/// A credential (access token or ticket) as stored in KV.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A credential (access token or ticket) and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// The access token or ticket.
     pub value: String,
@@ -105,11 +103,33 @@ pub struct Stored {
     /// Unix seconds.
     pub fetched_at: u64,
     /// When this credential came from a forced refresh (Unix seconds), for rate limiting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced_at: Option<u64>,
 }
 
 impl Stored {
+    /// The KV record: `{"<field>": value, "expires_at", "fetched_at"[, "forced_at"]}`, where
+    /// field is `access_token` or `ticket`.
+    pub fn to_record(&self, field: &str) -> serde_json::Value {
+        let mut record = serde_json::Map::new();
+        record.insert(field.to_owned(), self.value.clone().into());
+        record.insert("expires_at".into(), self.expires_at.into());
+        record.insert("fetched_at".into(), self.fetched_at.into());
+        if let Some(t) = self.forced_at {
+            record.insert("forced_at".into(), t.into());
+        }
+        serde_json::Value::Object(record)
+    }
+
+    /// Reads a KV record written by [`Stored::to_record`]; `None` if it is not one.
+    pub fn from_record(record: &serde_json::Value, field: &str) -> Option<Stored> {
+        Some(Stored {
+            value: record.get(field)?.as_str()?.to_owned(),
+            expires_at: record.get("expires_at")?.as_u64()?,
+            fetched_at: record.get("fetched_at")?.as_u64()?,
+            forced_at: record.get("forced_at").and_then(serde_json::Value::as_u64),
+        })
+    }
+
     /// Whether it can still be handed out at `now` (more than the margin left).
     pub fn is_fresh(&self, now: u64) -> bool {
         self.expires_at > now.saturating_add(REFRESH_MARGIN_SECS)
@@ -278,5 +298,22 @@ mod tests {
         assert_eq!(s.kv_ttl(9_990), 60);
         assert_eq!(s.redacted(), "…cdef");
         assert_eq!(redact("ab"), "…ab");
+    }
+
+    #[test]
+    fn kv_record_round_trip() {
+        let s = Stored {
+            value: "T".into(),
+            expires_at: 9,
+            fetched_at: 1,
+            forced_at: None,
+        };
+        let r = s.to_record("access_token");
+        assert_eq!(
+            r,
+            serde_json::json!({"access_token": "T", "expires_at": 9, "fetched_at": 1})
+        );
+        assert_eq!(Stored::from_record(&r, "access_token"), Some(s));
+        assert_eq!(Stored::from_record(&r, "ticket"), None);
     }
 }

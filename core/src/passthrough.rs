@@ -28,7 +28,7 @@ pub fn wechat_path(request_path: &str) -> Option<&str> {
 }
 
 /// The upstream URL: `{api_base}/{path}?{query without access_token}&access_token={token}`.
-pub fn upstream_url<'a>(
+pub fn upstream_url(
     api_base: &str,
     path: &str,
     query: impl IntoIterator<Item = (String, String)>,
