@@ -164,7 +164,7 @@ impl Credentials {
     async fn save(&self, kind: Kind, stored: &Stored) {
         let Some(kv) = self.kv.as_ref() else { return };
         let ttl = stored.kv_ttl(now_secs());
-        let result = match kv.put(&kind.kv_key(), stored.to_record(kind.field())) {
+        let result = match kv.put(&kind.kv_key(), stored.to_record(kind.field()).to_string()) {
             Ok(put) => put.expiration_ttl(ttl).execute().await,
             Err(e) => Err(e),
         };

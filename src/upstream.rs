@@ -62,8 +62,11 @@ pub async fn call(req: &ApiRequest) -> Result<Vec<u8>, ApiError> {
             .bytes()
             .await
             .map_err(|e| ApiError::Unreachable(format!("reading the answer: {e}")))?;
-        if !(200..300).contains(&status) {
-            return Err(ApiError::BadResponse(format!("HTTP {status}")));
+        match status {
+            200..=299 => {}
+            // WeChat (or the fixed-IP proxy in front of it) is temporarily unavailable.
+            500..=599 => return Err(ApiError::Unreachable(format!("HTTP {status}"))),
+            _ => return Err(ApiError::BadResponse(format!("HTTP {status}"))),
         }
         let busy = matches!(
             wechat_relay_core::api_error::errcode_of(&body),
