@@ -40,7 +40,7 @@ pub fn hint(errcode: i64) -> Option<&'static str> {
         40243 => "The AppSecret is frozen: unfreeze it in the Official Account console.",
         41001 => "access_token missing.",
         42001 => "access_token expired: the relay refreshes it; retry.",
-        45009 => "Daily API quota reached for this interface. Quotas reset at midnight (UTC+8); an admin can clear them once a month with /cgi-bin/clear_quota.",
+        45009 => "Daily API quota reached for this interface. Quotas reset at midnight (UTC+8); an admin can clear them with /cgi-bin/clear_quota, a limited number of times a month.",
         45011 => "Per-minute API frequency limit reached: slow down.",
         48001 => "This account is not authorized for this interface. Many interfaces need a verified (认证) Service Account; unverified and Subscription accounts lack menus, templates, OAuth web authorization, QR codes with parameters and more. Check the interface's permission list in the console.",
         50002 => "The user's account is restricted by WeChat.",
