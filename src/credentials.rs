@@ -112,6 +112,30 @@ where
     result
 }
 
+/// A failed refresh still serves the stored credential while it is valid: a backend gets a
+/// working token for the last minutes rather than an error.
+fn fallback(
+    kind: Kind,
+    fetched: Result<Stored, Error>,
+    cached: Option<Stored>,
+) -> Result<Stored, Error> {
+    match (fetched, cached) {
+        (Ok(fresh), _) => Ok(fresh),
+        (Err(e), Some(cached)) if cached.is_usable_fallback(now_secs()) => {
+            log::warn(
+                "refresh failed; serving the stored credential until it expires",
+                &[
+                    ("key", &kind.kv_key()),
+                    ("expires_at", &cached.expires_at.to_string()),
+                    ("error", &e.to_string()),
+                ],
+            );
+            Ok(cached)
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
 pub struct Credentials {
     config: Config,
     kv: Option<KvStore>,
@@ -211,14 +235,12 @@ impl Credentials {
 
     /// A token with more than 5 minutes left: from KV, or fetched.
     pub async fn access_token(&self) -> Result<Stored, Error> {
-        if let Some(stored) = self
-            .load(Kind::AccessToken)
-            .await
-            .filter(|s| s.is_fresh(now_secs()))
-        {
-            return Ok(stored);
+        let cached = self.load(Kind::AccessToken).await;
+        if let Some(stored) = cached.as_ref().filter(|s| s.is_fresh(now_secs())) {
+            return Ok(stored.clone());
         }
-        self.fetch_access_token(false).await
+        let fetched = self.fetch_access_token(false).await;
+        fallback(Kind::AccessToken, fetched, cached)
     }
 
     /// A new token, forced, unless one was forced in the last minute: then the cached one.
@@ -250,14 +272,12 @@ impl Credentials {
 
     /// The JS-SDK ticket, from KV or fetched (refreshing the token once if WeChat refuses it).
     pub async fn jsapi_ticket(&self) -> Result<Stored, Error> {
-        if let Some(stored) = self
-            .load(Kind::JsapiTicket)
-            .await
-            .filter(|s| s.is_fresh(now_secs()))
-        {
-            return Ok(stored);
+        let cached = self.load(Kind::JsapiTicket).await;
+        if let Some(stored) = cached.as_ref().filter(|s| s.is_fresh(now_secs())) {
+            return Ok(stored.clone());
         }
-        self.fetch_jsapi_ticket().await
+        let fetched = self.fetch_jsapi_ticket().await;
+        fallback(Kind::JsapiTicket, fetched, cached)
     }
 
     async fn fetch_jsapi_ticket(&self) -> Result<Stored, Error> {

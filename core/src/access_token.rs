@@ -7,6 +7,9 @@ use crate::api_error::{errcode_of, ApiError};
 pub const REFRESH_MARGIN_SECS: u64 = 300;
 /// The scheduled refresh renews credentials that have less than this left.
 pub const SCHEDULED_REFRESH_MARGIN_SECS: u64 = 900;
+/// When a refresh fails, a stored credential with at least this much life left is served
+/// instead of the error.
+pub const FALLBACK_MIN_LIFE_SECS: u64 = 30;
 /// Forced refreshes (`force_refresh=true`) are limited by WeChat to 20 a day: at most one a minute.
 pub const FORCED_REFRESH_INTERVAL_SECS: u64 = 60;
 /// KV entries expire this long before the credential does (and never under KV's 60 s minimum).
@@ -133,6 +136,11 @@ impl Stored {
     /// Whether it can still be handed out at `now` (more than the margin left).
     pub fn is_fresh(&self, now: u64) -> bool {
         self.expires_at > now.saturating_add(REFRESH_MARGIN_SECS)
+    }
+
+    /// Whether it may still be served when a refresh fails (it is valid for a little longer).
+    pub fn is_usable_fallback(&self, now: u64) -> bool {
+        self.expires_at > now.saturating_add(FALLBACK_MIN_LIFE_SECS)
     }
 
     /// Whether the scheduled refresh should renew it.
@@ -290,6 +298,8 @@ mod tests {
         };
         assert!(s.is_fresh(10_000 - 301));
         assert!(!s.is_fresh(10_000 - 300));
+        assert!(s.is_usable_fallback(10_000 - 31));
+        assert!(!s.is_usable_fallback(10_000 - 30));
         assert!(!s.needs_scheduled_refresh(10_000 - 901));
         assert!(s.needs_scheduled_refresh(10_000 - 900));
         assert!(!s.allows_forced_refresh(9_059));

@@ -18,9 +18,9 @@ export const DEMO = {
 
 /**
  * Starts a relay. `bindings` override DEMO (a value of undefined removes it); `upstream(req)` may
- * answer outbound requests (default 204). Returns { mf, fetch, sent, waitFor, dispose }.
+ * answer outbound requests (default 204); `kv: false` leaves WECHAT_KV unbound. Returns { mf, fetch, sent, waitFor, dispose }.
  */
-export async function startRelay({ bindings = {}, upstream } = {}) {
+export async function startRelay({ bindings = {}, upstream, kv = true } = {}) {
   const sent = [];
   const merged = { ...DEMO, ...bindings };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
@@ -31,7 +31,7 @@ export async function startRelay({ bindings = {}, upstream } = {}) {
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
     compatibilityDate: "2026-04-20",
     bindings: merged,
-    kvNamespaces: ["WECHAT_KV"],
+    kvNamespaces: kv ? ["WECHAT_KV"] : [],
     cache: true,
     cachePersist: false,
     kvPersist: false,

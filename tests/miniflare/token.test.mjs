@@ -10,14 +10,15 @@ const AUTH = { authorization: `Bearer ${KEY}` };
 const KV_KEY = "credential:default:access_token";
 const now = () => Math.floor(Date.now() / 1000);
 
-async function withService(bindings, fn) {
+async function withService(bindings, fn, { kv: bindKv = true } = {}) {
   const wechat = fakeWeChat();
   const relay = await startRelay({
+    kv: bindKv,
     bindings: { WECHAT_API_BASE: "http://wechat.test", TOKEN_API_KEY: KEY, WECHAT_APP_ID: "wx_test_app", WECHAT_APP_SECRET: "s3cr3t-app-secret", ...bindings },
     upstream: (entry) => wechat.handle(entry),
   });
   try {
-    const kv = await relay.mf.getKVNamespace("WECHAT_KV");
+    const kv = bindKv ? await relay.mf.getKVNamespace("WECHAT_KV") : null;
     await fn({ relay, wechat, kv });
   } finally {
     await relay.dispose();
@@ -96,6 +97,35 @@ describe("GET /token", () => {
       assert.equal(wechat.tokenCalls().length, 1);
       assert.equal((await kv.get(KV_KEY, "json")).access_token, body.access_token);
     });
+  });
+
+  test("a failed refresh serves the stored token while it is still valid", async () => {
+    await withService({}, async ({ relay, wechat, kv }) => {
+      await kv.put(KV_KEY, JSON.stringify({ access_token: "STILL_VALID", expires_at: now() + 200, fetched_at: now() - 7000 }));
+      wechat.state.tokenErrors = [45009];
+      const res = await getToken(relay);
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).access_token, "STILL_VALID");
+      assert.equal(wechat.tokenCalls().length, 1);
+      assert.match(relay.logs.join(""), /serving the stored credential/);
+      // Within 30 s of expiry it is no longer handed out: the error is.
+      await kv.put(KV_KEY, JSON.stringify({ access_token: "ALMOST_GONE", expires_at: now() + 20, fetched_at: now() - 7180 }));
+      wechat.state.tokenErrors = [45009];
+      assert.equal((await getToken(relay)).status, 502);
+    });
+  });
+
+  test("without a WECHAT_KV binding tokens are still served (fetched from WeChat)", async () => {
+    await withService(
+      {},
+      async ({ relay, wechat }) => {
+        const res = await getToken(relay);
+        assert.equal(res.status, 200);
+        assert.equal((await res.json()).access_token, wechat.state.current);
+        assert.match(relay.logs.join(""), /WECHAT_KV binding missing/);
+      },
+      { kv: false },
+    );
   });
 
   test("WECHAT_TOKEN_ENDPOINT=classic uses GET /cgi-bin/token", async () => {
