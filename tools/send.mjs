@@ -5,6 +5,7 @@
 //   node tools/send.mjs --type click --mode plain
 //   node tools/send.mjs --type event --field Event=TEMPLATESENDJOBFINISH --field MsgID=200163836 --field Status=success
 //   node tools/send.mjs --xml tests/samples/event_masssendjobfinish.xml
+//   node tools/send.mjs --format json          # WeChat's JSON format instead of XML
 //   node tools/send.mjs --verify                # the GET URL check WeChat makes
 //
 // Settings default to demo/demo.env; override with --env-file or --token/--aes-key/--app-id.
@@ -12,7 +13,7 @@ import { parseArgs } from "node:util";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { PRESETS, buildCallback, messageXml, readEnvFile, verifyQuery } from "./wechat.mjs";
+import { PRESETS, buildCallback, messageJson, messageXml, readEnvFile, verifyQuery } from "./wechat.mjs";
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({
@@ -23,6 +24,7 @@ const { values } = parseArgs({
     "aes-key": { type: "string" },
     "app-id": { type: "string" },
     mode: { type: "string", default: "safe" },
+    format: { type: "string", default: "xml" },
     type: { type: "string", default: "text" },
     field: { type: "string", multiple: true, default: [] },
     xml: { type: "string" },
@@ -33,7 +35,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(`usage: node tools/send.mjs [--url URL] [--mode safe|compatible|plain] [--type ${Object.keys(PRESETS).join("|")}|event]
-       [--field Name=value ...] [--xml FILE] [--from OPENID] [--verify] [--env-file FILE] [--token T --aes-key K --app-id A]`);
+       [--format xml|json] [--field Name=value ...] [--xml FILE] [--from OPENID] [--verify] [--env-file FILE] [--token T --aes-key K --app-id A]`);
   process.exit(0);
 }
 const env = fs.existsSync(values["env-file"]) ? readEnvFile(values["env-file"]) : {};
@@ -60,9 +62,10 @@ if (values.xml) {
     if (i < 1) throw new Error(`--field wants Name=value, got ${f}`);
     fields[f.slice(0, i)] = f.slice(i + 1);
   }
-  xml = messageXml({ from: values.from, fields });
+  xml = values.format === "json" ? messageJson({ from: values.from, fields }) : messageXml({ from: values.from, fields });
 }
 const { query, body } = buildCallback({ token, encodingAesKey, appId, xml, mode: values.mode, openid: values.from });
-const res = await fetch(`${values.url}?${query}`, { method: "POST", headers: { "content-type": "text/xml" }, body });
+const contentType = body.trimStart().startsWith("{") ? "application/json" : "text/xml";
+const res = await fetch(`${values.url}?${query}`, { method: "POST", headers: { "content-type": contentType }, body });
 console.log(`POST (${values.mode}) ${res.status} ${JSON.stringify(await res.text())}`);
 process.exit(res.ok ? 0 : 1);

@@ -78,9 +78,18 @@ export function messageXml({ to = "gh_demo_account", from = "o_demo_user", creat
   return `<xml>${Object.entries(all).map(([k, v]) => render(k, v)).join("")}</xml>`;
 }
 
+/** The same message in WeChat's JSON format (CreateTime and MsgId as numbers). */
+export function messageJson({ to = "gh_demo_account", from = "o_demo_user", createTime, fields }) {
+  const all = { ToUserName: to, FromUserName: from, CreateTime: createTime ?? Math.floor(Date.now() / 1000), ...fields };
+  if (/^(text|image|voice|video|shortvideo|location|link)$/.test(all.MsgType) && all.MsgId === undefined) {
+    all.MsgId = Date.now() * 1000 + crypto.randomInt(1000);
+  }
+  return JSON.stringify(all);
+}
+
 /**
  * A complete callback as WeChat would POST it: `{ query, body }`.
- * mode: "plain" | "safe" | "compatible".
+ * mode: "plain" | "safe" | "compatible". `xml` may also be a JSON message (then the envelope is JSON).
  */
 export function buildCallback({ token, encodingAesKey, appId, xml, mode = "plain", timestamp, nonce, openid = "o_demo_user" }) {
   const ts = String(timestamp ?? Math.floor(Date.now() / 1000));
@@ -90,6 +99,11 @@ export function buildCallback({ token, encodingAesKey, appId, xml, mode = "plain
   const enc = encrypt(encodingAesKey, appId, xml);
   query.set("encrypt_type", "aes");
   query.set("msg_signature", sha1Sorted(token, ts, n, enc));
+  if (xml.trimStart().startsWith("{")) {
+    const message = JSON.parse(xml);
+    const body = mode === "compatible" ? JSON.stringify({ ...message, Encrypt: enc }) : JSON.stringify({ ToUserName: message.ToUserName, Encrypt: enc });
+    return { query, body };
+  }
   const to = /<ToUserName>(?:<!\[CDATA\[)?(.*?)(?:\]\]>)?<\/ToUserName>/.exec(xml)?.[1] ?? "";
   const body =
     mode === "compatible"

@@ -13,6 +13,16 @@ use crate::xml;
 /// Largest body accepted. WeChat's callbacks are a few KiB at most.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// Parses a callback body in either of WeChat's formats: XML (the default) or JSON (selectable in
+/// newer push settings), told apart by the first non-blank character.
+pub fn parse_body(body: &[u8]) -> Result<xml::Element, xml::XmlError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'{') => crate::json_body::parse(body),
+        _ => xml::parse(body),
+    }
+}
+
 /// The query parameters WeChat sends (first occurrence wins).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {
@@ -129,11 +139,11 @@ pub fn open_callback(
                 return Err(Error::BadSignature);
             }
             check_window(timestamp, now_secs, config.max_clock_skew()?)?;
-            (xml::parse(body)?, config.app_id().map(str::to_owned))
+            (parse_body(body)?, config.app_id().map(str::to_owned))
         }
         Mode::Encrypted => {
             let msg_sig = required(&query.msg_signature, "msg_signature")?;
-            let envelope = xml::parse(body)?;
+            let envelope = parse_body(body)?;
             let encrypted = envelope
                 .child_text("Encrypt")
                 .ok_or(Error::MissingElement("Encrypt"))?;
@@ -155,7 +165,7 @@ pub fn open_callback(
             })?;
             let app_id = config.require_app_id()?;
             let opened = crypto::decrypt(key, encrypted, app_id).map_err(|_| Error::Decryption)?;
-            (xml::parse(&opened.message)?, Some(opened.receive_id))
+            (parse_body(&opened.message)?, Some(opened.receive_id))
         }
     };
 

@@ -6,6 +6,7 @@
 //! - [`signature`]: WeChat's SHA-1 signatures and constant-time comparison.
 //! - [`crypto`]: the EncodingAESKey scheme (AES-256-CBC, PKCS#7 over 32-byte blocks).
 //! - [`xml`]: a small, hostile-input-safe XML reader producing an element tree.
+//! - [`json_body`]: WeChat's JSON message format, read into the same tree as XML.
 //! - [`event`]: the normalized JSON event and its stable id.
 //! - [`callback`]: the whole inbound pipeline (verify, decrypt, parse, normalize).
 //! - [`reply`]: passive reply XML and its encrypted envelope.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod event;
+pub mod json_body;
 pub mod jssdk;
 pub mod passthrough;
 pub mod reply;

@@ -315,3 +315,62 @@ fn clock_skew_setting_is_honoured() {
     );
     assert!(open(&cfg, &plain_query(NOW - 10, "n"), TEXT.as_bytes()).is_ok());
 }
+
+/// The Mini Program / new push settings' JSON format: the official safe-mode vector end to end.
+#[test]
+fn official_json_safe_mode_vector() {
+    let v = common::read_json("vectors/official.json");
+    let case = v["decrypt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().contains("JSON"))
+        .unwrap();
+    let cfg = Config::load(|k| match k {
+        "WECHAT_TOKEN" => Some("AAAAA".into()),
+        "WECHAT_ENCODING_AES_KEY" => Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
+        "WECHAT_APP_ID" => Some("wxba5fad812f8e6fb9".into()),
+        _ => None,
+    });
+    let body = serde_json::json!({"ToUserName": "gh_97417a04a28d", "Encrypt": common::str_of(case, "encrypt")}).to_string();
+    let q = Query::from_pairs([
+        ("timestamp", common::str_of(case, "timestamp")),
+        ("nonce", common::str_of(case, "nonce")),
+        ("encrypt_type", "aes"),
+        ("msg_signature", common::str_of(case, "msg_signature")),
+    ]);
+    let inbound = open_callback(&cfg, &q, body.as_bytes(), 1_714_112_445_000, "default").unwrap();
+    let e = inbound.event;
+    assert_eq!(
+        (e.kind.as_str(), e.event.as_deref()),
+        ("event", Some("debug_demo"))
+    );
+    assert_eq!(e.from, "o9AgO5Kd5ggOC-bXrbNODIiE3bGY");
+    assert_eq!(e.to, "gh_97417a04a28d");
+    assert_eq!(e.created_at, 1_714_112_445);
+    assert_eq!(e.data["debug_str"], "hello world");
+    assert_eq!(e.app_id.as_deref(), Some("wxba5fad812f8e6fb9"));
+}
+
+#[test]
+fn json_plaintext_normalizes_like_xml() {
+    let cfg = config(&[]);
+    let json = r#"{"ToUserName":"gh_1","FromUserName":"o_user","CreateTime":1409735668,"MsgType":"event","Event":"subscribe_msg_popup_event","List":{"TemplateId":"T1","SubscribeStatusString":"accept","PopupScene":"2"}}"#;
+    let xml = "<xml><ToUserName>gh_1</ToUserName><FromUserName>o_user</FromUserName><CreateTime>1409735668</CreateTime><MsgType>event</MsgType><Event>subscribe_msg_popup_event</Event><List><TemplateId>T1</TemplateId><SubscribeStatusString>accept</SubscribeStatusString><PopupScene>2</PopupScene></List></xml>";
+    let from_json = open(&cfg, &plain_query(NOW, "n"), json.as_bytes())
+        .unwrap()
+        .event;
+    let from_xml = open(&cfg, &plain_query(NOW, "n"), xml.as_bytes())
+        .unwrap()
+        .event;
+    assert_eq!(from_json.data, from_xml.data);
+    assert_eq!(from_json.id, from_xml.id);
+    // A single List is still an array, as when WeChat's JSON sends an object for one entry.
+    assert_eq!(from_json.data["list"][0]["popup_scene"], 2);
+    // 64-bit ids keep every digit.
+    let text = r#"{"ToUserName":"gh_1","FromUserName":"o","CreateTime":1409735668,"MsgType":"text","Content":"hi","MsgId":18446744073709551615}"#;
+    let e = open(&cfg, &plain_query(NOW, "n"), text.as_bytes())
+        .unwrap()
+        .event;
+    assert_eq!(e.data["msg_id"], "18446744073709551615");
+}

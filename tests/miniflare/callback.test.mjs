@@ -7,7 +7,7 @@ import { Webhook } from "standardwebhooks";
 import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { startRelay, DEMO, root } from "./harness.mjs";
-import { buildCallback, messageXml, verifyQuery, sha1Sorted, encrypt, PRESETS } from "../../tools/wechat.mjs";
+import { buildCallback, messageJson, messageXml, verifyQuery, sha1Sorted, encrypt } from "../../tools/wechat.mjs";
 
 const schema = JSON.parse(fs.readFileSync(path.join(root, "schema/event.schema.json"), "utf8"));
 const ajv = new Ajv2020({ allErrors: true });
@@ -154,6 +154,41 @@ describe("callbacks (POST /wechat)", () => {
     }
   });
 
+  for (const mode of ["plain", "safe", "compatible"]) {
+    test(`JSON format, ${mode} mode: normalized like XML`, async () => {
+      const json = messageJson({ from: `o_json_${mode}`, fields: { MsgType: "event", Event: "subscribe_msg_popup_event", List: { TemplateId: "T1", SubscribeStatusString: "accept", PopupScene: "2" } } });
+      const { query, body } = buildCallback({ ...creds, xml: json, mode });
+      const res = await post(query, body, { "content-type": "application/json" });
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), "success");
+      await relay.waitFor((s) => s.some((r) => r.body.includes(`o_json_${mode}`)));
+      const event = JSON.parse(relay.sent.find((r) => r.body.includes(`o_json_${mode}`)).body);
+      assertValid(event, mode);
+      assert.equal(event.event, "subscribe_msg_popup_event");
+      assert.deepEqual(event.data, { list: [{ template_id: "T1", subscribe_status_string: "accept", popup_scene: 2 }] });
+    });
+  }
+
+  test("the official JSON safe-mode vector (Mini Program docs) is accepted", async () => {
+    const vectors = JSON.parse(fs.readFileSync(path.join(root, "tests/vectors/official.json"), "utf8"));
+    const v = vectors.decrypt.find((c) => c.name.includes("JSON"));
+    const mp = await (await import("./harness.mjs")).startRelay({
+      bindings: { WECHAT_TOKEN: "AAAAA", WECHAT_ENCODING_AES_KEY: "A".repeat(43), WECHAT_APP_ID: "wxba5fad812f8e6fb9", MAX_CLOCK_SKEW_SECONDS: "999999999" },
+    });
+    try {
+      const q = new URLSearchParams({ timestamp: v.timestamp, nonce: v.nonce, encrypt_type: "aes", msg_signature: v.msg_signature });
+      const res = await mp.fetch(`/wechat?${q}`, { method: "POST", body: JSON.stringify({ ToUserName: "gh_97417a04a28d", Encrypt: v.encrypt }) });
+      assert.equal(res.status, 200);
+      await mp.waitFor((s) => s.length === 1);
+      const event = JSON.parse(mp.sent[0].body);
+      assert.equal(event.event, "debug_demo");
+      assert.deepEqual(event.data, { debug_str: "hello world" });
+      assert.equal(event.app_id, "wxba5fad812f8e6fb9");
+    } finally {
+      await mp.dispose();
+    }
+  });
+
   test("a WeChat retry storm is forwarded once", async () => {
     const xml = text("retry me");
     const first = buildCallback({ ...creds, xml, mode: "safe" });
@@ -219,7 +254,9 @@ describe("callbacks (POST /wechat)", () => {
         return [c, 400];
       },
       "empty body": () => [{ ...buildCallback({ ...creds, xml: "", mode: "plain" }), body: "" }, 400],
-      "non-XML body": () => [{ ...buildCallback({ ...creds, xml: "", mode: "plain" }), body: '{"ToUserName":"x"}' }, 400],
+      "neither XML nor JSON": () => [{ ...buildCallback({ ...creds, xml: "", mode: "plain" }), body: "hello=world" }, 400],
+      "JSON without the envelope fields": () => [{ ...buildCallback({ ...creds, xml: "", mode: "plain" }), body: '{"ToUserName":"x"}' }, 400],
+      "JSON that is not an object": () => [{ ...buildCallback({ ...creds, xml: "", mode: "plain" }), body: "[1,2,3]" }, 400],
       "truncated XML": () => [{ ...buildCallback({ ...creds, xml: "", mode: "plain" }), body: text("x").slice(0, 60) }, 400],
       "billion laughs": () => [
         {
