@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use futures_util::future::{join_all, select, Either};
-use futures_util::pin_mut;
+use futures_util::future::join_all;
 use wechat_relay_core::webhook::{self, WebhookSecret};
-use worker::{AbortController, Date, Delay, Fetch, Headers, Method, Request, RequestInit};
+use worker::{Date, Delay, Headers, Method, Request, RequestInit};
 
-use crate::log;
+use crate::{log, upstream};
 
 /// Attempts per target, and the pause before each retry.
 const BACKOFF_MS: [u64; 3] = [500, 1_500, 4_500];
@@ -68,27 +67,13 @@ async fn attempt_once(delivery: &Delivery, target: &str) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::Retryable(format!("request: {e}")),
     };
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let send = fetch.send_with_signal(&signal);
-    let timeout = Delay::from(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
-    pin_mut!(send);
-    pin_mut!(timeout);
-    match select(send, timeout).await {
-        Either::Left((Ok(resp), _)) => {
-            let code = resp.status_code();
-            match code {
-                200..=299 => Outcome::Delivered,
-                429 | 500..=599 => Outcome::Retryable(code.to_string()),
-                _ => Outcome::Refused(code),
-            }
-        }
-        Either::Left((Err(e), _)) => Outcome::Retryable(format!("network: {e}")),
-        Either::Right(_) => {
-            controller.abort();
-            Outcome::Retryable("timeout".to_owned())
-        }
+    match upstream::fetch_with_timeout(request, ATTEMPT_TIMEOUT_MS).await {
+        Ok(resp) => match resp.status_code() {
+            200..=299 => Outcome::Delivered,
+            code @ (429 | 500..=599) => Outcome::Retryable(code.to_string()),
+            code => Outcome::Refused(code),
+        },
+        Err(failure) => Outcome::Retryable(failure.to_string()),
     }
 }
 

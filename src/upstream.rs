@@ -1,4 +1,4 @@
-//! Calls to WeChat's API (WECHAT_API_BASE) with a time limit, failures mapped to [`ApiError`].
+//! Outbound fetches with a time limit, and calls to WeChat's API (WECHAT_API_BASE) with failures mapped to [`ApiError`].
 
 use std::time::Duration;
 
@@ -13,26 +13,54 @@ const TIMEOUT_MS: u64 = 10_000;
 /// The pause before the one retry after errcode -1 ("system busy").
 const BUSY_PAUSE_MS: u64 = 1_000;
 
-/// Sends a request, waiting at most [`TIMEOUT_MS`] for the response.
-pub async fn send(request: Request) -> Result<Response, ApiError> {
+/// Why a fetch produced no response.
+pub enum FetchFailure {
+    Network(String),
+    Timeout,
+}
+
+impl std::fmt::Display for FetchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchFailure::Network(e) => write!(f, "network error: {e}"),
+            FetchFailure::Timeout => f.write_str("timeout"),
+        }
+    }
+}
+
+/// Sends a request and waits at most `timeout_ms` for the response headers; a late fetch is
+/// aborted.
+pub async fn fetch_with_timeout(
+    request: Request,
+    timeout_ms: u64,
+) -> Result<Response, FetchFailure> {
     let controller = AbortController::default();
     let signal = controller.signal();
     let fetch = Fetch::Request(request);
     let send = fetch.send_with_signal(&signal);
-    let timeout = Delay::from(Duration::from_millis(TIMEOUT_MS));
+    let timeout = Delay::from(Duration::from_millis(timeout_ms));
     pin_mut!(send);
     pin_mut!(timeout);
     match select(send, timeout).await {
         Either::Left((Ok(resp), _)) => Ok(resp),
-        Either::Left((Err(e), _)) => Err(ApiError::Unreachable(format!("network error: {e}"))),
+        Either::Left((Err(e), _)) => Err(FetchFailure::Network(e.to_string())),
         Either::Right(_) => {
             controller.abort();
-            Err(ApiError::Unreachable(format!(
-                "no answer within {} s",
-                TIMEOUT_MS / 1000
-            )))
+            Err(FetchFailure::Timeout)
         }
     }
+}
+
+/// Sends a request to WeChat, waiting at most [`TIMEOUT_MS`] for the response.
+pub async fn send(request: Request) -> Result<Response, ApiError> {
+    fetch_with_timeout(request, TIMEOUT_MS)
+        .await
+        .map_err(|failure| match failure {
+            FetchFailure::Timeout => {
+                ApiError::Unreachable(format!("no answer within {} s", TIMEOUT_MS / 1000))
+            }
+            FetchFailure::Network(e) => ApiError::Unreachable(format!("network error: {e}")),
+        })
 }
 
 fn build(req: &ApiRequest) -> worker::Result<Request> {
