@@ -8,6 +8,7 @@
     clippy::panic
 )]
 
+mod body;
 mod credentials;
 mod dedup;
 mod forward;
@@ -89,15 +90,8 @@ fn verify_url(req: &Request, env: &Env) -> Result<Response, Failure> {
 
 /// `POST /wechat`: verify, decrypt, normalize, answer `success`, forward after the answer.
 async fn receive_callback(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, Failure> {
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(CoreError::BodyTooLarge.into());
-    }
     let query = query_of(&req)?;
-    let body = req.bytes().await?;
+    let body = body::read_limited(&mut req, MAX_BODY_BYTES).await?;
     let config = settings::load(env);
     let inbound = callback::open_callback(&config, &query, &body, now_ms(), DEFAULT_ACCOUNT)?;
     let targets = config.forward_urls()?.to_vec();

@@ -100,23 +100,10 @@ pub async fn pass_through(mut req: Request, env: &Env) -> Result<Response, Failu
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_PASSTHROUGH_BODY) {
-        return Err(Error::BodyTooLarge.into());
-    }
     let body = match method {
         Method::Get | Method::Head => None,
-        _ => Some(req.bytes().await?),
+        _ => Some(crate::body::read_limited(&mut req, MAX_PASSTHROUGH_BODY).await?),
     };
-    if body
-        .as_ref()
-        .is_some_and(|b| b.len() > MAX_PASSTHROUGH_BODY)
-    {
-        return Err(Error::BodyTooLarge.into());
-    }
 
     let mut token = creds.access_token().await?;
     let mut retried = false;

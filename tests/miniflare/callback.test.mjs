@@ -303,5 +303,19 @@ describe("callbacks (POST /wechat)", () => {
       const res = await post(query, "<xml>" + " ".repeat(1 << 20) + "</xml>");
       assert.equal(res.status, 413);
     });
+    test("body over 1 MiB without Content-Length (streamed) is 413", async () => {
+      const { query } = buildCallback({ ...creds, xml: "", mode: "plain" });
+      const chunk = new TextEncoder().encode(" ".repeat(64 * 1024));
+      let sent = 0;
+      const stream = new ReadableStream({
+        pull(controller) {
+          if (sent++ < 20) controller.enqueue(chunk);
+          else controller.close();
+        },
+      });
+      const res = await relay.fetch(`/wechat?${query}`, { method: "POST", body: stream, duplex: "half" });
+      assert.equal(res.status, 413);
+      assert.match(await res.text(), /1 MiB/);
+    });
   });
 });
