@@ -17,6 +17,7 @@ mod respond;
 mod settings;
 mod token_api;
 mod upstream;
+mod webcrypto;
 
 use wechat_relay_core::callback::{self, Query, MAX_BODY_BYTES};
 use wechat_relay_core::config::DEFAULT_ACCOUNT;
@@ -93,7 +94,17 @@ async fn receive_callback(mut req: Request, env: &Env, ctx: &Context) -> Result<
     let query = query_of(&req)?;
     let body = body::read_limited(&mut req, MAX_BODY_BYTES).await?;
     let config = settings::load(env);
-    let inbound = callback::open_callback(&config, &query, &body, now_ms(), DEFAULT_ACCOUNT)?;
+    let inbound = match callback::begin_callback(&config, &query, &body, now_ms(), DEFAULT_ACCOUNT)?
+    {
+        callback::Begun::Opened(inbound) => inbound,
+        callback::Begun::Sealed(mut sealed) => {
+            let ciphertext = std::mem::take(&mut sealed.ciphertext);
+            let plain = webcrypto::cbc_decrypt(&sealed.key, ciphertext)
+                .await
+                .map_err(|_| CoreError::Decryption)?;
+            sealed.finish(&plain)?
+        }
+    };
     let targets = config.forward_urls()?.to_vec();
     let secret = config.forward_secret()?.cloned();
     let event = inbound.event;

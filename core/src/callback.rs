@@ -110,7 +110,9 @@ pub struct Inbound {
     pub mode: Mode,
 }
 
-/// `POST` callback: everything between the request and the event to forward.
+/// `POST` callback: everything between the request and the event to forward, with the
+/// software AES of [`crypto`]. A shell with a faster cipher uses [`begin_callback`] and
+/// [`Sealed::finish`] instead and decrypts in between.
 pub fn open_callback(
     config: &Config,
     query: &Query,
@@ -118,6 +120,65 @@ pub fn open_callback(
     now_ms: u64,
     account: &str,
 ) -> Result<Inbound, Error> {
+    match begin_callback(config, query, body, now_ms, account)? {
+        Begun::Opened(inbound) => Ok(inbound),
+        Begun::Sealed(mut sealed) => {
+            let mut blocks = std::mem::take(&mut sealed.ciphertext);
+            crypto::cbc_decrypt(&sealed.key, &mut blocks).map_err(|_| Error::Decryption)?;
+            sealed.finish(&blocks)
+        }
+    }
+}
+
+/// The first step of a `POST` callback: everything up to decryption.
+pub enum Begun {
+    /// A plaintext callback, done.
+    Opened(Inbound),
+    /// An authenticated ciphertext waiting to be decrypted (AES-256-CBC, no padding removed).
+    Sealed(Sealed),
+}
+
+/// An encrypted callback whose signatures and timestamp have been checked.
+pub struct Sealed {
+    /// The base64-decoded `Encrypt` value: whole 32-byte blocks.
+    pub ciphertext: Vec<u8>,
+    pub key: crypto::AesKey,
+    app_id: String,
+    account: String,
+    now_ms: u64,
+}
+
+impl Sealed {
+    /// Finishes with the raw CBC decryption of [`Sealed::ciphertext`] (padding still on):
+    /// strips WeChat's padding, checks the AppID, parses and normalizes.
+    pub fn finish(self, decrypted: &[u8]) -> Result<Inbound, Error> {
+        let opened = crypto::open_plaintext(decrypted).map_err(|_| Error::Decryption)?;
+        if !signature::constant_time_eq(opened.receive_id.as_bytes(), self.app_id.as_bytes()) {
+            return Err(Error::Decryption);
+        }
+        let message = parse_body(&opened.message)?;
+        let ctx = event::Context {
+            account: &self.account,
+            app_id: Some(&opened.receive_id),
+            received_at_ms: self.now_ms,
+        };
+        let event = event::normalize(&message, &ctx)?;
+        Ok(Inbound {
+            event,
+            mode: Mode::Encrypted,
+        })
+    }
+}
+
+/// Verifies a `POST` callback and, in plaintext mode, opens it; in safe or compatible mode
+/// returns the authenticated ciphertext for the caller to decrypt.
+pub fn begin_callback(
+    config: &Config,
+    query: &Query,
+    body: &[u8],
+    now_ms: u64,
+    account: &str,
+) -> Result<Begun, Error> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Error::BodyTooLarge);
     }
@@ -132,14 +193,21 @@ pub fn open_callback(
     let token = config.token()?;
     let now_secs = now_ms / 1000;
 
-    let (message, app_id) = match mode {
+    match mode {
         Mode::Plaintext => {
             let sig = required(&query.signature, "signature")?;
             if !signature::verify(sig, &[token, ts, nonce]) {
                 return Err(Error::BadSignature);
             }
             check_window(timestamp, now_secs, config.max_clock_skew()?)?;
-            (parse_body(body)?, config.app_id().map(str::to_owned))
+            let message = parse_body(body)?;
+            let ctx = event::Context {
+                account,
+                app_id: config.app_id(),
+                received_at_ms: now_ms,
+            };
+            let event = event::normalize(&message, &ctx)?;
+            Ok(Begun::Opened(Inbound { event, mode }))
         }
         Mode::Encrypted => {
             let msg_sig = required(&query.msg_signature, "msg_signature")?;
@@ -164,16 +232,14 @@ pub fn open_callback(
                         .into(),
             })?;
             let app_id = config.require_app_id()?;
-            let opened = crypto::decrypt(key, encrypted, app_id).map_err(|_| Error::Decryption)?;
-            (parse_body(&opened.message)?, Some(opened.receive_id))
+            let ciphertext = crypto::decode_ciphertext(encrypted).map_err(|_| Error::Decryption)?;
+            Ok(Begun::Sealed(Sealed {
+                ciphertext,
+                key: key.clone(),
+                app_id: app_id.to_owned(),
+                account: account.to_owned(),
+                now_ms,
+            }))
         }
-    };
-
-    let ctx = event::Context {
-        account,
-        app_id: app_id.as_deref(),
-        received_at_ms: now_ms,
-    };
-    let event = event::normalize(&message, &ctx)?;
-    Ok(Inbound { event, mode })
+    }
 }

@@ -9,7 +9,7 @@
 //! Every way a ciphertext can be wrong yields a [`DecryptError`]; callers must answer all of
 //! them identically (the variants exist for logs and tests only).
 
-use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyInit, KeyIvInit};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
@@ -79,6 +79,11 @@ impl AesKey {
         AesKey(key)
     }
 
+    /// The raw key, for handing to another AES implementation (WebCrypto).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn iv(&self) -> [u8; 16] {
         let mut iv = [0u8; 16];
         iv.copy_from_slice(&self.0[..16]);
@@ -144,17 +149,48 @@ pub fn decrypt(
 
 /// Decrypts without checking the receive id (for tools and tests).
 pub fn decrypt_any(key: &AesKey, encrypted: &str) -> Result<Opened, DecryptError> {
-    let mut buf = STANDARD
+    let mut buf = decode_ciphertext(encrypted)?;
+    cbc_decrypt(key, &mut buf)?;
+    open_plaintext(&buf)
+}
+
+/// Base64-decodes an `Encrypt` value and checks that it is whole 32-byte blocks.
+pub fn decode_ciphertext(encrypted: &str) -> Result<Vec<u8>, DecryptError> {
+    let buf = STANDARD
         .decode(encrypted.trim())
         .map_err(|_| DecryptError::Base64)?;
     if buf.is_empty() || buf.len() % PAD_BLOCK != 0 {
         return Err(DecryptError::Length);
     }
-    let cipher = Aes256CbcDec::new(&key.0.into(), &key.iv().into());
-    let plain = cipher
-        .decrypt_padded_mut::<NoPadding>(&mut buf)
-        .map_err(|_| DecryptError::Length)?;
-    open_plaintext(plain)
+    Ok(buf)
+}
+
+/// AES-256-CBC decryption in place, removing no padding (software AES).
+pub fn cbc_decrypt(key: &AesKey, blocks: &mut [u8]) -> Result<(), DecryptError> {
+    Aes256CbcDec::new(&key.0.into(), &key.iv().into())
+        .decrypt_padded_mut::<NoPadding>(blocks)
+        .map(|_| ())
+        .map_err(|_| DecryptError::Length)
+}
+
+/// For ciphers that insist on PKCS#7 over 16-byte blocks (WebCrypto's AES-CBC): the one
+/// ciphertext block to append to `ciphertext` so that its decryption ends in a full 16-byte pad
+/// block, which such a cipher strips, leaving exactly the raw plaintext. Computed as
+/// `AES(key, [16; 16] XOR last ciphertext block)`.
+pub fn pkcs7_16_tail_block(key: &AesKey, ciphertext: &[u8]) -> Result<[u8; 16], DecryptError> {
+    let last = ciphertext
+        .len()
+        .checked_sub(16)
+        .and_then(|start| ciphertext.get(start..))
+        .ok_or(DecryptError::Length)?;
+    let mut block = [16u8; 16];
+    for (b, c) in block.iter_mut().zip(last) {
+        *b ^= c;
+    }
+    let cipher = aes::Aes256::new(&key.0.into());
+    let mut ga = aes::cipher::generic_array::GenericArray::from(block);
+    aes::cipher::BlockEncrypt::encrypt_block(&cipher, &mut ga);
+    Ok(ga.into())
 }
 
 /// Strips WeChat's PKCS#7/32 padding and splits the plaintext layout. Exposed so a shell that
@@ -255,6 +291,31 @@ mod tests {
     fn wrong_receive_id_is_rejected() {
         let enc = encrypt(&key(), [1; 16], b"hi", "wx_a");
         assert_eq!(decrypt(&key(), &enc, "wx_b"), Err(DecryptError::ReceiveId));
+    }
+
+    /// What WebCrypto does: CBC decryption that removes PKCS#7/16 padding. With the tail block
+    /// appended it must return exactly the raw (WeChat-padded) plaintext.
+    #[test]
+    fn tail_block_makes_pkcs7_16_ciphers_return_the_raw_plaintext() {
+        use aes::cipher::block_padding::Pkcs7;
+        for len in [0usize, 1, 11, 12, 13, 40, 100] {
+            let msg = vec![b'm'; len];
+            let mut raw = decode_ciphertext(&encrypt(&key(), [5; 16], &msg, "wxid")).unwrap();
+            let tail = pkcs7_16_tail_block(&key(), &raw).unwrap();
+            let mut extended = raw.clone();
+            extended.extend_from_slice(&tail);
+            let stripped = Aes256CbcDec::new(&key().0.into(), &key().iv().into())
+                .decrypt_padded_mut::<Pkcs7>(&mut extended)
+                .unwrap()
+                .to_vec();
+            cbc_decrypt(&key(), &mut raw).unwrap();
+            assert_eq!(stripped, raw, "len {len}");
+            assert_eq!(open_plaintext(&stripped).unwrap().message, msg);
+        }
+        assert_eq!(
+            pkcs7_16_tail_block(&key(), &[0; 8]),
+            Err(DecryptError::Length)
+        );
     }
 
     #[test]

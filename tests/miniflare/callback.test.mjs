@@ -189,6 +189,15 @@ describe("callbacks (POST /wechat)", () => {
     }
   });
 
+  test("safe mode decrypts with WebCrypto, never falling back to software AES", async () => {
+    const big = text("微信".repeat(4000));
+    const { query, body } = buildCallback({ ...creds, xml: big, mode: "safe" });
+    assert.equal((await post(query, body)).status, 200);
+    await relay.waitFor((s) => s.some((r) => r.body.includes(`o_user_${seq}"`)));
+    assert.equal(JSON.parse(relay.sent.find((r) => r.body.includes(`o_user_${seq}"`)).body).data.content, "微信".repeat(4000));
+    assert.ok(!relay.logs.join("").includes("WebCrypto AES failed"), relay.logs.join(""));
+  });
+
   test("a WeChat retry storm is forwarded once", async () => {
     const xml = text("retry me");
     const first = buildCallback({ ...creds, xml, mode: "safe" });
