@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export WRANGLER_SEND_METRICS=false
+# No network beyond the registries here: skip telemetry and the Request.cf download.
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 exec npx wrangler dev --local --ip 127.0.0.1 --port "${PORT:-8787}" \
   --env-file "${ENV_FILE:-demo/demo.env}" --test-scheduled --show-interactive-dev-session=false "$@"
