@@ -43,6 +43,10 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Result<Response, Failu
         ("/wechat", Method::Post) => receive_callback(req, env, ctx).await,
         ("/wechat", _) => Err(Failure::method_not_allowed("GET, POST")),
         ("/token", Method::Get) => token_api::get_token(req, env).await,
+        // With TOKEN_API_KEY unset the token routes do not exist, whatever the method.
+        ("/token" | "/token/refresh" | "/jsapi/signature", _) if !token_api::enabled(env) => {
+            Err(CoreError::NotFound.into())
+        }
         ("/token", _) => Err(Failure::method_not_allowed("GET")),
         ("/token/refresh", Method::Post) => token_api::refresh_token(req, env).await,
         ("/token/refresh", _) => Err(Failure::method_not_allowed("POST")),

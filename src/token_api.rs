@@ -18,6 +18,11 @@ const MAX_PASSTHROUGH_BODY: usize = 20 << 20;
 /// Answers up to this size are read to look for token errors; larger ones stream through.
 const MAX_INSPECTED_ANSWER: u64 = 1 << 20;
 
+/// Whether the token service is on (TOKEN_API_KEY is set).
+pub fn enabled(env: &Env) -> bool {
+    settings::load(env).token_api_key().is_some()
+}
+
 /// Checks the bearer key and returns the credentials store.
 fn authorize(req: &Request, env: &Env) -> Result<Credentials, Failure> {
     let config: Config = settings::load(env);

@@ -45,8 +45,16 @@ describe("auth", () => {
 
   test("TOKEN_API_KEY unset: every token route is 404, never open", async () => {
     await withService({ TOKEN_API_KEY: undefined }, async ({ relay, wechat }) => {
-      for (const [path, method] of [["/token", "GET"], ["/token/refresh", "POST"], ["/jsapi/signature?url=https://a.example/", "GET"], ["/api/cgi-bin/user/info", "GET"]]) {
-        const res = await relay.fetch(path, { method, headers: AUTH });
+      for (const [path, method] of [
+        ["/token", "GET"],
+        ["/token", "POST"],
+        ["/token/refresh", "POST"],
+        ["/token/refresh", "GET"],
+        ["/jsapi/signature?url=https://a.example/", "GET"],
+        ["/api/cgi-bin/user/info", "GET"],
+        ["/api/cgi-bin/user/info", "DELETE"],
+      ]) {
+        const res = await relay.fetch(path, { method, headers: AUTH, body: method === "POST" ? "" : undefined });
         assert.equal(res.status, 404, path);
         assert.equal((await res.json()).error, "not_found");
       }
