@@ -47,6 +47,9 @@ impl Kind {
     }
 }
 
+/// What is being fetched: a forced refresh never shares a plain fetch's result.
+type FlightKey = (Kind, bool);
+
 /// One isolate's in-flight fetches, so concurrent misses cause one upstream call.
 #[derive(Default)]
 struct Flight {
@@ -56,14 +59,14 @@ struct Flight {
 }
 
 thread_local! {
-    static FLIGHTS: RefCell<HashMap<Kind, Flight>> = RefCell::new(HashMap::new());
+    static FLIGHTS: RefCell<HashMap<FlightKey, Flight>> = RefCell::new(HashMap::new());
     /// When this isolate last forced a refresh: covers KV's propagation delay.
     static LAST_FORCED: RefCell<Option<u64>> = const { RefCell::new(None) };
 }
 
 /// Runs `fetch` unless another request of this isolate is already fetching `kind`, in which
 /// case its result is shared.
-async fn single_flight<F>(kind: Kind, fetch: F) -> Result<Stored, ApiError>
+async fn single_flight<F>(kind: FlightKey, fetch: F) -> Result<Stored, ApiError>
 where
     F: std::future::Future<Output = Result<Stored, ApiError>>,
 {
@@ -209,7 +212,7 @@ impl Credentials {
             self.config.app_secret()?,
             force,
         );
-        let result = single_flight(Kind::AccessToken, async {
+        let result = single_flight((Kind::AccessToken, force), async {
             let body = upstream::call(&request).await?;
             access_token::parse_token_response(
                 &body,
@@ -286,7 +289,7 @@ impl Credentials {
         let mut retried = false;
         loop {
             let request = access_token::jsapi_ticket_request(&api_base, &token.value);
-            let result = single_flight(Kind::JsapiTicket, async {
+            let result = single_flight((Kind::JsapiTicket, false), async {
                 let body = upstream::call(&request).await?;
                 access_token::parse_ticket_response(&body, now_secs())
             })
