@@ -294,6 +294,20 @@ describe("GET /jsapi/signature", () => {
       .digest("hex");
     assert.equal(sig, "0f9de62fce790f9a083d5c99e95740ceb90c27ed");
   });
+  test("a ticket fetch refused with 40001 refreshes the token once and retries", async () => {
+    await withService({}, async ({ relay, wechat, kv }) => {
+      await kv.put(KV_KEY, JSON.stringify({ access_token: "REVOKED", expires_at: now() + 7000, fetched_at: now() }));
+      const res = await relay.fetch(`/jsapi/signature?url=${encodeURIComponent("https://a.example/page")}`, { headers: AUTH });
+      assert.equal(res.status, 200);
+      const tickets = wechat.state.calls.filter((c) => c.path === "/cgi-bin/ticket/getticket");
+      assert.equal(tickets.length, 2);
+      assert.equal(tickets[0].query.access_token, "REVOKED");
+      assert.equal(tickets[1].query.access_token, wechat.state.current);
+      assert.equal(tickets[1].query.type, "jsapi");
+      assert.equal(JSON.parse(wechat.tokenCalls()[0].body).force_refresh, true);
+      assert.equal((await kv.get("credential:default:jsapi_ticket", "json")).ticket, JSSDK_TICKET);
+    });
+  });
   test("a missing or non-http url is 400", async () => {
     await withService({}, async ({ relay }) => {
       assert.equal((await relay.fetch("/jsapi/signature", { headers: AUTH })).status, 400);
