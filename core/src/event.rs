@@ -273,7 +273,7 @@ fn scalar(key: &str, text: &str) -> Value {
 }
 
 /// `Location_X` -> `location_x`, `MsgID` -> `msg_id`, `HQMusicUrl` -> `hq_music_url`,
-/// `PicMd5Sum` -> `pic_md5_sum`, `publish_id` -> `publish_id`.
+/// `PicMd5Sum` -> `pic_md5_sum`, `MediaId16K` -> `media_id16k`, `publish_id` -> `publish_id`.
 pub fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     let mut out = String::with_capacity(name.len() + 4);
@@ -283,8 +283,12 @@ pub fn snake_case(name: &str) -> String {
             let next = chars.get(i + 1).copied();
             let boundary = match prev {
                 None | Some('_') => false,
-                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                Some(p) if p.is_ascii_lowercase() => true,
+                // After a digit or an acronym, a capital starts a word only if a lowercase
+                // letter follows: PicMd5Sum -> pic_md5_sum, MediaId16K -> media_id16k.
+                Some(p) if p.is_ascii_digit() || p.is_ascii_uppercase() => {
+                    next.is_some_and(|n| n.is_ascii_lowercase())
+                }
                 Some(_) => false,
             };
             if boundary {
@@ -318,6 +322,8 @@ mod tests {
             ("URL", "url"),
             ("OpenID", "open_id"),
             ("Fee", "fee"),
+            ("MediaId16K", "media_id16k"),
+            ("Md5", "md5"),
         ] {
             assert_eq!(snake_case(from), to, "{from}");
         }
