@@ -56,6 +56,22 @@ describe("forwarding", () => {
     });
   });
 
+  test("a target slower than 5 s is abandoned and retried", async () => {
+    const upstream = async (req, sent) => {
+      if (sent.length === 1) await new Promise((r) => setTimeout(r, 6_000));
+      return new Response(null, { status: 200 });
+    };
+    await withRelay({ upstream }, async (relay) => {
+      const started = Date.now();
+      assert.equal((await post(relay, callback())).status, 200);
+      assert.ok(Date.now() - started < 2_000, "WeChat's answer does not wait for the webhook");
+      await relay.waitFor((s) => s.length === 2, 15_000);
+      assert.equal(relay.sent[0].headers["webhook-id"], relay.sent[1].headers["webhook-id"]);
+      await relay.settle(700);
+      assert.ok(!relay.logs.join("").includes("forward failed"));
+    });
+  });
+
   test("a 4xx answer is final: no retry", async () => {
     await withRelay({ upstream: () => new Response("no", { status: 410 }) }, async (relay) => {
       assert.equal((await post(relay, callback())).status, 200);
