@@ -152,22 +152,21 @@ impl Sealed {
     /// Finishes with the raw CBC decryption of [`Sealed::ciphertext`] (padding still on):
     /// strips WeChat's padding, checks the AppID, parses and normalizes.
     pub fn finish(self, decrypted: &[u8]) -> Result<Inbound, Error> {
-        let opened = crypto::open_plaintext(decrypted).map_err(|_| Error::Decryption)?;
-        if !signature::constant_time_eq(opened.receive_id.as_bytes(), self.app_id.as_bytes()) {
-            return Err(Error::Decryption);
-        }
-        let message = parse_body(&opened.message)?;
+        let opened =
+            crypto::open_plaintext_for(decrypted, &self.app_id).map_err(|_| Error::Decryption)?;
         let ctx = event::Context {
             account: &self.account,
             app_id: Some(&opened.receive_id),
             received_at_ms: self.now_ms,
         };
-        let event = event::normalize(&message, &ctx)?;
-        Ok(Inbound {
-            event,
-            mode: Mode::Encrypted,
-        })
+        inbound(&opened.message, &ctx, Mode::Encrypted)
     }
+}
+
+/// Parses a verified message (XML or JSON) and normalizes it.
+fn inbound(message: &[u8], ctx: &event::Context<'_>, mode: Mode) -> Result<Inbound, Error> {
+    let event = event::normalize(&parse_body(message)?, ctx)?;
+    Ok(Inbound { event, mode })
 }
 
 /// Verifies a `POST` callback and, in plaintext mode, opens it; in safe or compatible mode
@@ -200,14 +199,12 @@ pub fn begin_callback(
                 return Err(Error::BadSignature);
             }
             check_window(timestamp, now_secs, config.max_clock_skew()?)?;
-            let message = parse_body(body)?;
             let ctx = event::Context {
                 account,
                 app_id: config.app_id(),
                 received_at_ms: now_ms,
             };
-            let event = event::normalize(&message, &ctx)?;
-            Ok(Begun::Opened(Inbound { event, mode }))
+            Ok(Begun::Opened(inbound(body, &ctx, mode)?))
         }
         Mode::Encrypted => {
             let msg_sig = required(&query.msg_signature, "msg_signature")?;

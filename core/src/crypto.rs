@@ -140,18 +140,9 @@ pub fn decrypt(
     encrypted: &str,
     expected_receive_id: &str,
 ) -> Result<Opened, DecryptError> {
-    let opened = decrypt_any(key, encrypted)?;
-    if !constant_time_eq(opened.receive_id.as_bytes(), expected_receive_id.as_bytes()) {
-        return Err(DecryptError::ReceiveId);
-    }
-    Ok(opened)
-}
-
-/// Decrypts without checking the receive id (for tools and tests).
-pub fn decrypt_any(key: &AesKey, encrypted: &str) -> Result<Opened, DecryptError> {
     let mut buf = decode_ciphertext(encrypted)?;
     cbc_decrypt(key, &mut buf)?;
-    open_plaintext(&buf)
+    open_plaintext_for(&buf, expected_receive_id)
 }
 
 /// Base64-decodes an `Encrypt` value and checks that it is whole 32-byte blocks.
@@ -191,6 +182,15 @@ pub fn pkcs7_16_tail_block(key: &AesKey, ciphertext: &[u8]) -> Result<[u8; 16], 
     let mut ga = aes::cipher::generic_array::GenericArray::from(block);
     aes::cipher::BlockEncrypt::encrypt_block(&cipher, &mut ga);
     Ok(ga.into())
+}
+
+/// [`open_plaintext`], then the constant-time check that the trailing receive id is `expected`.
+pub fn open_plaintext_for(plain: &[u8], expected: &str) -> Result<Opened, DecryptError> {
+    let opened = open_plaintext(plain)?;
+    if !constant_time_eq(opened.receive_id.as_bytes(), expected.as_bytes()) {
+        return Err(DecryptError::ReceiveId);
+    }
+    Ok(opened)
 }
 
 /// Strips WeChat's PKCS#7/32 padding and splits the plaintext layout. Exposed so a shell that
