@@ -238,12 +238,22 @@ impl Credentials {
 
     /// A token with more than 5 minutes left: from KV, or fetched.
     pub async fn access_token(&self) -> Result<Stored, Error> {
-        let cached = self.load(Kind::AccessToken).await;
+        self.stored_or_fetched(Kind::AccessToken, self.fetch_access_token(false))
+            .await
+    }
+
+    /// The stored credential while it is fresh; otherwise `fetch`, falling back to the stored
+    /// one when the fetch fails and it is still valid.
+    async fn stored_or_fetched(
+        &self,
+        kind: Kind,
+        fetch: impl std::future::Future<Output = Result<Stored, Error>>,
+    ) -> Result<Stored, Error> {
+        let cached = self.load(kind).await;
         if let Some(stored) = cached.as_ref().filter(|s| s.is_fresh(now_secs())) {
             return Ok(stored.clone());
         }
-        let fetched = self.fetch_access_token(false).await;
-        fallback(Kind::AccessToken, fetched, cached)
+        fallback(kind, fetch.await, cached)
     }
 
     /// A new token, forced, unless one was forced in the last minute: then the cached one.
@@ -275,12 +285,8 @@ impl Credentials {
 
     /// The JS-SDK ticket, from KV or fetched (refreshing the token once if WeChat refuses it).
     pub async fn jsapi_ticket(&self) -> Result<Stored, Error> {
-        let cached = self.load(Kind::JsapiTicket).await;
-        if let Some(stored) = cached.as_ref().filter(|s| s.is_fresh(now_secs())) {
-            return Ok(stored.clone());
-        }
-        let fetched = self.fetch_jsapi_ticket().await;
-        fallback(Kind::JsapiTicket, fetched, cached)
+        self.stored_or_fetched(Kind::JsapiTicket, self.fetch_jsapi_ticket())
+            .await
     }
 
     async fn fetch_jsapi_ticket(&self) -> Result<Stored, Error> {

@@ -87,10 +87,7 @@ fn query_of(req: &Request) -> Result<Query, Failure> {
 fn verify_url(req: &Request, env: &Env) -> Result<Response, Failure> {
     let config = settings::load(env);
     let echostr = callback::verify_url(&config, &query_of(req)?, now_ms() / 1000)?;
-    let mut resp = Response::ok(echostr)?;
-    resp.headers_mut()
-        .set("content-type", "text/plain; charset=utf-8")?;
-    Ok(resp)
+    Ok(respond::text(200, echostr)?)
 }
 
 /// `POST /wechat`: verify, decrypt, normalize, answer `success`, forward after the answer.
@@ -127,8 +124,5 @@ async fn receive_callback(mut req: Request, env: &Env, ctx: &Context) -> Result<
         };
         ctx.wait_until(async move { forward::deliver(delivery).await });
     }
-    let mut resp = Response::ok("success")?;
-    resp.headers_mut()
-        .set("content-type", "text/plain; charset=utf-8")?;
-    Ok(resp)
+    Ok(respond::text(200, "success".to_owned())?)
 }

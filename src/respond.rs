@@ -145,7 +145,12 @@ fn error_code(error: &CoreError) -> &'static str {
 }
 
 fn plain(status: u16, reason: &str) -> worker::Result<Response> {
-    let mut resp = Response::error(format!("{reason}\n"), status)?;
+    text(status, format!("{reason}\n"))
+}
+
+/// A `text/plain; charset=utf-8` response with exactly this body.
+pub fn text(status: u16, body: String) -> worker::Result<Response> {
+    let mut resp = Response::ok(body)?.with_status(status);
     resp.headers_mut()
         .set("content-type", "text/plain; charset=utf-8")?;
     Ok(resp)
