@@ -14,7 +14,7 @@ pub async fn read_limited(req: &mut Request, limit: usize) -> Result<Vec<u8>, Fa
         .get("content-length")?
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::BodyTooLarge.into());
+        return Err(Error::BodyTooLarge { limit }.into());
     }
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     let Ok(mut stream) = req.stream() else {
@@ -24,7 +24,7 @@ pub async fn read_limited(req: &mut Request, limit: usize) -> Result<Vec<u8>, Fa
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if body.len() + chunk.len() > limit {
-            return Err(Error::BodyTooLarge.into());
+            return Err(Error::BodyTooLarge { limit }.into());
         }
         body.extend_from_slice(&chunk);
     }

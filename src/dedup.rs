@@ -13,8 +13,6 @@
 
 use worker::{Cache, Headers, Response};
 
-use crate::log;
-
 /// How long a mark lives: well past WeChat's three retries (5 s apart).
 const MARK_SECONDS: u32 = 300;
 
@@ -30,18 +28,12 @@ pub async fn seen_before(id: &str) -> bool {
         Ok(Some(_)) => return true,
         Ok(None) => {}
         Err(e) => {
-            log::warn(
-                "dedup cache read failed; forwarding anyway",
-                &[("event_id", id), ("error", &e.to_string())],
-            );
+            log::warn!(event_id = id, error = e.to_string(); "dedup cache read failed; forwarding anyway");
             return false;
         }
     }
     if let Err(e) = mark(&cache, id).await {
-        log::warn(
-            "dedup cache write failed; forwarding anyway",
-            &[("event_id", id), ("error", &e.to_string())],
-        );
+        log::warn!(event_id = id, error = e.to_string(); "dedup cache write failed; forwarding anyway");
     }
     false
 }

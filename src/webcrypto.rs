@@ -12,8 +12,6 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wechat_relay_core::crypto;
 
-use crate::log;
-
 async fn call_subtle(method: &str, args: &Array) -> Result<JsValue, JsValue> {
     let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;
     let subtle = Reflect::get(&crypto, &"subtle".into())?;
@@ -66,10 +64,7 @@ pub async fn cbc_decrypt(
                 Ok(plain) => format!("unexpected length {}", plain.len()),
                 Err(e) => format!("{e:?}"),
             };
-            log::warn(
-                "WebCrypto AES failed; using software AES",
-                &[("error", &why)],
-            );
+            log::warn!(error = why; "WebCrypto AES failed; using software AES");
             let mut blocks = ciphertext;
             crypto::cbc_decrypt(key, &mut blocks)?;
             Ok(blocks)

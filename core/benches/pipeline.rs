@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
             |b, body| {
                 b.iter(|| {
                     let inbound =
-                        open_callback(&config, &query, body.as_bytes(), NOW * 1000, "default")
+                        open_callback(&config, "default", &query, body.as_bytes(), NOW * 1000)
                             .unwrap_or_else(|e| panic!("{e}"));
                     let json = inbound.event.to_json();
                     secret.sign(&inbound.event.id, NOW, &json)

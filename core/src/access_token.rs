@@ -2,6 +2,7 @@
 //! in KV, and when a stored one must be refreshed. No I/O: the shell does the fetches.
 
 use crate::api_error::{errcode_of, ApiError};
+use crate::ports::HttpRequest;
 
 /// Serve a stored credential only while more than this remains; fetch a new one after.
 pub const REFRESH_MARGIN_SECS: u64 = 300;
@@ -37,15 +38,6 @@ impl std::str::FromStr for TokenEndpoint {
     }
 }
 
-/// An HTTP request to make to WeChat, described without doing it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiRequest {
-    pub method: &'static str,
-    pub url: String,
-    /// JSON body, for POST.
-    pub body: Option<String>,
-}
-
 fn encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -57,43 +49,31 @@ pub fn token_request(
     app_id: &str,
     app_secret: &str,
     force_refresh: bool,
-) -> ApiRequest {
+) -> HttpRequest {
     match endpoint {
-        TokenEndpoint::Stable => ApiRequest {
-            method: "POST",
-            url: format!("{api_base}/cgi-bin/stable_token"),
-            body: Some(
-                serde_json::json!({
-                    "grant_type": "client_credential",
-                    "appid": app_id,
-                    "secret": app_secret,
-                    "force_refresh": force_refresh,
-                })
-                .to_string(),
-            ),
-        },
-        TokenEndpoint::Classic => ApiRequest {
-            method: "GET",
-            url: format!(
-                "{api_base}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
-                encode(app_id),
-                encode(app_secret)
-            ),
-            body: None,
-        },
+        TokenEndpoint::Stable => HttpRequest::post_json(
+            format!("{api_base}/cgi-bin/stable_token"),
+            &serde_json::json!({
+                "grant_type": "client_credential",
+                "appid": app_id,
+                "secret": app_secret,
+                "force_refresh": force_refresh,
+            }),
+        ),
+        TokenEndpoint::Classic => HttpRequest::get(format!(
+            "{api_base}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
+            encode(app_id),
+            encode(app_secret)
+        )),
     }
 }
 
 /// The request that fetches the JS-SDK ticket with a given access token.
-pub fn jsapi_ticket_request(api_base: &str, access_token: &str) -> ApiRequest {
-    ApiRequest {
-        method: "GET",
-        url: format!(
-            "{api_base}/cgi-bin/ticket/getticket?access_token={}&type=jsapi",
-            encode(access_token)
-        ),
-        body: None,
-    }
+pub fn jsapi_ticket_request(api_base: &str, access_token: &str) -> HttpRequest {
+    HttpRequest::get(format!(
+        "{api_base}/cgi-bin/ticket/getticket?access_token={}&type=jsapi",
+        encode(access_token)
+    ))
 }
 
 /// A credential (access token or ticket) and its lifetime.
@@ -227,8 +207,11 @@ mod tests {
             true,
         );
         assert_eq!(r.method, "POST");
-        assert_eq!(r.url, "https://api.weixin.qq.com/cgi-bin/stable_token");
-        let body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            r.url(),
+            Some("https://api.weixin.qq.com/cgi-bin/stable_token")
+        );
+        let body: serde_json::Value = serde_json::from_slice(r.body.as_deref().unwrap()).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"grant_type":"client_credential","appid":"wx1","secret":"s&1","force_refresh":true})
@@ -246,7 +229,7 @@ mod tests {
         );
         assert_eq!(r.method, "GET");
         assert_eq!(
-            r.url,
+            r.url().unwrap(),
             "http://127.0.0.1:9/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=a+b%26c"
         );
         assert_eq!("Classic".parse(), Ok(TokenEndpoint::Classic));

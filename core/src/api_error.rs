@@ -64,6 +64,15 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
+    /// The `error` field of the JSON answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::WeChat { .. } => "wechat_error",
+            ApiError::Unreachable(_) => "wechat_unreachable",
+            ApiError::BadResponse(_) => "wechat_bad_response",
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             ApiError::WeChat { .. } | ApiError::BadResponse(_) => 502,
@@ -83,21 +92,21 @@ impl ApiError {
     pub fn body(&self) -> ErrorBody {
         match self {
             ApiError::WeChat { errcode, errmsg } => ErrorBody {
-                error: "wechat_error",
+                error: self.code(),
                 errcode: Some(*errcode),
                 errmsg: Some(errmsg.clone()),
                 hint: hint(*errcode),
                 message: None,
             },
             ApiError::Unreachable(why) => ErrorBody {
-                error: "wechat_unreachable",
+                error: self.code(),
                 errcode: None,
                 errmsg: None,
                 hint: Some("The relay could not reach WECHAT_API_BASE in time. Retry after the Retry-After delay; if it persists, check WECHAT_API_BASE and any proxy behind it."),
                 message: Some(why.clone()),
             },
             ApiError::BadResponse(why) => ErrorBody {
-                error: "wechat_bad_response",
+                error: self.code(),
                 errcode: None,
                 errmsg: None,
                 hint: Some("WECHAT_API_BASE answered something that is not WeChat's API: check the setting and any proxy behind it."),

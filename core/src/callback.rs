@@ -81,13 +81,19 @@ fn check_window(timestamp: u64, now_secs: u64, skew: u64) -> Result<(), Error> {
 }
 
 /// `GET` URL verification: returns the `echostr` to send back verbatim.
-pub fn verify_url(config: &Config, query: &Query, now_secs: u64) -> Result<String, Error> {
+pub fn verify_url(
+    config: &Config,
+    account: &str,
+    query: &Query,
+    now_secs: u64,
+) -> Result<String, Error> {
+    let account = config.account(account)?;
     let sig = required(&query.signature, "signature")?;
     let ts = required(&query.timestamp, "timestamp")?;
     let nonce = required(&query.nonce, "nonce")?;
     let echostr = required(&query.echostr, "echostr")?;
     let timestamp = parse_timestamp(ts)?;
-    let token = config.token()?;
+    let token = account.token()?;
     if !signature::verify(sig, &[token, ts, nonce]) {
         return Err(Error::BadSignature);
     }
@@ -115,12 +121,12 @@ pub struct Inbound {
 /// [`Sealed::finish`] instead and decrypts in between.
 pub fn open_callback(
     config: &Config,
+    account: &str,
     query: &Query,
     body: &[u8],
     now_ms: u64,
-    account: &str,
 ) -> Result<Inbound, Error> {
-    match begin_callback(config, query, body, now_ms, account)? {
+    match begin_callback(config, account, query, body, now_ms)? {
         Begun::Opened(inbound) => Ok(inbound),
         Begun::Sealed(mut sealed) => {
             let mut blocks = std::mem::take(&mut sealed.ciphertext);
@@ -173,13 +179,16 @@ fn inbound(message: &[u8], ctx: &event::Context<'_>, mode: Mode) -> Result<Inbou
 /// returns the authenticated ciphertext for the caller to decrypt.
 pub fn begin_callback(
     config: &Config,
+    account: &str,
     query: &Query,
     body: &[u8],
     now_ms: u64,
-    account: &str,
 ) -> Result<Begun, Error> {
+    let account = config.account(account)?;
     if body.len() > MAX_BODY_BYTES {
-        return Err(Error::BodyTooLarge);
+        return Err(Error::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
     let mode = match query.encrypt_type.as_deref() {
         None | Some("") | Some("raw") => Mode::Plaintext,
@@ -189,7 +198,7 @@ pub fn begin_callback(
     let ts = required(&query.timestamp, "timestamp")?;
     let nonce = required(&query.nonce, "nonce")?;
     let timestamp = parse_timestamp(ts)?;
-    let token = config.token()?;
+    let token = account.token()?;
     let now_secs = now_ms / 1000;
 
     match mode {
@@ -200,8 +209,8 @@ pub fn begin_callback(
             }
             check_window(timestamp, now_secs, config.max_clock_skew()?)?;
             let ctx = event::Context {
-                account,
-                app_id: config.app_id(),
+                account: account.name(),
+                app_id: account.app_id(),
                 received_at_ms: now_ms,
             };
             Ok(Begun::Opened(inbound(body, &ctx, mode)?))
@@ -222,19 +231,14 @@ pub fn begin_callback(
                 }
             }
             check_window(timestamp, now_secs, config.max_clock_skew()?)?;
-            let key = config.aes_key()?.ok_or(crate::config::ConfigError {
-                setting: "WECHAT_ENCODING_AES_KEY",
-                problem:
-                    "is not set, but WeChat sent an encrypted (safe or compatible mode) callback"
-                        .into(),
-            })?;
-            let app_id = config.require_app_id()?;
+            let key = account.require_aes_key()?;
+            let app_id = account.require_app_id()?;
             let ciphertext = crypto::decode_ciphertext(encrypted).map_err(|_| Error::Decryption)?;
             Ok(Begun::Sealed(Sealed {
                 ciphertext,
                 key: key.clone(),
                 app_id: app_id.to_owned(),
-                account: account.to_owned(),
+                account: account.name().to_owned(),
                 now_ms,
             }))
         }

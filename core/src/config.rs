@@ -1,32 +1,37 @@
-//! Settings, read from environment bindings through a lookup function.
+//! Settings, read from environment bindings through a lookup function, once per request.
 //!
 //! Loading never fails: each setting is validated on its own and kept as a `Result`, so a
 //! malformed `FORWARD_URLS` does not break URL verification, and the request that needs a broken
-//! setting gets an error naming it.
+//! setting gets an error naming it. The accounts' own settings are in [`crate::accounts`].
 
-use crate::access_token::TokenEndpoint;
-use crate::crypto::{AesKey, KeyError};
+use crate::accounts::{Account, DEFAULT_ACCOUNT};
+use crate::error::Error;
 use crate::webhook::WebhookSecret;
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u64 = 300;
-pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// The names of the bindings that are not settings: the shell looks them up by these.
+pub mod bindings {
+    /// Workers KV: credentials, dead letters, platform state.
+    pub const KV: &str = "WECHAT_KV";
+}
 
 /// A missing or malformed setting, named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub setting: &'static str,
+    pub setting: String,
     pub problem: String,
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+    pub fn new(setting: &str, problem: impl Into<String>) -> Self {
         ConfigError {
-            setting,
+            setting: setting.to_owned(),
             problem: problem.into(),
         }
     }
-    fn missing(setting: &'static str) -> Self {
+    pub fn missing(setting: &str) -> Self {
         ConfigError::new(setting, "is not set")
     }
 }
@@ -39,13 +44,16 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-type Setting<T> = Result<T, ConfigError>;
+pub(crate) type Setting<T> = Result<T, ConfigError>;
 
 /// A secret string whose `Debug` output is redacted.
 #[derive(Clone)]
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -60,16 +68,11 @@ impl std::fmt::Debug for Secret {
 /// Every setting of the relay. Secrets never appear in `Debug` output.
 #[derive(Debug, Clone)]
 pub struct Config {
-    token: Setting<Secret>,
-    aes_key: Setting<Option<AesKey>>,
-    app_id: Option<String>,
-    app_secret: Setting<Secret>,
-    api_base: Setting<String>,
+    default_account: Account,
     forward_urls: Setting<Vec<String>>,
     forward_secret: Setting<Option<WebhookSecret>>,
     max_clock_skew: Setting<u64>,
     token_api_key: Option<Secret>,
-    token_endpoint: Setting<TokenEndpoint>,
 }
 
 impl Config {
@@ -81,26 +84,7 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
         Config {
-            token: get("WECHAT_TOKEN")
-                .map(Secret)
-                .ok_or(ConfigError::missing("WECHAT_TOKEN")),
-            aes_key: get("WECHAT_ENCODING_AES_KEY")
-                .map(|k| {
-                    AesKey::from_encoding_aes_key(&k).map_err(|e: KeyError| {
-                        ConfigError::new("WECHAT_ENCODING_AES_KEY", e.to_string())
-                    })
-                })
-                .transpose(),
-            app_id: get("WECHAT_APP_ID"),
-            app_secret: get("WECHAT_APP_SECRET")
-                .map(Secret)
-                .ok_or(ConfigError::missing("WECHAT_APP_SECRET")),
-            api_base: match get("WECHAT_API_BASE") {
-                None => Ok(DEFAULT_API_BASE.to_owned()),
-                Some(base) => parse_http_url(&base)
-                    .map(|u| u.trim_end_matches('/').to_owned())
-                    .map_err(|p| ConfigError::new("WECHAT_API_BASE", p)),
-            },
+            default_account: Account::default_from(&get),
             forward_urls: match get("FORWARD_URLS") {
                 None => Err(ConfigError::new(
                     "FORWARD_URLS",
@@ -124,51 +108,25 @@ impl Config {
                 }),
             },
             token_api_key: get("TOKEN_API_KEY").map(Secret),
-            token_endpoint: match get("WECHAT_TOKEN_ENDPOINT") {
-                None => Ok(TokenEndpoint::Stable),
-                Some(v) => v
-                    .parse()
-                    .map_err(|p| ConfigError::new("WECHAT_TOKEN_ENDPOINT", p)),
-            },
         }
     }
 
-    pub fn token(&self) -> Result<&str, ConfigError> {
-        self.token
-            .as_ref()
-            .map(Secret::expose)
-            .map_err(Clone::clone)
+    /// The account called `name`; an unknown name is 404.
+    pub fn account(&self, name: &str) -> Result<&Account, Error> {
+        match name {
+            DEFAULT_ACCOUNT => Ok(&self.default_account),
+            _ => Err(Error::NotFound),
+        }
     }
 
-    /// The AES key, or `None` when the account runs in plaintext mode only.
-    pub fn aes_key(&self) -> Result<Option<&AesKey>, ConfigError> {
-        self.aes_key
-            .as_ref()
-            .map(Option::as_ref)
-            .map_err(Clone::clone)
+    /// The account `default`.
+    pub fn default_account(&self) -> &Account {
+        &self.default_account
     }
 
-    /// The AppID, which encrypted callbacks must carry.
-    pub fn app_id(&self) -> Option<&str> {
-        self.app_id.as_deref()
-    }
-
-    pub fn require_app_id(&self) -> Result<&str, ConfigError> {
-        self.app_id().ok_or(ConfigError::new(
-            "WECHAT_APP_ID",
-            "is not set: it is needed to check the AppID inside encrypted messages",
-        ))
-    }
-
-    pub fn app_secret(&self) -> Result<&str, ConfigError> {
-        self.app_secret
-            .as_ref()
-            .map(Secret::expose)
-            .map_err(Clone::clone)
-    }
-
-    pub fn api_base(&self) -> Result<&str, ConfigError> {
-        self.api_base.as_deref().map_err(Clone::clone)
+    /// Every account that is configured.
+    pub fn accounts(&self) -> Vec<&Account> {
+        vec![&self.default_account]
     }
 
     pub fn forward_urls(&self) -> Result<&[String], ConfigError> {
@@ -191,25 +149,20 @@ impl Config {
         self.token_api_key.as_ref().map(Secret::expose)
     }
 
-    pub fn token_endpoint(&self) -> Result<TokenEndpoint, ConfigError> {
-        self.token_endpoint.clone()
-    }
-
     /// Every setting that is present but malformed (or required and missing), for start-up logs.
     pub fn problems(&self) -> Vec<ConfigError> {
-        [
-            self.token.as_ref().err(),
-            self.aes_key.as_ref().err(),
-            self.api_base.as_ref().err(),
-            self.forward_urls.as_ref().err(),
-            self.forward_secret.as_ref().err(),
-            self.max_clock_skew.as_ref().err(),
-            self.token_endpoint.as_ref().err(),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect()
+        let mut problems = self.default_account.problems();
+        problems.extend(
+            [
+                self.forward_urls.as_ref().err(),
+                self.forward_secret.as_ref().err(),
+                self.max_clock_skew.as_ref().err(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned(),
+        );
+        problems
     }
 }
 
@@ -228,7 +181,7 @@ fn parse_url_list(list: &str) -> Setting<Vec<String>> {
 }
 
 /// Checks that `s` is an absolute http(s) URL with a host; returns it normalized.
-fn parse_http_url(s: &str) -> Result<String, String> {
+pub(crate) fn parse_http_url(s: &str) -> Result<String, String> {
     let url = url::Url::parse(s).map_err(|e| format!("is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());
@@ -242,6 +195,7 @@ fn parse_http_url(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access_token::TokenEndpoint;
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Config {
@@ -258,14 +212,17 @@ mod tests {
             ("WECHAT_TOKEN", "t"),
             ("FORWARD_URLS", "https://a.example/hook"),
         ]);
-        assert_eq!(c.token().unwrap(), "t");
-        assert!(c.aes_key().unwrap().is_none());
-        assert_eq!(c.api_base().unwrap(), DEFAULT_API_BASE);
+        let a = c.default_account();
+        assert_eq!(a.token().unwrap(), "t");
+        assert!(a.aes_key().unwrap().is_none());
+        assert_eq!(a.api_base().unwrap(), DEFAULT_API_BASE);
+        assert_eq!(a.token_endpoint().unwrap(), TokenEndpoint::Stable);
         assert_eq!(c.max_clock_skew().unwrap(), 300);
         assert!(c.forward_secret().unwrap().is_none());
         assert!(c.token_api_key().is_none());
-        assert_eq!(c.token_endpoint().unwrap(), TokenEndpoint::Stable);
         assert!(c.problems().is_empty());
+        assert_eq!(c.account("default").unwrap().name(), "default");
+        assert_eq!(c.account("nope").unwrap_err(), Error::NotFound);
     }
 
     #[test]
@@ -294,21 +251,22 @@ mod tests {
             ("WECHAT_API_BASE", "not a url"),
             ("WECHAT_TOKEN_ENDPOINT", "fast"),
         ]);
-        let names: Vec<_> = c.problems().iter().map(|e| e.setting).collect();
+        let names: Vec<_> = c.problems().into_iter().map(|e| e.setting).collect();
         assert_eq!(
             names,
             [
                 "WECHAT_TOKEN",
                 "WECHAT_ENCODING_AES_KEY",
                 "WECHAT_API_BASE",
+                "WECHAT_TOKEN_ENDPOINT",
                 "FORWARD_URLS",
                 "FORWARD_SECRET",
                 "MAX_CLOCK_SKEW_SECONDS",
-                "WECHAT_TOKEN_ENDPOINT"
             ]
         );
-        assert!(c.token().unwrap_err().to_string().contains("WECHAT_TOKEN"));
-        assert!(c
+        let a = c.default_account();
+        assert!(a.token().unwrap_err().to_string().contains("WECHAT_TOKEN"));
+        assert!(a
             .require_app_id()
             .unwrap_err()
             .to_string()

@@ -1,5 +1,7 @@
-//! One error type for the relay, split into the caller's fault (4xx) and ours (5xx), and mapped
-//! to HTTP statuses here and nowhere else.
+//! One error type for the relay, split into the caller's fault (4xx), WeChat's (502/503) and
+//! ours (500). Each error knows its HTTP status, its stable machine-readable code and its
+//! headers, and renders itself as text (WeChat's routes) or JSON (the programs' routes): here and
+//! nowhere else.
 
 use crate::api_error::ApiError;
 use crate::config::ConfigError;
@@ -12,11 +14,11 @@ pub enum Error {
     MissingParameter(&'static str),
     /// A query parameter is present but unusable (e.g. a non-numeric timestamp).
     MalformedParameter(&'static str),
-    /// The body is larger than [`crate::callback::MAX_BODY_BYTES`].
-    BodyTooLarge,
-    /// The body is empty, not XML, malformed or hostile.
+    /// The body is larger than the route accepts (`limit` bytes).
+    BodyTooLarge { limit: usize },
+    /// The body is empty, not XML (or JSON), malformed or hostile.
     Xml(XmlError),
-    /// The XML lacks an element every callback carries.
+    /// The message lacks an element every callback carries.
     MissingElement(&'static str),
     /// An element is present but unusable (e.g. a non-numeric CreateTime).
     MalformedElement(&'static str),
@@ -27,11 +29,11 @@ pub enum Error {
     /// The ciphertext could not be opened: base64, length, padding, layout or AppID. One
     /// variant on purpose, so the answer never tells which step failed.
     Decryption,
-    /// The request's method is not served on this route.
-    MethodNotAllowed,
+    /// The request's method is not served on this route; `allow` lists the ones that are.
+    MethodNotAllowed { allow: &'static str },
     /// No such route (or a route that is switched off).
     NotFound,
-    /// The token API's bearer key is missing or wrong.
+    /// The bearer key is missing or wrong.
     Unauthorized,
 
     // --- WeChat's ---
@@ -41,6 +43,27 @@ pub enum Error {
     // --- ours ---
     /// A setting is missing or malformed.
     Config(ConfigError),
+    /// The runtime failed (reading a body, building a response). The detail is logged, never
+    /// shown.
+    Internal(String),
+}
+
+/// How a route answers errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A short `text/plain` reason: WeChat's callback routes and the health check.
+    Text,
+    /// `{"error": code, "message": ...}`: the routes that programs call.
+    Json,
+}
+
+/// An error response, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
 }
 
 impl Error {
@@ -57,16 +80,102 @@ impl Error {
             | Error::Decryption
             | Error::Unauthorized => 401,
             Error::NotFound => 404,
-            Error::MethodNotAllowed => 405,
-            Error::BodyTooLarge => 413,
-            Error::Config(_) => 500,
+            Error::MethodNotAllowed { .. } => 405,
+            Error::BodyTooLarge { .. } => 413,
+            Error::Config(_) | Error::Internal(_) => 500,
             Error::Api(e) => e.status(),
         }
     }
 
-    /// Whether the request was at fault (4xx), as opposed to the relay's setup (5xx).
+    /// A stable machine-readable name, the `error` field of JSON answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MissingParameter(_) => "missing_parameter",
+            Error::MalformedParameter(_) => "malformed_parameter",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::Xml(_) => "malformed_body",
+            Error::MissingElement(_) => "missing_element",
+            Error::MalformedElement(_) => "malformed_element",
+            Error::BadSignature => "bad_signature",
+            Error::StaleTimestamp => "stale_timestamp",
+            Error::Decryption => "decryption_failed",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::NotFound => "not_found",
+            Error::Unauthorized => "unauthorized",
+            Error::Api(e) => e.code(),
+            Error::Config(_) => "configuration",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the request was at fault (4xx), as opposed to the relay's setup or WeChat (5xx).
     pub fn is_callers_fault(&self) -> bool {
         self.status() < 500
+    }
+
+    /// The headers this error's answer carries.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Error::MethodNotAllowed { allow } => vec![("allow", (*allow).to_owned())],
+            Error::Unauthorized => vec![("www-authenticate", "Bearer".to_owned())],
+            Error::Api(api) => api
+                .retry_after()
+                .map(|s| vec![("retry-after", s.to_string())])
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What may be shown to the caller: internals are not.
+    fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The answer for this error in a route's format.
+    pub fn render(&self, format: Format) -> Rendered {
+        let (content_type, body) = match format {
+            Format::Text => (
+                "text/plain; charset=utf-8",
+                format!("{}\n", self.public_message()),
+            ),
+            Format::Json => {
+                let value = match self {
+                    Error::Api(api) => serde_json::to_value(api.body()).unwrap_or_default(),
+                    other => serde_json::json!({
+                        "error": other.code(),
+                        "message": other.public_message(),
+                    }),
+                };
+                ("application/json", value.to_string())
+            }
+        };
+        Rendered {
+            status: self.status(),
+            content_type,
+            headers: self.headers(),
+            body,
+        }
+    }
+
+    /// Logs a failed request: the caller's faults as warnings (404 quietly), ours and
+    /// WeChat's as errors.
+    pub fn log(&self, path: &str) {
+        let status = self.status();
+        match self {
+            Error::NotFound => {}
+            Error::Internal(detail) => {
+                log::error!(path = path, status = status, error = detail.as_str(); "runtime failure")
+            }
+            e if e.is_callers_fault() => {
+                log::warn!(path = path, status = status, reason = e.to_string(); "request refused")
+            }
+            e => {
+                log::error!(path = path, status = status, reason = e.to_string(); "request failed")
+            }
+        }
     }
 }
 
@@ -75,18 +184,21 @@ impl std::fmt::Display for Error {
         match self {
             Error::MissingParameter(p) => write!(f, "missing query parameter {p}"),
             Error::MalformedParameter(p) => write!(f, "malformed query parameter {p}"),
-            Error::BodyTooLarge => f.write_str("body larger than 1 MiB"),
+            Error::BodyTooLarge { limit } => {
+                write!(f, "body larger than {} MiB", limit.div_ceil(1 << 20))
+            }
             Error::Xml(e) => e.fmt(f),
             Error::MissingElement(e) => write!(f, "missing element <{e}>"),
             Error::MalformedElement(e) => write!(f, "malformed element <{e}>"),
             Error::BadSignature => f.write_str("signature mismatch"),
             Error::StaleTimestamp => f.write_str("timestamp outside the accepted window"),
             Error::Decryption => f.write_str("cannot decrypt message"),
-            Error::MethodNotAllowed => f.write_str("method not allowed"),
+            Error::MethodNotAllowed { .. } => f.write_str("method not allowed"),
             Error::NotFound => f.write_str("not found"),
             Error::Unauthorized => f.write_str("missing or wrong bearer token"),
             Error::Config(e) => e.fmt(f),
             Error::Api(e) => e.fmt(f),
+            Error::Internal(e) => write!(f, "internal error: {e}"),
         }
     }
 }
@@ -108,5 +220,63 @@ impl From<ApiError> for Error {
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
         Error::Config(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_status_a_code_and_renders_in_both_formats() {
+        let all = [
+            Error::MissingParameter("url"),
+            Error::MalformedParameter("timestamp"),
+            Error::BodyTooLarge { limit: 1 << 20 },
+            Error::Xml(XmlError::Empty),
+            Error::MissingElement("Encrypt"),
+            Error::MalformedElement("CreateTime"),
+            Error::BadSignature,
+            Error::StaleTimestamp,
+            Error::Decryption,
+            Error::MethodNotAllowed { allow: "GET" },
+            Error::NotFound,
+            Error::Unauthorized,
+            Error::Api(ApiError::Unreachable("x".into())),
+            Error::Config(ConfigError::missing("WECHAT_TOKEN")),
+            Error::Internal("js exception at 0x1".into()),
+        ];
+        let mut codes = std::collections::HashSet::new();
+        for e in &all {
+            assert!(codes.insert(e.code()), "duplicate code {}", e.code());
+            let text = e.render(Format::Text);
+            assert_eq!(text.status, e.status());
+            assert!(text.body.ends_with('\n'));
+            let json = e.render(Format::Json);
+            let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+            assert_eq!(v["error"], e.code());
+        }
+    }
+
+    #[test]
+    fn headers_and_hidden_internals() {
+        let e = Error::MethodNotAllowed { allow: "GET, POST" };
+        assert_eq!(
+            e.render(Format::Text).headers,
+            [("allow", "GET, POST".to_owned())]
+        );
+        assert_eq!(
+            Error::Unauthorized.headers(),
+            [("www-authenticate", "Bearer".to_owned())]
+        );
+        let busy = Error::Api(ApiError::Unreachable("t".into()));
+        assert_eq!(busy.headers(), [("retry-after", "5".to_owned())]);
+        let internal = Error::Internal("secret detail".into()).render(Format::Json);
+        assert!(!internal.body.contains("secret detail"));
+        assert_eq!(internal.status, 500);
+        let missing = Error::Config(ConfigError::missing("WECHAT_APP_SECRET")).render(Format::Json);
+        let v: serde_json::Value = serde_json::from_str(&missing.body).unwrap();
+        assert_eq!(v["error"], "configuration");
+        assert!(v["message"].as_str().unwrap().contains("WECHAT_APP_SECRET"));
     }
 }

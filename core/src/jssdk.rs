@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::error::Error;
+
 /// What a web page passes to `wx.config`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,6 +21,17 @@ pub fn signature(jsapi_ticket: &str, nonce_str: &str, timestamp: u64, url: &str)
     let plain =
         format!("jsapi_ticket={jsapi_ticket}&noncestr={nonce_str}&timestamp={timestamp}&url={url}");
     sha1_smol::Sha1::from(plain.as_bytes()).digest().to_string()
+}
+
+/// The page URL to sign: present, and an http(s) URL.
+pub fn check_url(url: Option<&str>) -> Result<&str, Error> {
+    let url = url
+        .filter(|u| !u.is_empty())
+        .ok_or(Error::MissingParameter("url"))?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(Error::MalformedParameter("url"));
+    }
+    Ok(url)
 }
 
 /// A nonce of 16 characters from `[A-Za-z0-9]`, made from caller-supplied random bytes.
@@ -61,6 +74,28 @@ mod tests {
             signature("t", "n", 1, "http://a/b?c=e"),
             signature("t", "n", 1, "http://a/b?c=d")
         );
+    }
+
+    #[test]
+    fn only_http_urls_are_signed() {
+        assert_eq!(
+            check_url(Some("https://a.example/p?q=1")),
+            Ok("https://a.example/p?q=1")
+        );
+        assert_eq!(check_url(None), Err(Error::MissingParameter("url")));
+        assert_eq!(check_url(Some("")), Err(Error::MissingParameter("url")));
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://a",
+            "//a.example",
+            "data:text/html,x",
+        ] {
+            assert_eq!(
+                check_url(Some(bad)),
+                Err(Error::MalformedParameter("url")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

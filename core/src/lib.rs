@@ -1,22 +1,29 @@
-//! The pure protocol core of wechat-relay.
+//! The pure protocol core of wechat-relay: every rule of the product, and nothing of Workers.
 //!
-//! Nothing here knows about Cloudflare Workers: no I/O, no clock, no randomness. Time and random
-//! bytes are passed in by the caller, so every function is deterministic and testable natively.
+//! **In scope**: WeChat's signatures and AES scheme, parsing and normalizing callbacks, passive
+//! replies, Standard Webhooks signing, settings and accounts, the route table, errors and their
+//! statuses, the token service's flow (store, refresh, single flight, forced-refresh limit,
+//! fallback, pass-through), and the delivery rules.
 //!
-//! - [`signature`]: WeChat's SHA-1 signatures and constant-time comparison.
-//! - [`crypto`]: the EncodingAESKey scheme (AES-256-CBC, PKCS#7 over 32-byte blocks).
-//! - [`xml`]: a small, hostile-input-safe XML reader producing an element tree.
-//! - [`json_body`]: WeChat's JSON message format, read into the same tree as XML.
-//! - [`event`]: the normalized JSON event and its stable id.
-//! - [`callback`]: the whole inbound pipeline (verify, decrypt, parse, normalize).
-//! - [`reply`]: passive reply XML and its encrypted envelope.
-//! - [`webhook`]: Standard Webhooks signing and verification.
-//! - [`access_token`]: access tokens and JS-SDK tickets: requests, answers, refresh policy.
-//! - [`api_error`]: WeChat API errcodes, their hints and statuses.
-//! - [`jssdk`]: the JS-SDK `wx.config` signature.
-//! - [`passthrough`]: which API paths `/api/<path>` may reach.
-//! - [`config`]: the settings, parsed from environment bindings.
-//! - [`error`]: one error enum, mapped to HTTP statuses in one place.
+//! **Out of scope**: storage, the network, clocks and randomness. Flows that need them are
+//! generic over the small traits in [`ports`] ([`Clock`], [`Store`], [`Http`]); the Worker shell
+//! implements those over Workers KV, `fetch` and the runtime's clock, and [`testing`] (tests and
+//! the `testing` feature) implements them in memory, so every flow runs under `cargo test`.
+//! Random bytes and the current time are passed in as values where a function needs them.
+//!
+//! Where each rule lives:
+//!
+//! - [`routes`]: which path and method reach which route, error format per route, route keys.
+//! - [`auth`]: bearer keys.
+//! - [`config`], [`accounts`]: the settings, each validated on its own; each account's own.
+//! - [`callback`]: the inbound pipeline (verify, decrypt, parse, normalize) and its parts:
+//!   [`signature`], [`crypto`], [`xml`] (and WeChat's JSON format), [`event`].
+//! - [`reply`]: passive reply XML and the safe-mode envelope.
+//! - [`delivery`], [`webhook`]: delivering events to webhooks, signed; outcomes and retries.
+//! - [`credentials`]: access tokens and JS-SDK tickets per account; [`access_token`]: WeChat's
+//!   token requests and answers; [`jssdk`]: `wx.config`; [`passthrough`]: `/api/*`;
+//!   [`api_error`]: WeChat's errcodes, hints and statuses.
+//! - [`error`]: one error enum; statuses, codes and rendering in one place.
 
 #![cfg_attr(
     not(test),
@@ -29,19 +36,36 @@
 )]
 
 pub mod access_token;
+pub mod accounts;
 pub mod api_error;
+pub mod auth;
 pub mod callback;
 pub mod config;
+pub mod credentials;
 pub mod crypto;
+pub mod delivery;
 pub mod error;
 pub mod event;
-pub mod json_body;
 pub mod jssdk;
 pub mod passthrough;
+pub mod ports;
 pub mod reply;
+pub mod routes;
 pub mod signature;
-pub mod time;
 pub mod webhook;
 pub mod xml;
 
-pub use error::Error;
+mod json_body;
+mod single_flight;
+mod time;
+mod upstream;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use accounts::Account;
+pub use config::Config;
+pub use credentials::{Credentials, Memory};
+pub use error::{Error, Format};
+pub use ports::{Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Store, StoreError};
+pub use routes::{dispatch, Incoming, Method, Route};

@@ -1,4 +1,18 @@
-//! Which WeChat API paths `/api/<path>` may reach, and the upstream URL for a request.
+//! `ANY /api/<path>`: which WeChat API paths may be reached, the upstream URL, and the flow
+//! that adds the account's token, streams media through, and after 40001/42001/40014 refreshes
+//! the token once and retries once.
+
+use crate::api_error::{errcode_of, is_token_invalid, ApiError};
+use crate::credentials::Credentials;
+use crate::error::Error;
+use crate::ports::{Clock, Http, HttpAnswer, HttpRequest, Store};
+use crate::routes::Method;
+use crate::upstream;
+
+/// Largest request body passed on (WeChat's media uploads are at most 10 MB).
+pub const MAX_BODY_BYTES: usize = 20 << 20;
+/// Answers up to this size are read to look for token errors; larger ones stream through.
+pub const MAX_INSPECTED_ANSWER: u64 = 1 << 20;
 
 /// Path prefixes of WeChat's server API that the pass-through serves.
 pub const ALLOWED_PREFIXES: [&str; 5] = ["cgi-bin/", "sns/", "wxa/", "datacube/", "customservice/"];
@@ -44,9 +58,99 @@ pub fn upstream_url(
     format!("{api_base}/{path}?{}", out.finish())
 }
 
+/// A request for WeChat's API, from a backend.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    /// The checked path below the API base ([`wechat_path`]).
+    pub wechat_path: String,
+    pub query: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    /// The body, buffered so it can be sent twice.
+    pub body: Option<Vec<u8>>,
+}
+
+/// WeChat's answer, to hand back unchanged.
+pub enum Passed<A> {
+    /// Media or other large answers: the response itself, body unread.
+    Streamed(A),
+    /// A small JSON or text answer that was read to look for token errors.
+    Read {
+        status: u16,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
+}
+
+/// Whether an answer is small JSON-ish text worth reading for an errcode (WeChat sends its
+/// errors as application/json or text/plain); media and other large answers stream through.
+pub fn inspectable(content_type: Option<&str>, content_length: Option<&str>) -> bool {
+    let ct = content_type.unwrap_or_default().to_ascii_lowercase();
+    let textual = ct.is_empty() || ct.contains("json") || ct.starts_with("text/");
+    let small = content_length
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_none_or(|n| n <= MAX_INSPECTED_ANSWER);
+    textual && small
+}
+
+/// Forwards `call` to `{api_base}/<path>` with the account's token; after a token error,
+/// refreshes once (forced, rate-limited) and retries once.
+pub async fn pass_through<C: Clock, S: Store, H: Http>(
+    creds: &Credentials<'_, C, S, H>,
+    call: Call,
+) -> Result<Passed<H::Answer>, Error> {
+    let api_base = creds.account.api_base()?;
+    let mut token = creds.access_token().await?;
+    let mut retried = false;
+    loop {
+        let url = upstream_url(
+            api_base,
+            &call.wechat_path,
+            call.query.clone(),
+            &token.value,
+        );
+        let mut request = HttpRequest::get(url);
+        request.method = call.method.as_str();
+        if let Some(ct) = &call.content_type {
+            request.headers.push(("content-type", ct.clone()));
+        }
+        request.body = call.body.clone();
+        let answer = upstream::send(creds.http, &request).await?;
+        let content_type = answer.header("content-type");
+        if !inspectable(
+            content_type.as_deref(),
+            answer.header("content-length").as_deref(),
+        ) {
+            return Ok(Passed::Streamed(answer));
+        }
+        let status = answer.status();
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Unreachable(format!("reading the answer: {e}")))?;
+        if let Some(ApiError::WeChat { errcode, .. }) = errcode_of(&body) {
+            if is_token_invalid(errcode) && !retried {
+                retried = true;
+                let refreshed = creds.force_refresh().await?;
+                // Rate-limited to the same token that just failed: retrying cannot help.
+                if refreshed.credential.value != token.value {
+                    token = refreshed.credential;
+                    continue;
+                }
+            }
+        }
+        return Ok(Passed::Read {
+            status,
+            content_type,
+            body,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{FakeAnswer, World};
 
     #[test]
     fn allowed_paths() {
@@ -91,5 +195,175 @@ mod tests {
             u,
             "https://api.weixin.qq.com/cgi-bin/user/info?openid=o+1&access_token=T%26K"
         );
+    }
+
+    fn call(method: Method, path: &str, query: &[(&str, &str)], body: Option<&str>) -> Call {
+        Call {
+            method,
+            wechat_path: path.to_owned(),
+            query: query
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            content_type: body.map(|_| "application/json".to_owned()),
+            body: body.map(|b| b.as_bytes().to_vec()),
+        }
+    }
+
+    fn read<A>(passed: Passed<A>) -> (u16, Option<String>, Vec<u8>) {
+        match passed {
+            Passed::Read {
+                status,
+                content_type,
+                body,
+            } => (status, content_type, body),
+            Passed::Streamed(_) => panic!("streamed"),
+        }
+    }
+
+    #[test]
+    fn adds_the_token_and_forwards_method_query_body_and_content_type() {
+        let w = World::new(1_800_000_000, &[]);
+        w.wechat.route("/cgi-bin/message/custom/send", |seen, _| {
+            FakeAnswer::json(serde_json::json!({"errcode": 0, "errmsg": "ok", "echo": String::from_utf8_lossy(seen.request.body.as_deref().unwrap_or_default())}))
+        });
+        let payload = r#"{"touser":"o_1","msgtype":"text","text":{"content":"你好"}}"#;
+        let c = call(
+            Method::Post,
+            "cgi-bin/message/custom/send",
+            &[("foo", "bar"), ("access_token", "caller-supplied")],
+            Some(payload),
+        );
+        let (status, ct, body) = read(w.clock.run(pass_through(&w.creds(), c)).unwrap());
+        assert_eq!(status, 200);
+        assert_eq!(ct.as_deref(), Some("application/json"));
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["echo"], payload);
+        let sent = w
+            .wechat
+            .http
+            .requests()
+            .into_iter()
+            .find(|s| s.path() == "/cgi-bin/message/custom/send")
+            .unwrap();
+        assert_eq!(sent.request.method, "POST");
+        assert_eq!(sent.query("access_token"), w.wechat.state.current());
+        assert_eq!(sent.query("foo").as_deref(), Some("bar"));
+        assert_eq!(sent.header("content-type"), Some("application/json"));
+        assert!(sent.header("authorization").is_none());
+    }
+
+    #[test]
+    fn media_answers_stream_through_unread() {
+        let w = World::new(1_800_000_000, &[]);
+        w.wechat.route("/cgi-bin/media/get", |_, _| {
+            FakeAnswer::status(200)
+                .with_header("content-type", "image/jpeg")
+                .with_body(vec![0xff; 4096])
+        });
+        let passed = w
+            .clock
+            .run(pass_through(
+                &w.creds(),
+                call(
+                    Method::Get,
+                    "cgi-bin/media/get",
+                    &[("media_id", "m1")],
+                    None,
+                ),
+            ))
+            .unwrap();
+        match passed {
+            Passed::Streamed(answer) => {
+                assert_eq!(answer.header("content-type").as_deref(), Some("image/jpeg"))
+            }
+            Passed::Read { .. } => panic!("media was read"),
+        }
+        assert!(inspectable(None, None));
+        assert!(inspectable(Some("text/plain"), Some("100")));
+        assert!(!inspectable(Some("application/json"), Some("2000000")));
+        assert!(!inspectable(Some("video/mp4"), None));
+    }
+
+    #[test]
+    fn after_40001_it_refreshes_once_and_retries_once() {
+        let w = World::new(1_800_000_000, &[]);
+        let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+        let n = seen.clone();
+        w.wechat.route("/cgi-bin/user/info", move |s, current| {
+            n.set(n.get() + 1);
+            FakeAnswer::json(if n.get() == 1 {
+                serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"})
+            } else {
+                serde_json::json!({"openid": s.query("openid"), "token_ok": s.query("access_token") == current})
+            })
+        });
+        let (_, _, body) = read(
+            w.clock
+                .run(pass_through(
+                    &w.creds(),
+                    call(Method::Get, "cgi-bin/user/info", &[("openid", "o_1")], None),
+                ))
+                .unwrap(),
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            answer,
+            serde_json::json!({"openid": "o_1", "token_ok": true})
+        );
+        assert_eq!(seen.get(), 2);
+        let calls: Vec<_> = w
+            .wechat
+            .http
+            .requests()
+            .into_iter()
+            .filter(|s| s.path() == "/cgi-bin/user/info")
+            .collect();
+        assert_ne!(
+            calls[0].query("access_token"),
+            calls[1].query("access_token")
+        );
+        assert_eq!(w.wechat.token_calls()[1].json()["force_refresh"], true);
+    }
+
+    #[test]
+    fn a_second_40001_is_answered_as_wechat_sent_it() {
+        let w = World::new(1_800_000_000, &[]);
+        w.wechat.route("/cgi-bin/user/info", |_, _| {
+            FakeAnswer::json(serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"}))
+        });
+        let (status, _, body) = read(
+            w.clock
+                .run(pass_through(
+                    &w.creds(),
+                    call(Method::Get, "cgi-bin/user/info", &[], None),
+                ))
+                .unwrap(),
+        );
+        assert_eq!(status, 200);
+        assert!(matches!(
+            errcode_of(&body),
+            Some(ApiError::WeChat { errcode: 40001, .. })
+        ));
+        assert_eq!(w.wechat.http.count("/cgi-bin/user/info"), 2);
+    }
+
+    #[test]
+    fn a_refresh_limited_to_the_failing_token_does_not_retry() {
+        let w = World::new(1_800_000_000, &[]);
+        // A forced refresh just happened: the rate limit hands back the same token.
+        assert!(w.clock.run(w.creds().force_refresh()).unwrap().refreshed);
+        w.wechat.route("/cgi-bin/user/info", |_, _| {
+            FakeAnswer::json(serde_json::json!({"errcode": 42001, "errmsg": "expired"}))
+        });
+        let _ = read(
+            w.clock
+                .run(pass_through(
+                    &w.creds(),
+                    call(Method::Get, "cgi-bin/user/info", &[], None),
+                ))
+                .unwrap(),
+        );
+        assert_eq!(w.wechat.http.count("/cgi-bin/user/info"), 1);
     }
 }

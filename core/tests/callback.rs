@@ -76,7 +76,7 @@ fn open(
     q: &Query,
     body: &[u8],
 ) -> Result<wechat_relay_core::callback::Inbound, Error> {
-    open_callback(cfg, q, body, NOW * 1000, "default")
+    open_callback(cfg, "default", q, body, NOW * 1000)
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn url_verification() {
     let cfg = config(&[]);
     let mut q = plain_query(NOW, "1320562132");
     q.echostr = Some("echo-123".into());
-    assert_eq!(verify_url(&cfg, &q, NOW).unwrap(), "echo-123");
+    assert_eq!(verify_url(&cfg, "default", &q, NOW).unwrap(), "echo-123");
     // The official plaintext signature vector.
     assert_eq!(
         q.signature.as_deref(),
@@ -93,20 +93,29 @@ fn url_verification() {
 
     let mut bad = q.clone();
     bad.signature = Some("0".repeat(40));
-    assert_eq!(verify_url(&cfg, &bad, NOW), Err(Error::BadSignature));
-    assert_eq!(verify_url(&cfg, &q, NOW + 301), Err(Error::StaleTimestamp));
-    assert_eq!(verify_url(&cfg, &q, NOW - 301), Err(Error::StaleTimestamp));
-    assert!(verify_url(&cfg, &q, NOW + 300).is_ok());
+    assert_eq!(
+        verify_url(&cfg, "default", &bad, NOW),
+        Err(Error::BadSignature)
+    );
+    assert_eq!(
+        verify_url(&cfg, "default", &q, NOW + 301),
+        Err(Error::StaleTimestamp)
+    );
+    assert_eq!(
+        verify_url(&cfg, "default", &q, NOW - 301),
+        Err(Error::StaleTimestamp)
+    );
+    assert!(verify_url(&cfg, "default", &q, NOW + 300).is_ok());
     let mut no_echo = q.clone();
     no_echo.echostr = None;
     assert_eq!(
-        verify_url(&cfg, &no_echo, NOW),
+        verify_url(&cfg, "default", &no_echo, NOW),
         Err(Error::MissingParameter("echostr"))
     );
     let mut bad_ts = q.clone();
     bad_ts.timestamp = Some("yesterday".into());
     assert_eq!(
-        verify_url(&cfg, &bad_ts, NOW),
+        verify_url(&cfg, "default", &bad_ts, NOW),
         Err(Error::MalformedParameter("timestamp"))
     );
 }
@@ -339,7 +348,7 @@ fn official_json_safe_mode_vector() {
         ("encrypt_type", "aes"),
         ("msg_signature", common::str_of(case, "msg_signature")),
     ]);
-    let inbound = open_callback(&cfg, &q, body.as_bytes(), 1_714_112_445_000, "default").unwrap();
+    let inbound = open_callback(&cfg, "default", &q, body.as_bytes(), 1_714_112_445_000).unwrap();
     let e = inbound.event;
     assert_eq!(
         (e.kind.as_str(), e.event.as_deref()),

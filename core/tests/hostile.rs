@@ -66,7 +66,7 @@ fn mutated_samples_never_panic() {
     for round in 0..20_000 {
         let (_, xml, _) = &samples[round % samples.len()];
         let body = mutate(&mut rng, xml);
-        if open_callback(&config, &query, &body, 100_000, "default").is_ok() {
+        if open_callback(&config, "default", &query, &body, 100_000).is_ok() {
             accepted += 1;
         }
     }

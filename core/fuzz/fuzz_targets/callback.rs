@@ -19,7 +19,7 @@ fuzz_target!(|body: &[u8]| {
         ("timestamp", "100".to_owned()),
         ("nonce", "n".to_owned()),
     ]);
-    let _ = open_callback(&config, &plain, body, 100_000, "default");
+    let _ = open_callback(&config, "default", &plain, body, 100_000);
     // Safe mode: the body's Encrypt (if any) is signed, so decryption runs on it too.
     if let Ok(root) = wechat_relay_core::xml::parse(body) {
         if let Some(enc) = root.child_text("Encrypt") {
@@ -29,7 +29,7 @@ fuzz_target!(|body: &[u8]| {
                 ("nonce", "n".to_owned()),
                 ("encrypt_type", "aes".to_owned()),
             ]);
-            let _ = open_callback(&config, &safe, body, 100_000, "default");
+            let _ = open_callback(&config, "default", &safe, body, 100_000);
         }
     }
 });

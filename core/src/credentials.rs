@@ -1,0 +1,575 @@
+//! The token service's flow: each account's access token and JS-SDK ticket, kept fresh in the
+//! [`Store`] and fetched from WeChat through [`Http`].
+//!
+//! - Served from the store while more than 5 minutes remain; fetched on a miss or after.
+//! - Concurrent misses in one isolate share one fetch ([`crate::single_flight`]); the leader
+//!   writes the store once.
+//! - Forced refreshes happen at most once a minute per account: the stored `forced_at` covers
+//!   every isolate once KV has propagated, the isolate's own memory covers the minute before.
+//! - A failed refresh still serves the stored credential while it has 30 s left.
+//! - A store read failure falls back to fetching; a write failure is logged and the fresh
+//!   credential is still returned.
+//! - Store keys: `credential:<account>:access_token` and `credential:<account>:jsapi_ticket`,
+//!   JSON records (see [`Stored::to_record`]) with a TTL just under the credential's life.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::access_token::{self, Stored, TokenEndpoint, FORCED_REFRESH_INTERVAL_SECS};
+use crate::accounts::Account;
+use crate::api_error::{is_token_invalid, ApiError};
+use crate::error::Error;
+use crate::jssdk;
+use crate::ports::{Clock, Http, Store};
+use crate::single_flight::Flights;
+use crate::upstream;
+
+/// The credentials an account has.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Kind {
+    AccessToken,
+    JsapiTicket,
+}
+
+impl Kind {
+    /// The field that holds the value in the stored record (as in WeChat's answer).
+    fn field(self) -> &'static str {
+        match self {
+            Kind::AccessToken => "access_token",
+            Kind::JsapiTicket => "ticket",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::AccessToken => "access_token",
+            Kind::JsapiTicket => "jsapi_ticket",
+        }
+    }
+}
+
+/// The store key of an account's credential.
+pub fn store_key(account: &str, kind: Kind) -> String {
+    format!("credential:{account}:{}", kind.name())
+}
+
+/// One flight per account, credential and forcedness: a forced refresh never takes a plain
+/// fetch's result.
+type FlightKey = (String, Kind, bool);
+
+/// What one isolate remembers between requests: the flights in progress and when it last
+/// forced a refresh per account. One per isolate (a thread-local in the shell).
+#[derive(Default)]
+pub struct Memory {
+    flights: Flights<FlightKey, Result<Stored, ApiError>>,
+    last_forced: RefCell<HashMap<String, u64>>,
+}
+
+/// What a forced refresh came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refreshed {
+    pub credential: Stored,
+    /// False when the rate limit returned the stored token instead.
+    pub refreshed: bool,
+}
+
+/// One account's credentials, over the ports.
+pub struct Credentials<'a, C, S, H> {
+    pub clock: &'a C,
+    pub store: &'a S,
+    pub http: &'a H,
+    pub memory: &'a Memory,
+    pub account: &'a Account,
+}
+
+impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
+    fn key(&self, kind: Kind) -> String {
+        store_key(self.account.name(), kind)
+    }
+
+    async fn load(&self, kind: Kind) -> Option<Stored> {
+        let key = self.key(kind);
+        match self.store.get(&key).await {
+            Ok(found) => found
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|record| Stored::from_record(&record, kind.field())),
+            Err(e) => {
+                log::warn!(key = key.as_str(), error = e.to_string(); "KV read failed; fetching from WeChat");
+                None
+            }
+        }
+    }
+
+    async fn save(&self, kind: Kind, stored: &Stored) {
+        let key = self.key(kind);
+        let ttl = stored.kv_ttl(self.clock.now_secs());
+        let record = stored.to_record(kind.field()).to_string();
+        if let Err(e) = self.store.put(&key, &record, Some(ttl)).await {
+            log::warn!(key = key.as_str(), error = e.to_string(); "KV write failed; the credential is served but not shared");
+        }
+    }
+
+    /// A token with more than 5 minutes left: stored, or fetched.
+    pub async fn access_token(&self) -> Result<Stored, Error> {
+        self.stored_or_fetched(Kind::AccessToken, || self.fetch_access_token(false))
+            .await
+    }
+
+    /// The stored credential while it is fresh; otherwise `fetch`, falling back to the stored
+    /// one when the fetch fails and it is still valid.
+    async fn stored_or_fetched<F, Fut>(&self, kind: Kind, fetch: F) -> Result<Stored, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Stored, Error>>,
+    {
+        let cached = self.load(kind).await;
+        let now = self.clock.now_secs();
+        if let Some(stored) = cached.as_ref().filter(|s| s.is_fresh(now)) {
+            return Ok(stored.clone());
+        }
+        match (fetch().await, cached) {
+            (Ok(fresh), _) => Ok(fresh),
+            (Err(e), Some(cached)) if cached.is_usable_fallback(self.clock.now_secs()) => {
+                log::warn!(
+                    key = self.key(kind).as_str(), expires_at = cached.expires_at, error = e.to_string();
+                    "refresh failed; serving the stored credential until it expires"
+                );
+                Ok(cached)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    async fn fetch_access_token(&self, force: bool) -> Result<Stored, Error> {
+        let account = self.account;
+        let endpoint = account.token_endpoint()?;
+        let request = access_token::token_request(
+            endpoint,
+            account.api_base()?,
+            account.require_app_id()?,
+            account.app_secret()?,
+            force,
+        );
+        let flight = (account.name().to_owned(), Kind::AccessToken, force);
+        let result = self
+            .memory
+            .flights
+            .run(self.clock, flight, || async {
+                let body = upstream::call(self.clock, self.http, &request).await?;
+                let stored = access_token::parse_token_response(
+                    &body,
+                    self.clock.now_secs(),
+                    force || endpoint == TokenEndpoint::Classic,
+                )?;
+                log::info!(
+                    account = account.name(), token = stored.redacted(),
+                    expires_at = stored.expires_at, forced = force;
+                    "access token fetched"
+                );
+                self.save(Kind::AccessToken, &stored).await;
+                Ok(stored)
+            })
+            .await;
+        result.map_err(|e: ApiError| {
+            log::error!(account = account.name(), error = e.to_string(); "access token fetch failed");
+            e.into()
+        })
+    }
+
+    /// A new token, forced, unless one was forced in the last minute: then the stored one.
+    pub async fn force_refresh(&self) -> Result<Refreshed, Error> {
+        let now = self.clock.now_secs();
+        let cached = self.load(Kind::AccessToken).await;
+        let name = self.account.name().to_owned();
+        let forced_here = self.memory.last_forced.borrow().get(&name).copied();
+        let recently_forced = cached
+            .as_ref()
+            .is_some_and(|c| !c.allows_forced_refresh(now))
+            || forced_here.is_some_and(|t| now.saturating_sub(t) < FORCED_REFRESH_INTERVAL_SECS);
+        if recently_forced {
+            if let Some(credential) = cached.filter(|c| c.expires_at > now) {
+                return Ok(Refreshed {
+                    credential,
+                    refreshed: false,
+                });
+            }
+        }
+        self.memory.last_forced.borrow_mut().insert(name, now);
+        let credential = self.fetch_access_token(true).await?;
+        Ok(Refreshed {
+            credential,
+            refreshed: true,
+        })
+    }
+
+    /// The JS-SDK ticket, stored or fetched (refreshing the token once if WeChat refuses it).
+    pub async fn jsapi_ticket(&self) -> Result<Stored, Error> {
+        self.stored_or_fetched(Kind::JsapiTicket, || self.fetch_jsapi_ticket())
+            .await
+    }
+
+    async fn fetch_jsapi_ticket(&self) -> Result<Stored, Error> {
+        let api_base = self.account.api_base()?;
+        let mut token = self.access_token().await?;
+        let mut retried = false;
+        loop {
+            let request = access_token::jsapi_ticket_request(api_base, &token.value);
+            let flight = (self.account.name().to_owned(), Kind::JsapiTicket, false);
+            let result = self
+                .memory
+                .flights
+                .run(self.clock, flight, || async {
+                    let body = upstream::call(self.clock, self.http, &request).await?;
+                    let ticket = access_token::parse_ticket_response(&body, self.clock.now_secs())?;
+                    self.save(Kind::JsapiTicket, &ticket).await;
+                    Ok(ticket)
+                })
+                .await;
+            match result {
+                Err(ApiError::WeChat { errcode, .. }) if is_token_invalid(errcode) && !retried => {
+                    retried = true;
+                    token = self.force_refresh().await?.credential;
+                }
+                other => return other.map_err(Error::from),
+            }
+        }
+    }
+
+    /// `wx.config` for a page: the URL is checked, the ticket served or fetched.
+    pub async fn jsapi_config(
+        &self,
+        url: Option<&str>,
+        random: [u8; 16],
+    ) -> Result<jssdk::JsSdkConfig, Error> {
+        let url = jssdk::check_url(url)?;
+        let app_id = self.account.require_app_id()?;
+        let ticket = self.jsapi_ticket().await?;
+        Ok(jssdk::config(
+            app_id,
+            &ticket.value,
+            url,
+            self.clock.now_secs(),
+            random,
+        ))
+    }
+
+    /// The cron's work: renew what expires within 15 minutes (the ticket only if in use).
+    pub async fn refresh_ahead(&self) {
+        let name = self.account.name();
+        if let Err(e) = self.account.app_secret() {
+            log::info!(account = name, reason = e.to_string(); "scheduled refresh skipped");
+            return;
+        }
+        let now = self.clock.now_secs();
+        let token = self.load(Kind::AccessToken).await;
+        if token.is_none_or(|t| t.needs_scheduled_refresh(now)) {
+            if let Err(e) = self.fetch_access_token(false).await {
+                log::error!(account = name, error = e.to_string(); "scheduled access token refresh failed");
+                return;
+            }
+        }
+        let ticket = self.load(Kind::JsapiTicket).await;
+        if ticket.is_some_and(|t| t.needs_scheduled_refresh(now)) {
+            if let Err(e) = self.fetch_jsapi_ticket().await {
+                log::error!(account = name, error = e.to_string(); "scheduled jsapi ticket refresh failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, World, JSSDK_TICKET};
+    use futures_util::future::join_all;
+
+    const NOW: u64 = 1_800_000_000;
+    const KEY: &str = "credential:default:access_token";
+    const TICKET_KEY: &str = "credential:default:jsapi_ticket";
+
+    fn world(extra: &[(&str, &str)]) -> World {
+        World::new(NOW, extra)
+    }
+
+    fn token(w: &World) -> Result<Stored, Error> {
+        w.clock.run(w.creds().access_token())
+    }
+
+    #[test]
+    fn fetches_from_stable_token_once_stores_it_then_serves_the_store() {
+        let w = world(&[]);
+        let t = token(&w).unwrap();
+        assert_eq!(Some(t.value.clone()), w.wechat.state.current());
+        assert_eq!(t.expires_at, NOW + 7200);
+        let calls = w.wechat.token_calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].request.method, "POST");
+        assert_eq!(calls[0].path(), "/cgi-bin/stable_token");
+        assert_eq!(
+            calls[0].json(),
+            serde_json::json!({"grant_type": "client_credential", "appid": "wx_test_app", "secret": "s3cr3t-app-secret", "force_refresh": false})
+        );
+        let stored = w.store.peek_json(KEY).unwrap();
+        assert_eq!(stored["access_token"], t.value.as_str());
+        assert_eq!(stored["expires_at"], NOW + 7200);
+        assert_eq!(stored["fetched_at"], NOW);
+        // The store entry expires 2 minutes before the token.
+        assert_eq!(w.store.expiry_of(KEY), Some((NOW + 7200 - 120) * 1000));
+        for _ in 0..3 {
+            assert_eq!(token(&w).unwrap().value, t.value);
+        }
+        assert_eq!(w.wechat.token_calls().len(), 1);
+    }
+
+    #[test]
+    fn concurrent_misses_share_one_fetch_and_one_write() {
+        let w = world(&[]);
+        w.wechat.http.delay_ms.set(300);
+        let creds = w.creds();
+        let all = w.clock.run(join_all((0..12).map(|_| creds.access_token())));
+        assert_eq!(w.wechat.token_calls().len(), 1);
+        let values: std::collections::HashSet<_> =
+            all.into_iter().map(|r| r.unwrap().value).collect();
+        assert_eq!(values.len(), 1);
+        assert_eq!(w.store.writes.borrow().len(), 1);
+    }
+
+    #[test]
+    fn served_until_five_minutes_before_expiry_refreshed_after() {
+        let w = world(&[]);
+        let now = w.now();
+        w.put(KEY, serde_json::json!({"access_token": "CACHED", "expires_at": now + 310, "fetched_at": now - 6890}));
+        assert_eq!(token(&w).unwrap().value, "CACHED");
+        assert!(w.wechat.token_calls().is_empty());
+        w.put(KEY, serde_json::json!({"access_token": "CACHED", "expires_at": now + 295, "fetched_at": now - 6905}));
+        let fresh = token(&w).unwrap();
+        assert_ne!(fresh.value, "CACHED");
+        assert_eq!(w.wechat.token_calls().len(), 1);
+        assert_eq!(
+            w.store.peek_json(KEY).unwrap()["access_token"],
+            fresh.value.as_str()
+        );
+    }
+
+    #[test]
+    fn a_failed_refresh_serves_the_stored_token_while_valid() {
+        let w = world(&[]);
+        let now = w.now();
+        w.put(KEY, serde_json::json!({"access_token": "STILL_VALID", "expires_at": now + 200, "fetched_at": now - 7000}));
+        w.wechat.state.token_errors.borrow_mut().push(45009);
+        testing::take_logs();
+        assert_eq!(token(&w).unwrap().value, "STILL_VALID");
+        assert_eq!(w.wechat.token_calls().len(), 1);
+        assert!(testing::take_logs()
+            .iter()
+            .any(|l| l.contains("serving the stored credential")));
+        // Within 30 s of expiry it is no longer handed out: the error is.
+        w.put(KEY, serde_json::json!({"access_token": "ALMOST_GONE", "expires_at": now + 20, "fetched_at": now - 7180}));
+        w.wechat.state.token_errors.borrow_mut().push(45009);
+        let err = token(&w).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Api(ApiError::WeChat { errcode: 45009, .. })
+        ));
+        assert_eq!(err.status(), 502);
+    }
+
+    #[test]
+    fn a_broken_store_still_serves_fetched_tokens() {
+        let w = world(&[]);
+        w.store.fail_reads.set(true);
+        w.store.fail_writes.set(true);
+        let t = token(&w).unwrap();
+        assert_eq!(Some(t.value), w.wechat.state.current());
+        assert_eq!(token(&w).unwrap().value, w.wechat.state.current().unwrap());
+        assert_eq!(
+            w.wechat.token_calls().len(),
+            2,
+            "nothing stored, so fetched each time"
+        );
+    }
+
+    #[test]
+    fn classic_endpoint_uses_get_token() {
+        let w = world(&[("WECHAT_TOKEN_ENDPOINT", "classic")]);
+        let t = token(&w).unwrap();
+        let calls = w.wechat.token_calls();
+        assert_eq!(calls[0].request.method, "GET");
+        assert_eq!(calls[0].path(), "/cgi-bin/token");
+        assert_eq!(calls[0].query("appid").as_deref(), Some("wx_test_app"));
+        assert_eq!(
+            calls[0].query("secret").as_deref(),
+            Some("s3cr3t-app-secret")
+        );
+        assert_eq!(
+            calls[0].query("grant_type").as_deref(),
+            Some("client_credential")
+        );
+        // Classic tokens count as forced: they replace the previous one.
+        assert_eq!(t.forced_at, Some(NOW));
+    }
+
+    #[test]
+    fn errcodes_unreachable_and_missing_settings() {
+        let w = world(&[]);
+        w.wechat.state.token_errors.borrow_mut().push(40164);
+        let e = token(&w).unwrap_err();
+        assert_eq!(e.status(), 502);
+        assert!(e.to_string().contains("40164"));
+        // errcode -1 is retried once after a pause.
+        w.wechat.state.token_errors.borrow_mut().push(-1);
+        assert!(token(&w).is_ok());
+        assert_eq!(w.wechat.token_calls().len(), 3);
+        let w = world(&[]);
+        w.wechat.state.down.set(true);
+        let e = token(&w).unwrap_err();
+        assert_eq!(
+            (e.status(), e.headers()),
+            (503, vec![("retry-after", "5".to_owned())])
+        );
+        let w = world(&[("WECHAT_APP_SECRET", "")]);
+        let e = token(&w).unwrap_err();
+        assert_eq!(e.status(), 500);
+        assert!(e.to_string().contains("WECHAT_APP_SECRET"));
+        assert!(w.wechat.token_calls().is_empty());
+    }
+
+    #[test]
+    fn logs_show_at_most_four_characters_of_a_token_and_never_the_secret() {
+        let w = world(&[]);
+        testing::take_logs();
+        let t = token(&w).unwrap();
+        let r = w.clock.run(w.creds().force_refresh()).unwrap();
+        let logs = testing::take_logs().join("\n");
+        assert!(logs.contains("access token fetched"), "{logs}");
+        for secret in [
+            t.value.as_str(),
+            r.credential.value.as_str(),
+            "s3cr3t-app-secret",
+            "TOKEN_1_",
+        ] {
+            assert!(!logs.contains(secret), "{secret} in {logs}");
+        }
+    }
+
+    #[test]
+    fn forced_refresh_at_most_once_a_minute() {
+        let w = world(&[]);
+        let first = token(&w).unwrap();
+        let r1 = w.clock.run(w.creds().force_refresh()).unwrap();
+        assert!(r1.refreshed);
+        assert_ne!(r1.credential.value, first.value);
+        assert_eq!(w.wechat.token_calls()[1].json()["force_refresh"], true);
+        let r2 = w.clock.run(w.creds().force_refresh()).unwrap();
+        assert!(!r2.refreshed);
+        assert_eq!(r2.credential.value, r1.credential.value);
+        assert_eq!(w.wechat.token_calls().len(), 2);
+        // Another isolate (fresh memory) sees forced_at in the store.
+        let other = Memory::default();
+        let creds = Credentials {
+            memory: &other,
+            ..w.creds()
+        };
+        assert!(!w.clock.run(creds.force_refresh()).unwrap().refreshed);
+        // A minute later a forced refresh goes through again.
+        w.clock.advance(60_000);
+        assert!(w.clock.run(w.creds().force_refresh()).unwrap().refreshed);
+        assert_eq!(w.wechat.token_calls().len(), 3);
+    }
+
+    #[test]
+    fn forced_refresh_within_the_minute_is_limited_by_memory_when_the_store_lags() {
+        let w = world(&[]);
+        assert!(w.clock.run(w.creds().force_refresh()).unwrap().refreshed);
+        // KV has not propagated (another location wrote an older record).
+        let now = w.now();
+        w.put(KEY, serde_json::json!({"access_token": "OLDER", "expires_at": now + 3000, "fetched_at": now - 100}));
+        let r = w.clock.run(w.creds().force_refresh()).unwrap();
+        assert!(!r.refreshed);
+        assert_eq!(r.credential.value, "OLDER");
+    }
+
+    #[test]
+    fn jsapi_ticket_is_fetched_with_the_token_and_stored() {
+        let w = world(&[]);
+        let config = w
+            .clock
+            .run(
+                w.creds()
+                    .jsapi_config(Some("http://mp.weixin.qq.com?params=value#frag"), [7; 16]),
+            )
+            .unwrap();
+        assert_eq!(config.app_id, "wx_test_app");
+        assert_eq!(
+            config.signature,
+            jssdk::signature(
+                JSSDK_TICKET,
+                &config.nonce_str,
+                config.timestamp,
+                "http://mp.weixin.qq.com?params=value"
+            )
+        );
+        assert_eq!(
+            w.store.peek_json(TICKET_KEY).unwrap()["ticket"],
+            JSSDK_TICKET
+        );
+        assert!(w.clock.run(w.creds().jsapi_config(None, [0; 16])).is_err());
+        assert_eq!(
+            w.clock
+                .run(w.creds().jsapi_config(Some("javascript:alert(1)"), [0; 16]))
+                .unwrap_err(),
+            Error::MalformedParameter("url")
+        );
+    }
+
+    #[test]
+    fn a_ticket_refused_with_40001_refreshes_the_token_once() {
+        let w = world(&[]);
+        let now = w.now();
+        w.put(KEY, serde_json::json!({"access_token": "REVOKED", "expires_at": now + 7000, "fetched_at": now}));
+        let ticket = w.clock.run(w.creds().jsapi_ticket()).unwrap();
+        assert_eq!(ticket.value, JSSDK_TICKET);
+        let tickets: Vec<_> = w
+            .wechat
+            .http
+            .requests()
+            .into_iter()
+            .filter(|s| s.path() == "/cgi-bin/ticket/getticket")
+            .collect();
+        assert_eq!(tickets.len(), 2);
+        assert_eq!(tickets[0].query("access_token").as_deref(), Some("REVOKED"));
+        assert_eq!(tickets[1].query("access_token"), w.wechat.state.current());
+        assert_eq!(w.wechat.token_calls()[0].json()["force_refresh"], true);
+    }
+
+    #[test]
+    fn refresh_ahead_renews_what_expires_within_15_minutes() {
+        let w = world(&[]);
+        let now = w.now();
+        w.put(KEY, serde_json::json!({"access_token": "FRESH", "expires_at": now + 3600, "fetched_at": now}));
+        w.clock.run(w.creds().refresh_ahead());
+        assert!(w.wechat.token_calls().is_empty());
+        w.put(KEY, serde_json::json!({"access_token": "OLD", "expires_at": now + 600, "fetched_at": now - 6600}));
+        w.clock.run(w.creds().refresh_ahead());
+        assert_eq!(w.wechat.token_calls().len(), 1);
+        assert_eq!(
+            w.store.peek_json(KEY).unwrap()["access_token"],
+            w.wechat.state.current().unwrap().as_str()
+        );
+        // The ticket only once it is in use.
+        assert!(w.store.peek(TICKET_KEY).is_none());
+        w.put(
+            TICKET_KEY,
+            serde_json::json!({"ticket": "OLD", "expires_at": now + 60, "fetched_at": now - 7140}),
+        );
+        w.clock.run(w.creds().refresh_ahead());
+        assert_eq!(
+            w.store.peek_json(TICKET_KEY).unwrap()["ticket"],
+            JSSDK_TICKET
+        );
+        // Without an AppSecret there is nothing to do.
+        let w = world(&[("WECHAT_APP_SECRET", "")]);
+        w.clock.run(w.creds().refresh_ahead());
+        assert!(w.wechat.http.requests().is_empty());
+    }
+}

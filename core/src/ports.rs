@@ -1,0 +1,136 @@
+//! The ports: what the relay's flows need from the outside world, as small traits.
+//!
+//! The Worker shell implements them over Workers KV, `fetch` (and Service Bindings), the Cache
+//! API, Queues and the runtime's clock; [`crate::testing`] implements them in memory, so every
+//! flow runs natively under `cargo test`. Nothing here is Workers-specific: the traits speak of
+//! keys, strings, bytes, statuses and milliseconds.
+//!
+//! The futures are not `Send`: a Worker isolate is single-threaded, and so are the fakes.
+#![allow(async_fn_in_trait)]
+
+/// Wall-clock time and waiting.
+pub trait Clock {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> u64;
+
+    /// Unix time in seconds.
+    fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+
+    /// Resolves after `ms` milliseconds.
+    async fn sleep(&self, ms: u64);
+}
+
+/// A storage failure: the store's own words, for logs only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A key-value store with expiry (Workers KV: eventually consistent, no compare-and-swap).
+pub trait Store {
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Writes `value`; with `ttl_secs`, the entry disappears after that long (at least 60 s).
+    async fn put(&self, key: &str, value: &str, ttl_secs: Option<u64>) -> Result<(), StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Every key that starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// Where an outbound request goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    /// An `http://` or `https://` URL on the internet.
+    Url(String),
+    /// A Service Binding to another Worker, by binding name, with the path and query to ask for.
+    Service { binding: String, path: String },
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Url(url) => f.write_str(url),
+            Destination::Service { binding, path } => write!(f, "service:{binding}{path}"),
+        }
+    }
+}
+
+/// An outbound HTTP request, described without doing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: &'static str,
+    pub destination: Destination,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl HttpRequest {
+    pub fn get(url: String) -> Self {
+        HttpRequest {
+            method: "GET",
+            destination: Destination::Url(url),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// A POST of a JSON document.
+    pub fn post_json(url: String, body: &serde_json::Value) -> Self {
+        HttpRequest {
+            method: "POST",
+            destination: Destination::Url(url),
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: Some(body.to_string().into_bytes()),
+        }
+    }
+
+    /// The URL, for requests to the internet.
+    pub fn url(&self) -> Option<&str> {
+        match &self.destination {
+            Destination::Url(url) => Some(url),
+            Destination::Service { .. } => None,
+        }
+    }
+}
+
+/// Why an outbound request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// Refused, reset, DNS, TLS: the runtime's words.
+    Network(String),
+    /// No response headers within the time limit; the request was aborted.
+    Timeout,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Network(e) => write!(f, "network error: {e}"),
+            FetchError::Timeout => f.write_str("timeout"),
+        }
+    }
+}
+
+/// An answer whose body has not been read yet, so a large one can be streamed on untouched.
+pub trait HttpAnswer {
+    fn status(&self) -> u16;
+    /// A response header, by lowercase name.
+    fn header(&self, name: &str) -> Option<String>;
+    async fn bytes(self) -> Result<Vec<u8>, FetchError>;
+}
+
+/// Outbound HTTP: WeChat's API, webhooks, Service Bindings.
+pub trait Http {
+    type Answer: HttpAnswer;
+    /// Sends `request`, waiting at most `timeout_ms` for the response headers.
+    async fn send(
+        &self,
+        request: &HttpRequest,
+        timeout_ms: u64,
+    ) -> Result<Self::Answer, FetchError>;
+}

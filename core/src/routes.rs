@@ -1,0 +1,311 @@
+//! The route table: which path and method reach which route, how each route answers errors
+//! (text for WeChat, JSON for programs), which routes exist only while their key is set, and
+//! who may call them. The shell matches on [`Route`] and runs it; it never looks at a path.
+
+use crate::accounts::DEFAULT_ACCOUNT;
+use crate::auth;
+use crate::config::Config;
+use crate::error::{Error, Format};
+use crate::passthrough;
+
+/// The HTTP methods the relay knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+}
+
+impl Method {
+    pub fn parse(method: &str) -> Option<Method> {
+        Some(match method.to_ascii_uppercase().as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Options => "OPTIONS",
+        }
+    }
+
+    /// Whether requests with this method carry no body.
+    pub fn is_bodiless(self) -> bool {
+        matches!(self, Method::Get | Method::Head)
+    }
+}
+
+/// What a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /healthz`
+    Health,
+    /// `GET /wechat`: the URL check WeChat makes when the server URL is saved.
+    VerifyUrl { account: String },
+    /// `POST /wechat`: a callback.
+    Callback { account: String },
+    /// `GET /token`
+    Token,
+    /// `POST /token/refresh`
+    TokenRefresh,
+    /// `GET /jsapi/signature?url=`
+    JsapiSignature,
+    /// `ANY /api/<path>`: `wechat_path` is the checked path below WeChat's API base.
+    PassThrough { method: Method, wechat_path: String },
+}
+
+/// The request line and the one header routing looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+}
+
+/// The outcome of routing: the route, or the error to answer, in the route's format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    pub format: Format,
+    pub route: Result<Route, Error>,
+}
+
+/// Which key guards a family of routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    Open,
+    /// TOKEN_API_KEY: unset means the routes do not exist (404), never that they are open.
+    TokenApi,
+}
+
+struct Family {
+    format: Format,
+    guard: Guard,
+}
+
+const WECHAT: Family = Family {
+    format: Format::Text,
+    guard: Guard::Open,
+};
+const TOKEN_API: Family = Family {
+    format: Format::Json,
+    guard: Guard::TokenApi,
+};
+
+/// Routes a request. Checks come in this order: the path (404), the route's key being set
+/// (404), the method (405, with `Allow`), the bearer key (401), then the route's own path rules.
+pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
+    let method = Method::parse(req.method);
+    let (family, route): (Family, Result<Route, Error>) = match req.path {
+        "/healthz" => (
+            WECHAT,
+            only(method, &[Method::Get, Method::Head], "GET, HEAD").map(|_| Route::Health),
+        ),
+        "/wechat" => (WECHAT, wechat(method, DEFAULT_ACCOUNT)),
+        "/token" => (
+            TOKEN_API,
+            only(method, &[Method::Get], "GET").map(|_| Route::Token),
+        ),
+        "/token/refresh" => (
+            TOKEN_API,
+            only(method, &[Method::Post], "POST").map(|_| Route::TokenRefresh),
+        ),
+        "/jsapi/signature" => (
+            TOKEN_API,
+            only(method, &[Method::Get], "GET").map(|_| Route::JsapiSignature),
+        ),
+        path if path.starts_with("/api/") => (
+            TOKEN_API,
+            method
+                .ok_or(Error::NotFound)
+                .map(|method| Route::PassThrough {
+                    method,
+                    wechat_path: path.to_owned(),
+                }),
+        ),
+        _ => {
+            return Dispatch {
+                format: Format::Text,
+                route: Err(Error::NotFound),
+            }
+        }
+    };
+    let route = match family.guard {
+        Guard::Open => route,
+        Guard::TokenApi => match config.token_api_key() {
+            None => Err(Error::NotFound),
+            Some(key) => route.and_then(|r| auth::check(req.authorization, key).map(|()| r)),
+        },
+    };
+    // The pass-through's own rule: only WeChat API paths, checked after the key.
+    let route = route.and_then(|r| match r {
+        Route::PassThrough {
+            method,
+            wechat_path,
+        } => passthrough::wechat_path(&wechat_path)
+            .map(|p| Route::PassThrough {
+                method,
+                wechat_path: p.to_owned(),
+            })
+            .ok_or(Error::NotFound),
+        other => Ok(other),
+    });
+    Dispatch {
+        format: family.format,
+        route,
+    }
+}
+
+fn only(method: Option<Method>, allowed: &[Method], allow: &'static str) -> Result<(), Error> {
+    match method {
+        Some(m) if allowed.contains(&m) => Ok(()),
+        _ => Err(Error::MethodNotAllowed { allow }),
+    }
+}
+
+fn wechat(method: Option<Method>, account: &str) -> Result<Route, Error> {
+    match method {
+        Some(Method::Get) => Ok(Route::VerifyUrl {
+            account: account.to_owned(),
+        }),
+        Some(Method::Post) => Ok(Route::Callback {
+            account: account.to_owned(),
+        }),
+        _ => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(token_api_key: Option<&str>) -> Config {
+        let key = token_api_key.map(str::to_owned);
+        Config::load(move |k| (k == "TOKEN_API_KEY").then(|| key.clone()).flatten())
+    }
+
+    fn go(method: &str, path: &str, auth: Option<&str>, config: &Config) -> Dispatch {
+        dispatch(
+            &Incoming {
+                method,
+                path,
+                authorization: auth,
+            },
+            config,
+        )
+    }
+
+    #[test]
+    fn wechat_routes_answer_text() {
+        let c = config(None);
+        let d = go("GET", "/wechat", None, &c);
+        assert_eq!(d.format, Format::Text);
+        assert_eq!(
+            d.route,
+            Ok(Route::VerifyUrl {
+                account: "default".into()
+            })
+        );
+        assert_eq!(
+            go("POST", "/wechat", None, &c).route,
+            Ok(Route::Callback {
+                account: "default".into()
+            })
+        );
+        for m in ["PUT", "DELETE", "PATCH", "BREW"] {
+            assert_eq!(
+                go(m, "/wechat", None, &c).route,
+                Err(Error::MethodNotAllowed { allow: "GET, POST" })
+            );
+        }
+        assert_eq!(go("HEAD", "/healthz", None, &c).route, Ok(Route::Health));
+        assert_eq!(
+            go("POST", "/healthz", None, &c).route,
+            Err(Error::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        let unknown = go("GET", "/nope", None, &c);
+        assert_eq!(
+            (unknown.format, unknown.route),
+            (Format::Text, Err(Error::NotFound))
+        );
+    }
+
+    #[test]
+    fn token_routes_are_absent_without_their_key() {
+        let c = config(None);
+        for (m, p) in [
+            ("GET", "/token"),
+            ("POST", "/token"),
+            ("POST", "/token/refresh"),
+            ("GET", "/token/refresh"),
+            ("GET", "/jsapi/signature"),
+            ("GET", "/api/cgi-bin/user/info"),
+            ("DELETE", "/api/cgi-bin/user/info"),
+        ] {
+            let d = go(m, p, Some("Bearer anything"), &c);
+            assert_eq!(
+                (d.format, d.route),
+                (Format::Json, Err(Error::NotFound)),
+                "{m} {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_routes_check_method_then_key_then_path() {
+        let c = config(Some("k"));
+        let ok = Some("Bearer k");
+        assert_eq!(go("GET", "/token", ok, &c).route, Ok(Route::Token));
+        assert_eq!(
+            go("GET", "/token", None, &c).route,
+            Err(Error::Unauthorized)
+        );
+        assert_eq!(
+            go("GET", "/token", Some("Bearer x"), &c).route,
+            Err(Error::Unauthorized)
+        );
+        assert_eq!(
+            go("GET", "/token/refresh", None, &c).route,
+            Err(Error::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            go("POST", "/token/refresh", ok, &c).route,
+            Ok(Route::TokenRefresh)
+        );
+        assert_eq!(
+            go("GET", "/jsapi/signature", ok, &c).route,
+            Ok(Route::JsapiSignature)
+        );
+        assert_eq!(
+            go("POST", "/api/cgi-bin/message/custom/send", ok, &c).route,
+            Ok(Route::PassThrough {
+                method: Method::Post,
+                wechat_path: "cgi-bin/message/custom/send".into()
+            })
+        );
+        assert_eq!(
+            go("GET", "/api/admin/x", None, &c).route,
+            Err(Error::Unauthorized)
+        );
+        assert_eq!(
+            go("GET", "/api/admin/x", ok, &c).route,
+            Err(Error::NotFound)
+        );
+    }
+}

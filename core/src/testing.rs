@@ -1,0 +1,621 @@
+//! In-memory implementations of the [`crate::ports`], for native tests of every flow: a virtual
+//! clock with its own executor, a store with expiry, and scripted HTTP peers (a fake WeChat API
+//! among them).
+//!
+//! Available to the crate's own tests and, with the `testing` feature, to integration tests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::ports::{Clock, FetchError, Http, HttpAnswer, HttpRequest, Store, StoreError};
+
+// ---------------------------------------------------------------------------------------------
+// Clock and executor
+// ---------------------------------------------------------------------------------------------
+
+struct ClockState {
+    now_ms: Cell<u64>,
+    sleepers: RefCell<Vec<(u64, Waker)>>,
+}
+
+/// A virtual clock: time moves only when every task waits, straight to the next deadline.
+/// Clones share the same time.
+#[derive(Clone)]
+pub struct FakeClock(Rc<ClockState>);
+
+impl FakeClock {
+    pub fn at(now_ms: u64) -> Self {
+        FakeClock(Rc::new(ClockState {
+            now_ms: Cell::new(now_ms),
+            sleepers: RefCell::new(Vec::new()),
+        }))
+    }
+
+    /// Moves time forward (between steps of a test).
+    pub fn advance(&self, ms: u64) {
+        self.0.now_ms.set(self.0.now_ms.get() + ms);
+    }
+
+    pub fn set_secs(&self, secs: u64) {
+        self.0.now_ms.set(secs * 1000);
+    }
+
+    /// Runs `future` to completion, moving time forward whenever nothing else can progress.
+    /// Panics on a deadlock (every task waiting on something other than the clock).
+    pub fn run<F: Future>(&self, future: F) -> F::Output {
+        let flag = Arc::new(Flag(AtomicBool::new(true)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if flag.0.swap(false, Ordering::SeqCst) {
+                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                    return out;
+                }
+                continue;
+            }
+            // Nothing was woken: jump to the earliest deadline and wake its sleepers.
+            let next = self.0.sleepers.borrow().iter().map(|(t, _)| *t).min();
+            let Some(next) = next else {
+                panic!("deadlock: no task can progress and no timer is pending");
+            };
+            if next > self.0.now_ms.get() {
+                self.0.now_ms.set(next);
+            }
+            let now = self.0.now_ms.get();
+            let due: Vec<Waker> = {
+                let mut sleepers = self.0.sleepers.borrow_mut();
+                let (due, rest): (Vec<_>, Vec<_>) =
+                    sleepers.drain(..).partition(|(t, _)| *t <= now);
+                *sleepers = rest;
+                due.into_iter().map(|(_, w)| w).collect()
+            };
+            for w in due {
+                w.wake();
+            }
+        }
+    }
+}
+
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Sleep {
+    clock: FakeClock,
+    deadline: u64,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.clock.0.now_ms.get() >= self.deadline {
+            return Poll::Ready(());
+        }
+        self.clock
+            .0
+            .sleepers
+            .borrow_mut()
+            .push((self.deadline, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Clock for FakeClock {
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms.get()
+    }
+
+    async fn sleep(&self, ms: u64) {
+        Sleep {
+            clock: self.clone(),
+            deadline: self.0.now_ms.get() + ms,
+        }
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------------------------
+
+/// Key -> (value, expiry in Unix ms).
+type Entries = BTreeMap<String, (String, Option<u64>)>;
+
+/// A store with expiry on the fake clock, and switches to make it fail.
+#[derive(Clone)]
+pub struct MemoryStore {
+    clock: FakeClock,
+    entries: Rc<RefCell<Entries>>,
+    pub fail_reads: Rc<Cell<bool>>,
+    pub fail_writes: Rc<Cell<bool>>,
+    /// Every key written, in order.
+    pub writes: Rc<RefCell<Vec<String>>>,
+}
+
+impl MemoryStore {
+    pub fn new(clock: &FakeClock) -> Self {
+        MemoryStore {
+            clock: clock.clone(),
+            entries: Rc::default(),
+            fail_reads: Rc::default(),
+            fail_writes: Rc::default(),
+            writes: Rc::default(),
+        }
+    }
+
+    /// Reads an entry directly (no failure switches), if it has not expired.
+    pub fn peek(&self, key: &str) -> Option<String> {
+        let now = self.clock.now_ms();
+        self.entries
+            .borrow()
+            .get(key)
+            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+            .map(|(v, _)| v.clone())
+    }
+
+    pub fn peek_json(&self, key: &str) -> Option<serde_json::Value> {
+        self.peek(key).and_then(|v| serde_json::from_str(&v).ok())
+    }
+
+    /// Writes an entry directly, without expiry.
+    pub fn insert(&self, key: &str, value: &str) {
+        self.entries
+            .borrow_mut()
+            .insert(key.to_owned(), (value.to_owned(), None));
+    }
+
+    /// The expiry (Unix ms) of an entry.
+    pub fn expiry_of(&self, key: &str) -> Option<u64> {
+        self.entries.borrow().get(key).and_then(|(_, e)| *e)
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        let now = self.clock.now_ms();
+        self.entries
+            .borrow()
+            .iter()
+            .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        if self.fail_reads.get() {
+            return Err(StoreError("store read failed (fake)".into()));
+        }
+        Ok(self.peek(key))
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl_secs: Option<u64>) -> Result<(), StoreError> {
+        if self.fail_writes.get() {
+            return Err(StoreError("store write failed (fake)".into()));
+        }
+        let expiry = ttl_secs.map(|t| self.clock.now_ms() + t * 1000);
+        self.writes.borrow_mut().push(key.to_owned());
+        self.entries
+            .borrow_mut()
+            .insert(key.to_owned(), (value.to_owned(), expiry));
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if self.fail_writes.get() {
+            return Err(StoreError("store write failed (fake)".into()));
+        }
+        self.entries.borrow_mut().remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        if self.fail_reads.get() {
+            return Err(StoreError("store read failed (fake)".into()));
+        }
+        Ok(self
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------------
+
+/// A canned answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl FakeAnswer {
+    pub fn status(status: u16) -> Self {
+        FakeAnswer {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn json(value: serde_json::Value) -> Self {
+        FakeAnswer {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: value.to_string().into_bytes(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+impl HttpAnswer for FakeAnswer {
+    fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    async fn bytes(self) -> Result<Vec<u8>, FetchError> {
+        Ok(self.body)
+    }
+}
+
+/// A request as the fake peer saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub request: HttpRequest,
+    pub at_ms: u64,
+}
+
+impl Seen {
+    /// The URL's path (or the service path).
+    pub fn path(&self) -> String {
+        match &self.request.destination {
+            crate::ports::Destination::Url(u) => url::Url::parse(u)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default(),
+            crate::ports::Destination::Service { path, .. } => path.clone(),
+        }
+    }
+
+    /// A query parameter of the URL.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let url = url::Url::parse(self.request.url()?).ok()?;
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.request.body.as_deref().unwrap_or(b"null"))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.request
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Handler = Box<dyn Fn(&Seen) -> Result<FakeAnswer, FetchError>>;
+
+/// A scripted HTTP peer: every request is recorded and answered by the handler, after an
+/// optional delay on the fake clock.
+#[derive(Clone)]
+pub struct FakeHttp {
+    clock: FakeClock,
+    handler: Rc<RefCell<Handler>>,
+    pub seen: Rc<RefCell<Vec<Seen>>>,
+    pub delay_ms: Rc<Cell<u64>>,
+}
+
+impl FakeHttp {
+    pub fn new(
+        clock: &FakeClock,
+        handler: impl Fn(&Seen) -> Result<FakeAnswer, FetchError> + 'static,
+    ) -> Self {
+        FakeHttp {
+            clock: clock.clone(),
+            handler: Rc::new(RefCell::new(Box::new(handler))),
+            seen: Rc::default(),
+            delay_ms: Rc::default(),
+        }
+    }
+
+    pub fn set_handler(&self, handler: impl Fn(&Seen) -> Result<FakeAnswer, FetchError> + 'static) {
+        *self.handler.borrow_mut() = Box::new(handler);
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.borrow().clone()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.seen
+            .borrow()
+            .iter()
+            .filter(|s| s.path() == path)
+            .count()
+    }
+}
+
+impl Http for FakeHttp {
+    type Answer = FakeAnswer;
+
+    async fn send(&self, request: &HttpRequest, timeout_ms: u64) -> Result<FakeAnswer, FetchError> {
+        let seen = Seen {
+            request: request.clone(),
+            at_ms: self.clock.now_ms(),
+        };
+        self.seen.borrow_mut().push(seen.clone());
+        let delay = self.delay_ms.get();
+        if delay > timeout_ms {
+            self.clock.sleep(timeout_ms).await;
+            return Err(FetchError::Timeout);
+        }
+        if delay > 0 {
+            self.clock.sleep(delay).await;
+        }
+        (self.handler.borrow())(&seen)
+    }
+}
+
+/// A stand-in for WeChat's API: numbered tokens, `stable_token` semantics (the same token until
+/// forced), the JS-SDK ticket, scripted errcodes and outages, and extra routes.
+#[derive(Clone)]
+pub struct FakeWeChat {
+    pub http: FakeHttp,
+    pub state: Rc<WeChatState>,
+}
+
+/// An extra API route: the request and the current token -> the answer.
+pub type Route = Box<dyn Fn(&Seen, Option<String>) -> FakeAnswer>;
+
+#[derive(Default)]
+pub struct WeChatState {
+    pub issued: Cell<u32>,
+    pub current: RefCell<Option<String>>,
+    /// errcodes to answer token requests with, once each, in order.
+    pub token_errors: RefCell<Vec<i64>>,
+    pub down: Cell<bool>,
+    pub routes: RefCell<BTreeMap<String, Route>>,
+}
+
+pub const JSSDK_TICKET: &str =
+    "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg";
+
+impl WeChatState {
+    fn issue(&self) -> String {
+        self.issued.set(self.issued.get() + 1);
+        let token = format!("TOKEN_{}_{}", self.issued.get(), "x".repeat(40));
+        *self.current.borrow_mut() = Some(token.clone());
+        token
+    }
+
+    pub fn current(&self) -> Option<String> {
+        self.current.borrow().clone()
+    }
+}
+
+impl FakeWeChat {
+    pub fn new(clock: &FakeClock) -> Self {
+        let state = Rc::new(WeChatState::default());
+        let s = state.clone();
+        let http = FakeHttp::new(clock, move |seen| s.answer(seen));
+        FakeWeChat { http, state }
+    }
+
+    pub fn token_calls(&self) -> Vec<Seen> {
+        self.http
+            .requests()
+            .into_iter()
+            .filter(|s| s.path().ends_with("token"))
+            .collect()
+    }
+
+    pub fn route(
+        &self,
+        path: &str,
+        answer: impl Fn(&Seen, Option<String>) -> FakeAnswer + 'static,
+    ) {
+        self.state
+            .routes
+            .borrow_mut()
+            .insert(path.to_owned(), Box::new(answer));
+    }
+}
+
+impl WeChatState {
+    fn answer(&self, seen: &Seen) -> Result<FakeAnswer, FetchError> {
+        if self.down.get() {
+            return Err(FetchError::Network("connection refused".into()));
+        }
+        let path = seen.path();
+        match path.as_str() {
+            "/cgi-bin/stable_token" | "/cgi-bin/token" => {
+                let next_error = {
+                    let mut errors = self.token_errors.borrow_mut();
+                    (!errors.is_empty()).then(|| errors.remove(0))
+                };
+                if let Some(errcode) = next_error {
+                    return Ok(FakeAnswer::json(serde_json::json!({
+                        "errcode": errcode, "errmsg": format!("fake error {errcode}")
+                    })));
+                }
+                let forced = path == "/cgi-bin/token" || seen.json()["force_refresh"] == true;
+                let token = match self.current() {
+                    Some(t) if !forced => t,
+                    _ => self.issue(),
+                };
+                Ok(FakeAnswer::json(
+                    serde_json::json!({"access_token": token, "expires_in": 7200}),
+                ))
+            }
+            "/cgi-bin/ticket/getticket" => {
+                if seen.query("access_token") != self.current() {
+                    return Ok(FakeAnswer::json(
+                        serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"}),
+                    ));
+                }
+                Ok(FakeAnswer::json(serde_json::json!({
+                    "errcode": 0, "errmsg": "ok", "ticket": JSSDK_TICKET, "expires_in": 7200
+                })))
+            }
+            other => match self.routes.borrow().get(other) {
+                Some(route) => Ok(route(seen, self.current())),
+                None => Ok(FakeAnswer::json(
+                    serde_json::json!({"errcode": 404, "errmsg": "fake: no such api"}),
+                )),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------------
+
+thread_local! {
+    static LOGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Capture;
+
+struct Line<'a>(&'a mut String);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Line<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        self.0.push_str(&format!(" {key}={value}"));
+        Ok(())
+    }
+}
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let mut line = format!("{} {}", record.level(), record.args());
+        let _ = record.key_values().visit(&mut Line(&mut line));
+        LOGS.with(|l| l.borrow_mut().push(line));
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture;
+
+/// The log lines this thread wrote since the last call (`LEVEL message key=value ...`). The
+/// first call installs the capturing logger.
+pub fn take_logs() -> Vec<String> {
+    if log::set_logger(&CAPTURE).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    LOGS.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A token service world
+// ---------------------------------------------------------------------------------------------
+
+/// Settings from pairs (later pairs win; an empty value unsets).
+pub fn config(pairs: &[(&str, &str)]) -> crate::config::Config {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    crate::config::Config::load(|k| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    })
+}
+
+/// A clock, a store, a fake WeChat API, an isolate's memory and settings for the account
+/// `default` (AppID `wx_test_app`, API base `http://wechat.test`).
+pub struct World {
+    pub clock: FakeClock,
+    pub store: MemoryStore,
+    pub wechat: FakeWeChat,
+    pub memory: crate::credentials::Memory,
+    pub config: crate::config::Config,
+}
+
+impl World {
+    pub fn new(now_secs: u64, extra: &[(&str, &str)]) -> World {
+        let clock = FakeClock::at(now_secs * 1000);
+        let mut pairs = vec![
+            ("WECHAT_API_BASE", "http://wechat.test"),
+            ("WECHAT_APP_ID", "wx_test_app"),
+            ("WECHAT_APP_SECRET", "s3cr3t-app-secret"),
+        ];
+        pairs.extend_from_slice(extra);
+        World {
+            store: MemoryStore::new(&clock),
+            wechat: FakeWeChat::new(&clock),
+            clock,
+            memory: crate::credentials::Memory::default(),
+            config: config(&pairs),
+        }
+    }
+
+    pub fn creds(&self) -> crate::credentials::Credentials<'_, FakeClock, MemoryStore, FakeHttp> {
+        crate::credentials::Credentials {
+            clock: &self.clock,
+            store: &self.store,
+            http: &self.wechat.http,
+            memory: &self.memory,
+            account: self.config.default_account(),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now_secs()
+    }
+
+    pub fn put(&self, key: &str, value: serde_json::Value) {
+        self.store.insert(key, &value.to_string());
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The shell's share of the non-test Rust lines: every line of src/ and core/src/ before a file's
+# first `#[cfg(test)]`, blank lines included; core/src/testing.rs (the in-memory ports, compiled
+# only for tests) is test code and not counted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count() {
+  local total=0 n f
+  for f in "$@"; do
+    n=$(awk '/^#\[cfg\(test\)\]/ { exit } { n++ } END { print n + 0 }' "$f")
+    total=$((total + n))
+  done
+  echo "$total"
+}
+shell=$(count src/*.rs)
+core=$(count $(ls core/src/*.rs | grep -v '/testing.rs$'))
+all=$((shell + core))
+printf 'shell (src/)       %5d\ncore (core/src/)   %5d\nshell share        %5s%%\n' \
+  "$shell" "$core" "$(awk -v s="$shell" -v a="$all" 'BEGIN { printf "%.1f", 100 * s / a }')"
