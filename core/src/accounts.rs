@@ -11,6 +11,14 @@ use crate::crypto::AesKey;
 
 pub const DEFAULT_ACCOUNT: &str = "default";
 
+/// Whether `name` is a valid account name: `^[a-z][a-z0-9_]{0,31}$`.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && name.len() <= 32
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// The kinds of WeChat account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

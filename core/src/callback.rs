@@ -114,6 +114,8 @@ pub enum Mode {
 pub struct Inbound {
     pub event: Event,
     pub mode: Mode,
+    /// Whether the message was in WeChat's JSON format (replies must be JSON too).
+    pub json: bool,
 }
 
 /// `POST` callback: everything between the request and the event to forward, with the
@@ -172,7 +174,8 @@ impl Sealed {
 /// Parses a verified message (XML or JSON) and normalizes it.
 fn inbound(message: &[u8], ctx: &event::Context<'_>, mode: Mode) -> Result<Inbound, Error> {
     let event = event::normalize(&parse_body(message)?, ctx)?;
-    Ok(Inbound { event, mode })
+    let json = message.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    Ok(Inbound { event, mode, json })
 }
 
 /// Verifies a `POST` callback and, in plaintext mode, opens it; in safe or compatible mode

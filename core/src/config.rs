@@ -6,15 +6,42 @@
 
 use crate::accounts::{Account, DEFAULT_ACCOUNT};
 use crate::error::Error;
+use crate::event::Event;
+use crate::ports::Destination;
+use crate::routing::{self, Routes};
 use crate::webhook::WebhookSecret;
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u64 = 300;
+/// The retry schedule: 5 s, 15 s, 45 s, 2 min, 5 min, then every 15 min.
+pub const DEFAULT_RETRY_DELAYS: &str = "5s 15s 45s 2m 5m 15m";
+/// With the default schedule the last attempt comes about 22.5 hours after the first, inside
+/// the free plan's 24 hours of queue retention.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 96;
+/// Cloudflare Queues retry a message at most 100 times: 101 deliveries.
+pub const MAX_MAX_ATTEMPTS: u32 = 101;
+/// The longest delay Cloudflare Queues accept (12 hours).
+pub const MAX_DELAY_SECS: u32 = 43_200;
+pub const DEFAULT_REPLY_TIMEOUT_MS: u64 = 3_000;
+/// The most a passive reply may take, so that WeChat's 5 s always hold.
+pub const MAX_REPLY_TIMEOUT_MS: u64 = 4_500;
+pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "wechat-relay-dead-letters";
 
 /// The names of the bindings that are not settings: the shell looks them up by these.
 pub mod bindings {
     /// Workers KV: credentials, dead letters, platform state.
     pub const KV: &str = "WECHAT_KV";
+    /// The Cloudflare Queue producer for deliveries.
+    pub const FORWARD_QUEUE: &str = "FORWARD_QUEUE";
+}
+
+/// When the queue is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// Enqueue every delivery before answering WeChat: nothing accepted is ever lost.
+    Queue,
+    /// One attempt per target right after the answer; only failures are enqueued.
+    Direct,
 }
 
 /// A missing or malformed setting, named.
@@ -69,15 +96,33 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     default_account: Account,
-    forward_urls: Setting<Vec<String>>,
+    /// `None` when unset.
+    forward_urls: Setting<Option<Vec<Destination>>>,
+    forward_routes: Setting<Option<Routes>>,
     forward_secret: Setting<Option<WebhookSecret>>,
+    forward_mode: Setting<ForwardMode>,
+    retry_delays: Setting<Vec<u32>>,
+    max_attempts: Setting<u32>,
+    dead_letter_queue: String,
+    reply_url: Setting<Option<Destination>>,
+    reply_timeout_ms: Setting<u64>,
     max_clock_skew: Setting<u64>,
     token_api_key: Option<Secret>,
+    admin_api_key: Option<Secret>,
 }
 
 impl Config {
-    /// Reads every setting through `lookup` (binding name -> value). Empty values count as unset.
+    /// Reads every setting through `lookup` (binding name -> value), with no Service Bindings.
+    /// Empty values count as unset.
     pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Config {
+        Config::load_with(&lookup, &|_| false)
+    }
+
+    /// Reads every setting; `is_bound(name)` says whether a Service Binding exists.
+    pub fn load_with(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        is_bound: &dyn Fn(&str) -> bool,
+    ) -> Config {
         let get = |name: &str| {
             lookup(name)
                 .map(|v| v.trim().to_owned())
@@ -85,13 +130,59 @@ impl Config {
         };
         Config {
             default_account: Account::default_from(&get),
-            forward_urls: match get("FORWARD_URLS") {
-                None => Err(ConfigError::new(
-                    "FORWARD_URLS",
-                    "is not set: there is nowhere to forward events to",
+            forward_urls: get("FORWARD_URLS")
+                .map(|list| parse_target_list(&list, is_bound))
+                .transpose(),
+            forward_routes: get("FORWARD_ROUTES")
+                .map(|doc| Routes::parse(&doc, is_bound))
+                .transpose(),
+            forward_mode: match get("FORWARD_MODE")
+                .map(|v| v.to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("queue") => Ok(ForwardMode::Queue),
+                Some("direct") => Ok(ForwardMode::Direct),
+                Some(other) => Err(ConfigError::new(
+                    "FORWARD_MODE",
+                    format!("must be \"queue\" or \"direct\", got {other:?}"),
                 )),
-                Some(list) => parse_url_list(&list),
             },
+            retry_delays: parse_delays(
+                get("FORWARD_RETRY_DELAYS")
+                    .as_deref()
+                    .unwrap_or(DEFAULT_RETRY_DELAYS),
+            ),
+            max_attempts: match get("FORWARD_MAX_ATTEMPTS") {
+                None => Ok(DEFAULT_MAX_ATTEMPTS),
+                Some(v) => match v.parse::<u32>() {
+                    Ok(n) if (1..=MAX_MAX_ATTEMPTS).contains(&n) => Ok(n),
+                    _ => Err(ConfigError::new(
+                        "FORWARD_MAX_ATTEMPTS",
+                        format!("must be a whole number from 1 to {MAX_MAX_ATTEMPTS}, got {v:?}"),
+                    )),
+                },
+            },
+            dead_letter_queue: get("DEAD_LETTER_QUEUE")
+                .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.to_owned()),
+            reply_url: get("REPLY_URL")
+                .map(|u| {
+                    routing::parse_target(&u, is_bound)
+                        .map_err(|p| ConfigError::new("REPLY_URL", p))
+                })
+                .transpose(),
+            reply_timeout_ms: match get("REPLY_TIMEOUT_MS") {
+                None => Ok(DEFAULT_REPLY_TIMEOUT_MS),
+                Some(v) => v
+                    .parse::<u64>()
+                    .map(|ms| ms.min(MAX_REPLY_TIMEOUT_MS))
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "REPLY_TIMEOUT_MS",
+                            format!("must be a whole number of milliseconds, got {v:?}"),
+                        )
+                    }),
+            },
+            admin_api_key: get("ADMIN_API_KEY").map(Secret),
             forward_secret: get("FORWARD_SECRET")
                 .map(|s| {
                     s.parse::<WebhookSecret>()
@@ -129,8 +220,72 @@ impl Config {
         vec![&self.default_account]
     }
 
-    pub fn forward_urls(&self) -> Result<&[String], ConfigError> {
-        self.forward_urls.as_deref().map_err(Clone::clone)
+    /// The `FORWARD_URLS` targets (none when unset).
+    pub fn forward_urls(&self) -> Result<&[Destination], ConfigError> {
+        match &self.forward_urls {
+            Ok(urls) => Ok(urls.as_deref().unwrap_or_default()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Where `event` goes: every `FORWARD_URLS` target and the `FORWARD_ROUTES` matches. An
+    /// error when neither is set, or either is malformed.
+    pub fn targets_for(&self, event: &Event) -> Result<Vec<Destination>, ConfigError> {
+        let urls = self.forward_urls.as_ref().map_err(Clone::clone)?;
+        let routes = self.forward_routes.as_ref().map_err(Clone::clone)?;
+        if urls.is_none() && routes.is_none() {
+            return Err(ConfigError::new(
+                "FORWARD_URLS",
+                "is not set (nor FORWARD_ROUTES): there is nowhere to forward events to",
+            ));
+        }
+        if let Some(routes) = routes {
+            if let Some(unknown) = routes.accounts().find(|a| self.account(a).is_err()) {
+                return Err(ConfigError::new(
+                    "FORWARD_ROUTES",
+                    format!("names the account {unknown:?}, which is not configured"),
+                ));
+            }
+        }
+        Ok(routing::targets(
+            event,
+            urls.as_deref().unwrap_or_default(),
+            routes.as_ref(),
+        ))
+    }
+
+    pub fn forward_mode(&self) -> Result<ForwardMode, ConfigError> {
+        self.forward_mode.clone()
+    }
+
+    /// The delay before retry n (1-based) is `retry_delays[n - 1]`, the last one repeating.
+    pub fn retry_delays(&self) -> Result<&[u32], ConfigError> {
+        self.retry_delays.as_deref().map_err(Clone::clone)
+    }
+
+    pub fn max_attempts(&self) -> Result<u32, ConfigError> {
+        self.max_attempts.clone()
+    }
+
+    /// The name of the dead-letter queue, which the consumer tells apart by it.
+    pub fn dead_letter_queue(&self) -> &str {
+        &self.dead_letter_queue
+    }
+
+    pub fn reply_url(&self) -> Result<Option<&Destination>, ConfigError> {
+        self.reply_url
+            .as_ref()
+            .map(Option::as_ref)
+            .map_err(Clone::clone)
+    }
+
+    pub fn reply_timeout_ms(&self) -> Result<u64, ConfigError> {
+        self.reply_timeout_ms.clone()
+    }
+
+    /// The bearer key of the admin routes; `None` switches them off.
+    pub fn admin_api_key(&self) -> Option<&str> {
+        self.admin_api_key.as_ref().map(Secret::expose)
     }
 
     pub fn forward_secret(&self) -> Result<Option<&WebhookSecret>, ConfigError> {
@@ -155,7 +310,13 @@ impl Config {
         problems.extend(
             [
                 self.forward_urls.as_ref().err(),
+                self.forward_routes.as_ref().err(),
                 self.forward_secret.as_ref().err(),
+                self.forward_mode.as_ref().err(),
+                self.retry_delays.as_ref().err(),
+                self.max_attempts.as_ref().err(),
+                self.reply_url.as_ref().err(),
+                self.reply_timeout_ms.as_ref().err(),
                 self.max_clock_skew.as_ref().err(),
             ]
             .into_iter()
@@ -166,18 +327,55 @@ impl Config {
     }
 }
 
-fn parse_url_list(list: &str) -> Setting<Vec<String>> {
-    let urls: Vec<String> = list
+fn parse_target_list(list: &str, is_bound: &dyn Fn(&str) -> bool) -> Setting<Vec<Destination>> {
+    let urls: Vec<Destination> = list
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(|u| {
-            parse_http_url(u).map_err(|p| ConfigError::new("FORWARD_URLS", format!("{u:?}: {p}")))
+            routing::parse_target(u, is_bound)
+                .map_err(|p| ConfigError::new("FORWARD_URLS", format!("{u:?}: {p}")))
         })
         .collect::<Result<_, _>>()?;
     if urls.is_empty() {
         return Err(ConfigError::new("FORWARD_URLS", "lists no URL"));
     }
     Ok(urls)
+}
+
+/// `"5s 15s 45s 2m 5m 15m"`: durations in s, m or h (bare numbers are seconds), separated by
+/// commas or white space.
+fn parse_delays(list: &str) -> Setting<Vec<u32>> {
+    let err = |p: String| ConfigError::new("FORWARD_RETRY_DELAYS", p);
+    let delays: Vec<u32> = list
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|d| {
+            let (number, unit) = match d.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+                Some((i, _)) => d.split_at(i),
+                None => (d, "s"),
+            };
+            let n: u32 = number
+                .parse()
+                .map_err(|_| err(format!("{d:?} is not a duration such as 5s, 2m or 1h")))?;
+            let secs = match unit {
+                "s" => Some(n),
+                "m" => n.checked_mul(60),
+                "h" => n.checked_mul(3600),
+                _ => None,
+            }
+            .ok_or_else(|| err(format!("{d:?} is not a duration such as 5s, 2m or 1h")))?;
+            if secs > MAX_DELAY_SECS {
+                return Err(err(format!(
+                    "{d:?} is longer than the 12 hours a queue may delay"
+                )));
+            }
+            Ok(secs)
+        })
+        .collect::<Result<_, _>>()?;
+    if delays.is_empty() {
+        return Err(err("lists no delay".into()));
+    }
+    Ok(delays)
 }
 
 /// Checks that `s` is an absolute http(s) URL with a host; returns it normalized.
@@ -231,8 +429,14 @@ mod tests {
             "FORWARD_URLS",
             " https://a.example/x,http://127.0.0.1:9000/y\n https://b.example ",
         )]);
+        let urls: Vec<String> = c
+            .forward_urls()
+            .unwrap()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         assert_eq!(
-            c.forward_urls().unwrap(),
+            urls,
             [
                 "https://a.example/x",
                 "http://127.0.0.1:9000/y",
@@ -250,6 +454,10 @@ mod tests {
             ("FORWARD_SECRET", "whsec_***"),
             ("WECHAT_API_BASE", "not a url"),
             ("WECHAT_TOKEN_ENDPOINT", "fast"),
+            ("FORWARD_MODE", "sometimes"),
+            ("FORWARD_RETRY_DELAYS", "5s 1d"),
+            ("FORWARD_MAX_ATTEMPTS", "500"),
+            ("REPLY_TIMEOUT_MS", "3s"),
         ]);
         let names: Vec<_> = c.problems().into_iter().map(|e| e.setting).collect();
         assert_eq!(
@@ -261,6 +469,10 @@ mod tests {
                 "WECHAT_TOKEN_ENDPOINT",
                 "FORWARD_URLS",
                 "FORWARD_SECRET",
+                "FORWARD_MODE",
+                "FORWARD_RETRY_DELAYS",
+                "FORWARD_MAX_ATTEMPTS",
+                "REPLY_TIMEOUT_MS",
                 "MAX_CLOCK_SKEW_SECONDS",
             ]
         );
@@ -271,6 +483,103 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("WECHAT_APP_ID"));
+    }
+
+    #[test]
+    fn delivery_settings_and_their_defaults() {
+        let c = load(&[]);
+        assert_eq!(c.forward_mode().unwrap(), ForwardMode::Queue);
+        assert_eq!(c.retry_delays().unwrap(), [5, 15, 45, 120, 300, 900]);
+        assert_eq!(c.max_attempts().unwrap(), DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(c.reply_url().unwrap(), None);
+        assert_eq!(c.reply_timeout_ms().unwrap(), 3_000);
+        assert_eq!(c.dead_letter_queue(), "wechat-relay-dead-letters");
+        assert!(c.admin_api_key().is_none());
+        let c = load(&[
+            ("FORWARD_MODE", "Direct"),
+            ("FORWARD_RETRY_DELAYS", "1, 2s,3m 1h"),
+            ("FORWARD_MAX_ATTEMPTS", "4"),
+            ("REPLY_URL", "https://r.example/reply"),
+            ("REPLY_TIMEOUT_MS", "9000"),
+            ("ADMIN_API_KEY", "adm"),
+        ]);
+        assert_eq!(c.forward_mode().unwrap(), ForwardMode::Direct);
+        assert_eq!(c.retry_delays().unwrap(), [1, 2, 180, 3600]);
+        assert_eq!(c.max_attempts().unwrap(), 4);
+        assert_eq!(
+            c.reply_url().unwrap(),
+            Some(&Destination::Url("https://r.example/reply".into()))
+        );
+        assert_eq!(
+            c.reply_timeout_ms().unwrap(),
+            MAX_REPLY_TIMEOUT_MS,
+            "capped"
+        );
+        assert_eq!(c.admin_api_key(), Some("adm"));
+        for bad in ["", "0x", "5d", "13h", "m"] {
+            let c = load(&[("FORWARD_RETRY_DELAYS", bad)]);
+            if bad.is_empty() {
+                assert!(c.retry_delays().is_ok(), "empty means the default");
+            } else {
+                assert!(c.retry_delays().is_err(), "{bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn targets_come_from_urls_and_routes() {
+        let e = crate::event::Event {
+            id: "evt".into(),
+            account: "default".into(),
+            app_id: None,
+            kind: "text".into(),
+            event: None,
+            from: "o".into(),
+            to: "g".into(),
+            created_at: 0,
+            data: serde_json::Map::new(),
+            received_at: String::new(),
+        };
+        let none = load(&[]);
+        assert!(none
+            .targets_for(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("FORWARD_URLS"));
+        let only_routes = load(&[("FORWARD_ROUTES", r#"{"image": ["https://i.example/"]}"#)]);
+        assert!(only_routes.targets_for(&e).unwrap().is_empty());
+        let both = load(&[
+            ("FORWARD_URLS", "https://all.example/"),
+            ("FORWARD_ROUTES", r#"{"text": ["https://t.example/"]}"#),
+        ]);
+        assert_eq!(both.targets_for(&e).unwrap().len(), 2);
+        let bad = load(&[
+            ("FORWARD_URLS", "https://all.example/"),
+            ("FORWARD_ROUTES", "{"),
+        ]);
+        assert!(bad
+            .targets_for(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("FORWARD_ROUTES"));
+        let unknown = load(&[(
+            "FORWARD_ROUTES",
+            r#"{"nobody:text": ["https://t.example/"]}"#,
+        )]);
+        assert!(unknown
+            .targets_for(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("nobody"));
+        let services = Config::load_with(
+            &|k| (k == "FORWARD_URLS").then(|| "service:BACKEND, service:OTHER".to_owned()),
+            &|name| name == "BACKEND",
+        );
+        assert!(services
+            .forward_urls()
+            .unwrap_err()
+            .to_string()
+            .contains("OTHER"));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Error {
     // --- ours ---
     /// A setting is missing or malformed.
     Config(ConfigError),
+    /// The delivery queue refused the event; WeChat retries, and nothing was marked as seen.
+    QueueUnavailable(String),
     /// The runtime failed (reading a body, building a response). The detail is logged, never
     /// shown.
     Internal(String),
@@ -83,6 +85,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => 405,
             Error::BodyTooLarge { .. } => 413,
             Error::Config(_) | Error::Internal(_) => 500,
+            Error::QueueUnavailable(_) => 503,
             Error::Api(e) => e.status(),
         }
     }
@@ -104,6 +107,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::Api(e) => e.code(),
             Error::Config(_) => "configuration",
+            Error::QueueUnavailable(_) => "queue_unavailable",
             Error::Internal(_) => "internal",
         }
     }
@@ -122,6 +126,7 @@ impl Error {
                 .retry_after()
                 .map(|s| vec![("retry-after", s.to_string())])
                 .unwrap_or_default(),
+            Error::QueueUnavailable(_) => vec![("retry-after", "5".to_owned())],
             _ => Vec::new(),
         }
     }
@@ -199,6 +204,7 @@ impl std::fmt::Display for Error {
             Error::Config(e) => e.fmt(f),
             Error::Api(e) => e.fmt(f),
             Error::Internal(e) => write!(f, "internal error: {e}"),
+            Error::QueueUnavailable(e) => write!(f, "the delivery queue is unavailable: {e}"),
         }
     }
 }
@@ -244,6 +250,7 @@ mod tests {
             Error::Unauthorized,
             Error::Api(ApiError::Unreachable("x".into())),
             Error::Config(ConfigError::missing("WECHAT_TOKEN")),
+            Error::QueueUnavailable("down".into()),
             Error::Internal("js exception at 0x1".into()),
         ];
         let mut codes = std::collections::HashSet::new();

@@ -43,14 +43,18 @@ pub mod callback;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
+pub mod dead_letters;
 pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod jobs;
 pub mod jssdk;
 pub mod passthrough;
 pub mod ports;
+pub mod relay;
 pub mod reply;
 pub mod routes;
+pub mod routing;
 pub mod signature;
 pub mod webhook;
 pub mod xml;
@@ -67,5 +71,9 @@ pub use accounts::Account;
 pub use config::Config;
 pub use credentials::{Credentials, Memory};
 pub use error::{Error, Format};
-pub use ports::{Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Store, StoreError};
+pub use ports::{
+    Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Queue, SoftwareCipher,
+    Store, StoreError,
+};
+pub use relay::{Answer, Relay, Verdict};
 pub use routes::{dispatch, Incoming, Method, Route};

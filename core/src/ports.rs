@@ -134,3 +134,34 @@ pub trait Http {
         timeout_ms: u64,
     ) -> Result<Self::Answer, FetchError>;
 }
+
+/// A queue producer (Cloudflare Queues): messages come back to the consumer, maybe later.
+pub trait Queue {
+    /// Enqueues `message` (text), to be delivered after `delay_secs`.
+    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String>;
+}
+
+/// AES-256-CBC decryption of whole blocks, no padding removed (WeChat's padding is checked by
+/// the core). The shell uses WebCrypto; [`SoftwareCipher`] is the core's own.
+pub trait Cipher {
+    async fn cbc_decrypt(
+        &self,
+        key: &crate::crypto::AesKey,
+        ciphertext: Vec<u8>,
+    ) -> Result<Vec<u8>, crate::crypto::DecryptError>;
+}
+
+/// The core's software AES.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SoftwareCipher;
+
+impl Cipher for SoftwareCipher {
+    async fn cbc_decrypt(
+        &self,
+        key: &crate::crypto::AesKey,
+        mut ciphertext: Vec<u8>,
+    ) -> Result<Vec<u8>, crate::crypto::DecryptError> {
+        crate::crypto::cbc_decrypt(key, &mut ciphertext)?;
+        Ok(ciphertext)
+    }
+}

@@ -69,6 +69,10 @@ pub enum Route {
     JsapiSignature,
     /// `ANY /api/<path>`: `wechat_path` is the checked path below WeChat's API base.
     PassThrough { method: Method, wechat_path: String },
+    /// `GET /admin/dead-letters`
+    DeadLetters,
+    /// `POST /admin/replay[?id=]`
+    Replay,
 }
 
 /// The request line and the one header routing looks at.
@@ -92,6 +96,8 @@ enum Guard {
     Open,
     /// TOKEN_API_KEY: unset means the routes do not exist (404), never that they are open.
     TokenApi,
+    /// ADMIN_API_KEY, likewise.
+    Admin,
 }
 
 struct Family {
@@ -106,6 +112,10 @@ const WECHAT: Family = Family {
 const TOKEN_API: Family = Family {
     format: Format::Json,
     guard: Guard::TokenApi,
+};
+const ADMIN: Family = Family {
+    format: Format::Json,
+    guard: Guard::Admin,
 };
 
 /// Routes a request. Checks come in this order: the path (404), the route's key being set
@@ -130,6 +140,14 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
             TOKEN_API,
             only(method, &[Method::Get], "GET").map(|_| Route::JsapiSignature),
         ),
+        "/admin/dead-letters" => (
+            ADMIN,
+            only(method, &[Method::Get], "GET").map(|_| Route::DeadLetters),
+        ),
+        "/admin/replay" => (
+            ADMIN,
+            only(method, &[Method::Post], "POST").map(|_| Route::Replay),
+        ),
         path if path.starts_with("/api/") => (
             TOKEN_API,
             method
@@ -146,12 +164,15 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
             }
         }
     };
-    let route = match family.guard {
-        Guard::Open => route,
-        Guard::TokenApi => match config.token_api_key() {
-            None => Err(Error::NotFound),
-            Some(key) => route.and_then(|r| auth::check(req.authorization, key).map(|()| r)),
-        },
+    let key = match family.guard {
+        Guard::Open => None,
+        Guard::TokenApi => Some(config.token_api_key()),
+        Guard::Admin => Some(config.admin_api_key()),
+    };
+    let route = match key {
+        None => route,
+        Some(None) => Err(Error::NotFound),
+        Some(Some(key)) => route.and_then(|r| auth::check(req.authorization, key).map(|()| r)),
     };
     // The pass-through's own rule: only WeChat API paths, checked after the key.
     let route = route.and_then(|r| match r {
@@ -198,6 +219,59 @@ mod tests {
     fn config(token_api_key: Option<&str>) -> Config {
         let key = token_api_key.map(str::to_owned);
         Config::load(move |k| (k == "TOKEN_API_KEY").then(|| key.clone()).flatten())
+    }
+
+    fn admin_config(admin_api_key: Option<&str>) -> Config {
+        let key = admin_api_key.map(str::to_owned);
+        Config::load(move |k| match k {
+            "ADMIN_API_KEY" => key.clone(),
+            "TOKEN_API_KEY" => Some("token-key".into()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn admin_routes_need_their_own_key() {
+        let off = admin_config(None);
+        for (m, p) in [
+            ("GET", "/admin/dead-letters"),
+            ("POST", "/admin/replay"),
+            ("DELETE", "/admin/replay"),
+        ] {
+            let d = go(m, p, Some("Bearer token-key"), &off);
+            assert_eq!(
+                (d.format, d.route),
+                (Format::Json, Err(Error::NotFound)),
+                "{m} {p}"
+            );
+        }
+        let on = admin_config(Some("adm"));
+        assert_eq!(
+            go("GET", "/admin/dead-letters", Some("Bearer adm"), &on).route,
+            Ok(Route::DeadLetters)
+        );
+        assert_eq!(
+            go("POST", "/admin/replay", Some("Bearer adm"), &on).route,
+            Ok(Route::Replay)
+        );
+        assert_eq!(
+            go("GET", "/admin/dead-letters", None, &on).route,
+            Err(Error::Unauthorized)
+        );
+        assert_eq!(
+            go("GET", "/admin/dead-letters", Some("Bearer token-key"), &on).route,
+            Err(Error::Unauthorized),
+            "the token API's key is not the admin key"
+        );
+        assert_eq!(
+            go("GET", "/admin/replay", Some("Bearer adm"), &on).route,
+            Err(Error::MethodNotAllowed { allow: "POST" })
+        );
+        // And the admin key opens no token route.
+        assert_eq!(
+            go("GET", "/token", Some("Bearer adm"), &on).route,
+            Err(Error::Unauthorized)
+        );
     }
 
     fn go(method: &str, path: &str, auth: Option<&str>, config: &Config) -> Dispatch {

@@ -463,7 +463,8 @@ impl FakeWeChat {
 }
 
 impl WeChatState {
-    fn answer(&self, seen: &Seen) -> Result<FakeAnswer, FetchError> {
+    /// The fake API's answer to a request.
+    pub fn answer(&self, seen: &Seen) -> Result<FakeAnswer, FetchError> {
         if self.down.get() {
             return Err(FetchError::Network("connection refused".into()));
         }
@@ -618,4 +619,154 @@ impl World {
     pub fn put(&self, key: &str, value: serde_json::Value) {
         self.store.insert(key, &value.to_string());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------------------------
+
+/// A message in the fake queue.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub text: String,
+    pub visible_at_ms: u64,
+    pub enqueued_ms: u64,
+    /// Deliveries to the consumer so far.
+    pub attempts: u32,
+}
+
+/// A queue like Cloudflare Queues on the fake clock: delayed messages, per-message retries with
+/// a delay, `max_retries`, and a dead-letter queue. Sends can be made to fail.
+#[derive(Clone)]
+pub struct FakeQueue {
+    clock: FakeClock,
+    pub messages: Rc<RefCell<Vec<Queued>>>,
+    pub dead: Rc<RefCell<Vec<Queued>>>,
+    /// The next n sends fail.
+    pub fail_next: Rc<Cell<u32>>,
+    /// Every successful send: (text, delay_secs).
+    pub sent: Rc<RefCell<Vec<(String, u32)>>>,
+}
+
+impl FakeQueue {
+    pub fn new(clock: &FakeClock) -> Self {
+        FakeQueue {
+            clock: clock.clone(),
+            messages: Rc::default(),
+            dead: Rc::default(),
+            fail_next: Rc::default(),
+            sent: Rc::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The earliest visible message, taken out of the queue.
+    pub fn take_next(&self) -> Option<Queued> {
+        let mut messages = self.messages.borrow_mut();
+        let (i, _) = messages
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, m)| m.visible_at_ms)?;
+        Some(messages.remove(i))
+    }
+
+    /// Puts a message back to be delivered again after `delay_secs`.
+    pub fn retry(&self, mut message: Queued, delay_secs: u32) {
+        message.visible_at_ms = self.clock.now_ms() + u64::from(delay_secs) * 1000;
+        self.messages.borrow_mut().push(message);
+    }
+}
+
+impl crate::ports::Queue for FakeQueue {
+    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String> {
+        if self.fail_next.get() > 0 {
+            self.fail_next.set(self.fail_next.get() - 1);
+            return Err("queue unavailable (fake)".into());
+        }
+        let now = self.clock.now_ms();
+        self.sent
+            .borrow_mut()
+            .push((message.to_owned(), delay_secs));
+        self.messages.borrow_mut().push(Queued {
+            text: message.to_owned(),
+            visible_at_ms: now + u64::from(delay_secs) * 1000,
+            enqueued_ms: now,
+            attempts: 0,
+        });
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WeChat's side of a callback
+// ---------------------------------------------------------------------------------------------
+
+/// How WeChat sends a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Plain,
+    Safe,
+    Compatible,
+}
+
+/// A callback as WeChat would POST it for an account with these secrets: `(query, body)`.
+/// `message` is XML or WeChat's JSON format.
+pub fn callback(
+    token: &str,
+    encoding_aes_key: &str,
+    receive_id: &str,
+    message: &str,
+    mode: Sent,
+    timestamp: u64,
+    nonce: &str,
+) -> (crate::callback::Query, Vec<u8>) {
+    use crate::signature::sha1_sorted;
+    let ts = timestamp.to_string();
+    let mut pairs = vec![
+        ("signature".to_owned(), sha1_sorted(&[token, &ts, nonce])),
+        ("timestamp".to_owned(), ts.clone()),
+        ("nonce".to_owned(), nonce.to_owned()),
+        ("openid".to_owned(), "o_user".to_owned()),
+    ];
+    if mode == Sent::Plain {
+        return (
+            crate::callback::Query::from_pairs(pairs),
+            message.as_bytes().to_vec(),
+        );
+    }
+    let key = crate::crypto::AesKey::from_encoding_aes_key(encoding_aes_key).unwrap();
+    let encrypted =
+        crate::crypto::encrypt(&key, *b"0123456789abcdef", message.as_bytes(), receive_id);
+    pairs.push(("encrypt_type".to_owned(), "aes".to_owned()));
+    pairs.push((
+        "msg_signature".to_owned(),
+        sha1_sorted(&[token, &ts, nonce, &encrypted]),
+    ));
+    let json = message.trim_start().starts_with('{');
+    let body = match (json, mode) {
+        (true, Sent::Compatible) => {
+            let mut v: serde_json::Value = serde_json::from_str(message).unwrap();
+            v["Encrypt"] = encrypted.into();
+            v.to_string()
+        }
+        (true, _) => {
+            let v: serde_json::Value = serde_json::from_str(message).unwrap();
+            serde_json::json!({"ToUserName": v["ToUserName"], "Encrypt": encrypted}).to_string()
+        }
+        (false, Sent::Compatible) => message.replace("</xml>", &format!("<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>")),
+        (false, _) => format!("<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"),
+    };
+    (crate::callback::Query::from_pairs(pairs), body.into_bytes())
+}
+
+/// A text message from `from` with this content and MsgId.
+pub fn text_message(from: &str, content: &str, msg_id: u64, create_time: u64) -> String {
+    format!("<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName><CreateTime>{create_time}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>")
 }

@@ -1,0 +1,215 @@
+//! Dead letters: deliveries that failed for good (refused, or out of attempts), kept in the store
+//! until they are replayed, one key per event and target:
+//! `dead:<event id>:<8 hex of SHA-256(target)>`, a JSON record with the event's body, the
+//! target, the attempts, the last status and error, and the times. Failures are rare, so the
+//! free plan's 1,000 KV writes a day are enough; each is kept 30 days.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::delivery::{self, Failed};
+use crate::jobs::{self, Job};
+use crate::ports::{Destination, Store, StoreError};
+use crate::time;
+
+pub const PREFIX: &str = "dead:";
+/// How long a dead letter is kept.
+pub const TTL_SECS: u64 = 30 * 86_400;
+
+/// A delivery that failed for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The event id (the `webhook-id`).
+    pub id: String,
+    pub account: String,
+    /// An `http(s)://` URL or `service:<BINDING>/path`.
+    pub target: String,
+    /// The event, as forwarded.
+    pub body: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+    /// Unix ms.
+    pub first_attempt_at: u64,
+    /// Unix ms.
+    pub last_attempt_at: u64,
+}
+
+/// The store key of the dead letter of `event_id` for `target`.
+pub fn key(event_id: &str, target: &str) -> String {
+    let digest = Sha256::digest(target.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{PREFIX}{event_id}:{hex}")
+}
+
+/// Whether `key` is a dead-letter key.
+pub fn is_key(key: &str) -> bool {
+    key.strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(id, hash)| {
+            jobs::is_event_id(id) && hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
+impl DeadLetter {
+    /// The dead letter of a job whose last attempt came to `failed`.
+    pub fn from_job(job: &Job, failed: &Failed) -> DeadLetter {
+        DeadLetter {
+            id: job.event_id.clone(),
+            account: job.account.clone(),
+            target: job.target.clone(),
+            body: job.body.clone(),
+            attempts: failed.attempts,
+            last_status: failed.last.status(),
+            last_error: failed.last.reason(),
+            first_attempt_at: failed.first_attempt_ms,
+            last_attempt_at: failed.last_attempt_ms,
+        }
+    }
+
+    pub fn key(&self) -> String {
+        key(&self.id, &self.target)
+    }
+
+    /// What `GET /admin/dead-letters` shows: no body, the target without query or user info,
+    /// times in RFC 3339.
+    pub fn summary(&self) -> serde_json::Value {
+        let target = match crate::routing::parse_target(&self.target, &|_| true) {
+            Ok(d) => delivery::redact(&d),
+            Err(_) => "<unparseable target>".to_owned(),
+        };
+        serde_json::json!({
+            "id": self.id,
+            "account": self.account,
+            "target": target,
+            "attempts": self.attempts,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "first_attempt_at": time::rfc3339_millis(self.first_attempt_at),
+            "last_attempt_at": time::rfc3339_millis(self.last_attempt_at),
+        })
+    }
+
+    /// A fresh job that replays this dead letter (a new round of attempts).
+    pub fn to_job(&self) -> Job {
+        let mut job = Job::new(
+            &self.id,
+            &self.account,
+            &Destination::Url(String::new()),
+            self.body.as_bytes(),
+        );
+        job.target = self.target.clone();
+        job.replay_of = Some(self.key());
+        job
+    }
+}
+
+/// Stores (or replaces) a dead letter.
+pub async fn put<S: Store>(store: &S, letter: &DeadLetter) -> Result<(), StoreError> {
+    let text = serde_json::to_string(letter).map_err(|e| StoreError(e.to_string()))?;
+    store.put(&letter.key(), &text, Some(TTL_SECS)).await
+}
+
+/// Every dead letter, optionally only those of one event, with its key. Records that cannot be
+/// read are logged and skipped.
+pub async fn list<S: Store>(
+    store: &S,
+    event_id: Option<&str>,
+) -> Result<Vec<(String, DeadLetter)>, StoreError> {
+    let prefix = match event_id {
+        Some(id) => format!("{PREFIX}{id}:"),
+        None => PREFIX.to_owned(),
+    };
+    let mut out = Vec::new();
+    for key in store.list(&prefix).await? {
+        let Some(text) = store.get(&key).await? else {
+            continue;
+        };
+        match serde_json::from_str::<DeadLetter>(&text) {
+            Ok(letter) => out.push((key, letter)),
+            Err(e) => {
+                log::warn!(key = key.as_str(), error = e.to_string(); "unreadable dead letter skipped")
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::Outcome;
+    use crate::testing::{FakeClock, MemoryStore};
+
+    const ID: &str = "evt_0123456789abcdef0123456789abcdef";
+
+    fn letter(target: &str) -> DeadLetter {
+        let job = Job::new(
+            ID,
+            "default",
+            &Destination::Url(target.into()),
+            b"{\"id\":1}",
+        );
+        DeadLetter::from_job(
+            &job,
+            &Failed {
+                target: Destination::Url(target.into()),
+                attempts: 4,
+                last: Outcome::Refused { status: 410 },
+                first_attempt_ms: 1_800_000_000_000,
+                last_attempt_ms: 1_800_000_060_000,
+            },
+        )
+    }
+
+    #[test]
+    fn keys_are_per_event_and_target() {
+        let a = letter("https://a.example/x");
+        let b = letter("https://b.example/x");
+        assert_ne!(a.key(), b.key());
+        assert!(is_key(&a.key()));
+        assert!(a.key().starts_with(&format!("dead:{ID}:")));
+        for bad in [
+            "dead:",
+            "dead:evt_1:aabbccdd",
+            &format!("dead:{ID}:xyz"),
+            &format!("dead:{ID}"),
+            "credential:default:access_token",
+        ] {
+            assert!(!is_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stored_listed_and_summarized() {
+        let clock = FakeClock::at(1_800_000_000_000);
+        let store = MemoryStore::new(&clock);
+        let a = letter("https://user:pw@a.example/x?token=sekrit");
+        clock.run(put(&store, &a)).unwrap();
+        clock
+            .run(put(&store, &letter("https://b.example/y")))
+            .unwrap();
+        store.insert(&format!("dead:{ID}:00000000"), "not json");
+        assert_eq!(
+            store.expiry_of(&a.key()),
+            Some(1_800_000_000_000 + TTL_SECS * 1000)
+        );
+        let all = clock.run(list(&store, None)).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(clock.run(list(&store, Some(ID))).unwrap().len(), 2);
+        assert!(clock
+            .run(list(&store, Some("evt_ffffffffffffffffffffffffffffffff")))
+            .unwrap()
+            .is_empty());
+        let s = a.summary();
+        assert_eq!(s["target"], "https://a.example/x");
+        assert_eq!(s["last_status"], 410);
+        assert_eq!(s["attempts"], 4);
+        assert_eq!(s["first_attempt_at"], "2027-01-15T08:00:00.000Z");
+        assert!(!s.to_string().contains("sekrit"));
+        let job = a.to_job();
+        assert_eq!(job.replay_of, Some(a.key()));
+        assert_eq!(job.attempts_before, 0);
+        assert_eq!(Job::parse(&job.to_text()).unwrap(), job);
+    }
+}

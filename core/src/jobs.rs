@@ -1,0 +1,308 @@
+//! Delivery jobs: one event for one target, as a queue message, and the retry schedule the queue
+//! consumer follows.
+//!
+//! A job's text is JSON (`{"v": 1, "event_id", "account", "target", "body", ...}`); it comes back
+//! from the queue and is parsed like any outside input. The event's body travels in the job, the
+//! webhook secret does not: the consumer signs each attempt with the current `FORWARD_SECRET`.
+//!
+//! The schedule: after attempt n fails with a retryable outcome, the next comes after
+//! `FORWARD_RETRY_DELAYS[n - 1]` (the last delay repeating), or after the receiver's
+//! `Retry-After` when that is longer (at most 12 hours, the queue's limit); after
+//! `FORWARD_MAX_ATTEMPTS` attempts, or at once for a refusal, the job becomes a dead letter.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::MAX_DELAY_SECS;
+use crate::delivery::Outcome;
+use crate::ports::Destination;
+
+/// The job format's version.
+pub const VERSION: u8 = 1;
+/// Cloudflare Queues take messages up to 128 KB; a job must leave room for the queue's own.
+pub const MAX_JOB_BYTES: usize = 120 * 1024;
+
+/// One event for one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub v: u8,
+    pub event_id: String,
+    pub account: String,
+    /// An `http(s)://` URL or `service:<BINDING>/path`.
+    pub target: String,
+    /// The event, as forwarded.
+    pub body: String,
+    /// Attempts made before the job was enqueued (direct mode makes one).
+    #[serde(default)]
+    pub attempts_before: u32,
+    /// Unix ms of the first attempt, if one was made before enqueueing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at: Option<u64>,
+    /// The outcome of the attempt before enqueueing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The dead letter this job replays; it is removed once the job is delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
+}
+
+/// Why a queue message is not a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError(pub String);
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Job {
+    pub fn new(event_id: &str, account: &str, target: &Destination, body: &[u8]) -> Job {
+        Job {
+            v: VERSION,
+            event_id: event_id.to_owned(),
+            account: account.to_owned(),
+            target: target.to_string(),
+            body: String::from_utf8_lossy(body).into_owned(),
+            attempts_before: 0,
+            first_attempt_at: None,
+            last_status: None,
+            last_error: None,
+            replay_of: None,
+        }
+    }
+
+    /// The job as queue message text.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Whether the job fits in a queue message.
+    pub fn fits(&self) -> bool {
+        self.to_text().len() <= MAX_JOB_BYTES
+    }
+
+    /// Reads a queue message; anything that is not a well-formed job is an error.
+    pub fn parse(text: &str) -> Result<Job, JobError> {
+        if text.len() > MAX_JOB_BYTES {
+            return Err(JobError(format!("larger than {MAX_JOB_BYTES} bytes")));
+        }
+        let job: Job = serde_json::from_str(text).map_err(|e| {
+            let why: String = e.to_string().chars().take(120).collect();
+            JobError(format!("not a delivery job ({why})"))
+        })?;
+        if job.v != VERSION {
+            return Err(JobError(format!("unknown job version {}", job.v)));
+        }
+        if !is_event_id(&job.event_id) {
+            return Err(JobError("event_id is not an event id".into()));
+        }
+        if !crate::accounts::is_valid_name(&job.account) {
+            return Err(JobError("account is not an account name".into()));
+        }
+        job.destination()?;
+        if let Some(key) = &job.replay_of {
+            if !crate::dead_letters::is_key(key) {
+                return Err(JobError("replay_of is not a dead letter key".into()));
+            }
+        }
+        Ok(job)
+    }
+
+    /// Where the job goes.
+    pub fn destination(&self) -> Result<Destination, JobError> {
+        crate::routing::parse_target(&self.target, &|_| true)
+            .map_err(|p| JobError(format!("target {p}")))
+    }
+}
+
+/// `evt_` and 32 lowercase hex digits.
+pub fn is_event_id(id: &str) -> bool {
+    id.strip_prefix("evt_").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// What to do with a job after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Delivered: acknowledge.
+    Done,
+    /// Try again after this many seconds.
+    Retry { delay_secs: u32 },
+    /// Refused, or out of attempts: store a dead letter and acknowledge.
+    DeadLetter,
+}
+
+/// The delay before the attempt that follows attempt `attempts` (1-based).
+pub fn delay_after(attempts: u32, delays: &[u32]) -> u32 {
+    let index = usize::try_from(attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+    delays
+        .get(index)
+        .or_else(|| delays.last())
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The decision after attempt number `attempts` (counting every attempt the event has had for
+/// this target) came to `outcome`.
+pub fn next(outcome: &Outcome, attempts: u32, max_attempts: u32, delays: &[u32]) -> Next {
+    match outcome {
+        Outcome::Delivered => Next::Done,
+        Outcome::Refused { .. } => Next::DeadLetter,
+        Outcome::Retry { .. } if attempts >= max_attempts => Next::DeadLetter,
+        Outcome::Retry { retry_after, .. } => {
+            let planned = delay_after(attempts, delays);
+            let asked = retry_after
+                .map(|s| u32::try_from(s).unwrap_or(u32::MAX))
+                .unwrap_or(0);
+            Next::Retry {
+                delay_secs: planned.max(asked).min(MAX_DELAY_SECS),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "evt_0123456789abcdef0123456789abcdef";
+
+    fn job() -> Job {
+        Job::new(
+            ID,
+            "default",
+            &Destination::Url("https://h.example/x".into()),
+            br#"{"id":"x"}"#,
+        )
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut j = job();
+        j.attempts_before = 1;
+        j.first_attempt_at = Some(5);
+        j.last_status = Some(503);
+        j.replay_of = Some(format!("dead:{ID}:0011aabb"));
+        assert_eq!(Job::parse(&j.to_text()), Ok(j.clone()));
+        let service = Job::new(
+            ID,
+            "shop",
+            &Destination::Service {
+                binding: "B".into(),
+                path: "/in".into(),
+            },
+            b"{}",
+        );
+        assert_eq!(
+            Job::parse(&service.to_text())
+                .unwrap()
+                .destination()
+                .unwrap(),
+            Destination::Service {
+                binding: "B".into(),
+                path: "/in".into()
+            }
+        );
+        assert!(job().fits());
+        let big = Job::new(
+            ID,
+            "default",
+            &Destination::Url("https://h.example/".into()),
+            &vec![b'a'; MAX_JOB_BYTES],
+        );
+        assert!(!big.fits());
+    }
+
+    #[test]
+    fn hostile_messages_are_errors() {
+        let good = job().to_text();
+        let cases = [
+            String::new(),
+            "null".into(),
+            "[]".into(),
+            "{}".into(),
+            good.replace("\"v\":1", "\"v\":2"),
+            good.replace(ID, "evt_XYZ"),
+            good.replace(ID, "../../etc"),
+            good.replace("\"default\"", "\"Not Valid\""),
+            good.replace("https://h.example/x", "ftp://x"),
+            good.replace("https://h.example/x", "service:"),
+            good.replace("\"v\":1", "\"v\":1,\"extra\":true"),
+            good.replace(
+                "\"v\":1",
+                "\"v\":1,\"replay_of\":\"credential:default:access_token\"",
+            ),
+            "x".repeat(MAX_JOB_BYTES + 1),
+        ];
+        for text in cases {
+            assert!(Job::parse(&text).is_err(), "{text:.200}");
+        }
+        let mut state = 0x2545F4914F6CDD1Du64;
+        for _ in 0..3_000 {
+            let mut bytes = good.as_bytes().to_vec();
+            for _ in 0..3 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let i = (state as usize) % bytes.len();
+                bytes[i] = (state >> 40) as u8;
+            }
+            let _ = Job::parse(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
+    fn the_schedule_grows_then_repeats() {
+        let d = [5, 15, 45, 120, 300, 900];
+        let delays: Vec<u32> = (1..=9).map(|n| delay_after(n, &d)).collect();
+        assert_eq!(delays, [5, 15, 45, 120, 300, 900, 900, 900, 900]);
+        assert_eq!(delay_after(0, &d), 5);
+        assert_eq!(delay_after(3, &[]), 0);
+        // The default schedule's last attempt stays inside a day.
+        let total: u64 = (1..crate::config::DEFAULT_MAX_ATTEMPTS)
+            .map(|n| u64::from(delay_after(n, &d)))
+            .sum();
+        assert!(total < 23 * 3600, "{total}");
+        // A receiver back after 20 s has its event within two minutes.
+        assert!(delay_after(1, &d) + delay_after(2, &d) + delay_after(3, &d) < 120);
+    }
+
+    #[test]
+    fn decisions() {
+        let d = [5, 15];
+        let retry = |after| Outcome::Retry {
+            status: Some(503),
+            reason: String::new(),
+            retry_after: after,
+        };
+        assert_eq!(next(&Outcome::Delivered, 3, 5, &d), Next::Done);
+        assert_eq!(
+            next(&Outcome::Refused { status: 410 }, 1, 5, &d),
+            Next::DeadLetter
+        );
+        assert_eq!(next(&retry(None), 1, 5, &d), Next::Retry { delay_secs: 5 });
+        assert_eq!(next(&retry(None), 4, 5, &d), Next::Retry { delay_secs: 15 });
+        assert_eq!(next(&retry(None), 5, 5, &d), Next::DeadLetter);
+        assert_eq!(
+            next(&retry(Some(60)), 1, 5, &d),
+            Next::Retry { delay_secs: 60 }
+        );
+        assert_eq!(
+            next(&retry(Some(1)), 2, 5, &d),
+            Next::Retry { delay_secs: 15 }
+        );
+        assert_eq!(
+            next(&retry(Some(10_000_000)), 1, 5, &d),
+            Next::Retry {
+                delay_secs: MAX_DELAY_SECS
+            }
+        );
+    }
+}

@@ -1,0 +1,731 @@
+//! The relay's flows over the ports: a callback from WeChat to the answer (dedup, durable
+//! hand-off, passive reply), the delivery queue's consumers, the admin routes' dead letters and
+//! replays, and each account's credentials.
+//!
+//! **Nothing accepted is lost.** In `queue` mode every (event, target) job is enqueued before
+//! WeChat gets its answer; if the queue refuses, WeChat gets a 503 and nothing is marked as
+//! seen, so its retry is processed afresh. In `direct` mode (or with no queue binding) delivery
+//! starts right after the answer: one attempt, then the queue's retry schedule for what failed
+//! (or, with no queue, four attempts inside `wait_until`), and whatever still fails is stored as
+//! a dead letter.
+//!
+//! **Once per retry storm.** A short-lived mark per event id (in the Cache API of the location)
+//! remembers the event and the reply it got; WeChat's retries get the same answer and are not
+//! delivered again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use futures_util::future::{join_all, select, Either};
+
+use crate::accounts::Account;
+use crate::callback::{self, Mode, Query};
+use crate::config::{Config, ForwardMode};
+use crate::credentials::{Credentials, Memory};
+use crate::dead_letters::{self, DeadLetter};
+use crate::delivery::{self, Failed, Outcome};
+use crate::error::Error;
+use crate::event::Event;
+use crate::jobs::{self, Job, Next};
+use crate::passthrough::{self, Call, Passed};
+use crate::ports::{Cipher, Clock, Destination, Http, HttpAnswer, Queue, Store};
+use crate::reply::{self, Reply};
+use crate::routes::Method;
+
+/// How long a duplicate mark lives: well past WeChat's three retries (5 s apart).
+pub const MARK_TTL_SECS: u64 = 300;
+/// How long a reply receiver may take in all; after the passive-reply deadline its answer goes
+/// through the customer-service API. Inside `wait_until`'s 30 s.
+pub const LATE_REPLY_LIMIT_MS: u64 = 25_000;
+/// Dead letters replayed per request without a queue (each is one attempt, a subrequest).
+pub const MAX_INLINE_REPLAYS: usize = 10;
+/// Dead letters replayed per request through the queue.
+pub const MAX_QUEUED_REPLAYS: usize = 200;
+
+/// Work that continues after the answer (`wait_until`).
+pub type Background = Pin<Box<dyn Future<Output = ()>>>;
+
+/// A request still in flight.
+pub type Pending<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// WeChat's answer to a callback, and the work that follows it.
+pub struct Answer {
+    pub body: String,
+    pub content_type: &'static str,
+    pub background: Option<Background>,
+}
+
+/// What the queue consumer does with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ack,
+    Retry { delay_secs: u32 },
+}
+
+/// The ports and the request's settings. Cloning is cheap (the ports are handles).
+pub struct Relay<C, S, M, H, Q, X> {
+    pub clock: C,
+    /// Workers KV: credentials and dead letters.
+    pub store: S,
+    /// The duplicate marks (the Cache API).
+    pub marks: M,
+    pub http: H,
+    /// The delivery queue, when bound.
+    pub queue: Option<Q>,
+    pub cipher: X,
+    pub memory: Rc<Memory>,
+    pub config: Rc<Config>,
+}
+
+impl<C: Clone, S: Clone, M: Clone, H: Clone, Q: Clone, X: Clone> Clone for Relay<C, S, M, H, Q, X> {
+    fn clone(&self) -> Self {
+        Relay {
+            clock: self.clock.clone(),
+            store: self.store.clone(),
+            marks: self.marks.clone(),
+            http: self.http.clone(),
+            queue: self.queue.clone(),
+            cipher: self.cipher.clone(),
+            memory: self.memory.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// A reply receiver's answer, or why there is none.
+enum ReplyResult {
+    Reply(Reply),
+    Nothing(String),
+}
+
+impl<C, S, M, H, Q, X> Relay<C, S, M, H, Q, X>
+where
+    C: Clock + Clone + 'static,
+    S: Store + Clone + 'static,
+    M: Store + Clone + 'static,
+    H: Http + Clone + 'static,
+    Q: Queue + Clone + 'static,
+    X: Cipher + Clone + 'static,
+{
+    /// An account's credentials.
+    pub fn credentials<'a>(&'a self, account: &'a Account) -> Credentials<'a, C, S, H> {
+        Credentials {
+            clock: &self.clock,
+            store: &self.store,
+            http: &self.http,
+            memory: &self.memory,
+            account,
+        }
+    }
+
+    /// A callback: verified, decrypted and normalized; handed over durably (or scheduled right
+    /// after the answer); answered with a passive reply when the reply receiver gives one, else
+    /// `success`. `random` supplies the reply envelope's randomness.
+    pub async fn receive(
+        &self,
+        account_name: &str,
+        query: &Query,
+        body: &[u8],
+        random: [u8; 32],
+    ) -> Result<Answer, Error> {
+        let config = &self.config;
+        let account = config.account(account_name)?;
+        let inbound =
+            match callback::begin_callback(config, account_name, query, body, self.clock.now_ms())?
+            {
+                callback::Begun::Opened(inbound) => inbound,
+                callback::Begun::Sealed(mut sealed) => {
+                    let ciphertext = std::mem::take(&mut sealed.ciphertext);
+                    let plain = self
+                        .cipher
+                        .cbc_decrypt(&sealed.key, ciphertext)
+                        .await
+                        .map_err(|_| Error::Decryption)?;
+                    sealed.finish(&plain)?
+                }
+            };
+        let event = inbound.event;
+        // Every setting the rest needs, before anything is handed over.
+        let targets = config.targets_for(&event)?;
+        let mode = config.forward_mode()?;
+        config.forward_secret()?;
+        let reply_url = config.reply_url()?.cloned();
+        let reply_timeout_ms = config.reply_timeout_ms()?;
+
+        match self.marks.get(&event.id).await {
+            Ok(Some(stored)) => {
+                log::info!(event_id = event.id.as_str(); "duplicate callback, not forwarded");
+                let body = self.render_reply(account, inbound.mode, &stored, random)?;
+                return Ok(answer(body, inbound.json, None));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate marks unreadable; handling the callback anyway")
+            }
+        }
+
+        let event_body = event.to_json();
+        if targets.is_empty() {
+            log::info!(event_id = event.id.as_str(), r#type = event.kind.as_str(), event = event.event.as_deref().unwrap_or(""); "event matches no route; forwarded nowhere");
+        }
+        // The durable hand-off: in queue mode, before the answer.
+        let mut now_targets = Vec::new();
+        match (mode, &self.queue) {
+            (ForwardMode::Queue, Some(queue)) => {
+                for target in targets {
+                    let job = Job::new(&event.id, account_name, &target, &event_body);
+                    if !job.fits() {
+                        log::warn!(event_id = event.id.as_str(); "event too large for a queue message; delivered inline");
+                        now_targets.push(target);
+                        continue;
+                    }
+                    queue.send(&job.to_text(), 0).await.map_err(|e| {
+                        log::error!(event_id = event.id.as_str(), error = e.as_str(); "enqueue failed; WeChat will retry");
+                        Error::QueueUnavailable(e)
+                    })?;
+                }
+            }
+            _ => now_targets = targets,
+        }
+
+        // The passive reply.
+        let mut late = None;
+        let mut reply_text = String::new();
+        if let Some(reply_url) = reply_url {
+            match self
+                .ask_for_reply(&event, &event_body, &reply_url, reply_timeout_ms)
+                .await
+            {
+                Ok(ReplyResult::Reply(r)) => {
+                    let now = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
+                    reply_text = if inbound.json {
+                        r.to_json(&event.from, &event.to, now)
+                    } else {
+                        r.to_xml(&event.from, &event.to, now)
+                    };
+                }
+                Ok(ReplyResult::Nothing(why)) => {
+                    log::info!(event_id = event.id.as_str(), reason = why; "no passive reply; answering success")
+                }
+                Err(pending) => {
+                    late = Some(self.clone().late_reply(
+                        account_name.to_owned(),
+                        event.clone(),
+                        pending,
+                    ))
+                }
+            }
+        }
+
+        if let Err(e) = self
+            .marks
+            .put(&event.id, &reply_text, Some(MARK_TTL_SECS))
+            .await
+        {
+            log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate mark not written; a retry would be forwarded again");
+        }
+
+        let mut background: Vec<Background> = Vec::new();
+        if !now_targets.is_empty() {
+            let retry_through_queue = self.queue.is_some();
+            background.push(Box::pin(self.clone().deliver_now(
+                event.id.clone(),
+                account_name.to_owned(),
+                event_body,
+                now_targets,
+                retry_through_queue,
+            )));
+        }
+        background.extend(late);
+        let background: Option<Background> = match background.len() {
+            0 => None,
+            _ => Some(Box::pin(async move {
+                join_all(background).await;
+            })),
+        };
+        let body = self.render_reply(account, inbound.mode, &reply_text, random)?;
+        Ok(answer(body, inbound.json, background))
+    }
+
+    /// The answer body for a reply in plaintext (`""` = no reply: `success`), sealed when the
+    /// callback was encrypted.
+    fn render_reply(
+        &self,
+        account: &Account,
+        mode: Mode,
+        plain: &str,
+        random: [u8; 32],
+    ) -> Result<String, Error> {
+        if plain.is_empty() {
+            return Ok("success".to_owned());
+        }
+        if mode == Mode::Plaintext {
+            return Ok(plain.to_owned());
+        }
+        let mut aes_random = [0u8; 16];
+        aes_random.copy_from_slice(random.get(..16).unwrap_or(&[0; 16]));
+        let nonce = random
+            .get(16..24)
+            .map(|b| b.iter().fold(0u64, |n, &x| (n << 8) | u64::from(x)) % 10_000_000_000)
+            .unwrap_or(0)
+            .to_string();
+        let envelope = reply::seal(
+            account.require_aes_key()?,
+            account.token()?,
+            account.require_app_id()?,
+            aes_random,
+            &self.clock.now_secs().to_string(),
+            &nonce,
+            plain.as_bytes(),
+        );
+        Ok(if plain.starts_with('{') {
+            envelope.to_json()
+        } else {
+            envelope.to_xml()
+        })
+    }
+
+    /// Posts the event to the reply receiver and waits until the deadline. `Err` carries the
+    /// request still in flight when the deadline passed.
+    async fn ask_for_reply(
+        &self,
+        event: &Event,
+        event_body: &[u8],
+        reply_url: &Destination,
+        timeout_ms: u64,
+    ) -> Result<ReplyResult, Pending<ReplyResult>> {
+        let secret = self.config.forward_secret().ok().flatten().cloned();
+        let request = delivery::request(
+            reply_url,
+            &event.id,
+            event_body,
+            secret.as_ref(),
+            self.clock.now_secs(),
+        );
+        let http = self.http.clone();
+        let fetch: Pending<ReplyResult> = Box::pin(async move {
+            let answer = match http.send(&request, LATE_REPLY_LIMIT_MS).await {
+                Ok(answer) => answer,
+                Err(e) => return ReplyResult::Nothing(format!("reply receiver: {e}")),
+            };
+            let status = answer.status();
+            if !(200..=299).contains(&status) {
+                return ReplyResult::Nothing(format!("reply receiver answered HTTP {status}"));
+            }
+            match answer.bytes().await {
+                Err(e) => ReplyResult::Nothing(format!("reply receiver: {e}")),
+                Ok(body) => match Reply::from_answer(&body) {
+                    Ok(Some(reply)) => ReplyResult::Reply(reply),
+                    Ok(None) => ReplyResult::Nothing("reply receiver answered no reply".into()),
+                    Err(e) => {
+                        ReplyResult::Nothing(format!("reply receiver's answer is not a reply: {e}"))
+                    }
+                },
+            }
+        });
+        let deadline = self.clock.sleep(timeout_ms);
+        futures_util::pin_mut!(deadline);
+        match select(fetch, deadline).await {
+            Either::Left((result, _)) => Ok(result),
+            Either::Right((_, pending)) => Err(pending),
+        }
+    }
+
+    /// A reply that missed the deadline: sent through the customer-service API when the
+    /// account has an AppSecret.
+    fn late_reply(
+        self,
+        account_name: String,
+        event: Event,
+        pending: Pending<ReplyResult>,
+    ) -> Background {
+        Box::pin(async move {
+            let reply = match pending.await {
+                ReplyResult::Reply(reply) => reply,
+                ReplyResult::Nothing(why) => {
+                    log::info!(event_id = event.id.as_str(), reason = why; "no passive reply (late)");
+                    return;
+                }
+            };
+            let Ok(account) = self.config.account(&account_name) else {
+                return;
+            };
+            if account.app_secret().is_err() {
+                log::warn!(event_id = event.id.as_str(); "reply came after the deadline; without an AppSecret it cannot go through the customer-service API");
+                return;
+            }
+            let Some(message) = reply.custom_message(&event.from) else {
+                log::warn!(event_id = event.id.as_str(); "late transfer_customer_service reply dropped: the customer-service API has no equivalent");
+                return;
+            };
+            let call = Call {
+                method: Method::Post,
+                wechat_path: "cgi-bin/message/custom/send".to_owned(),
+                query: Vec::new(),
+                content_type: Some("application/json".to_owned()),
+                body: Some(message.to_string().into_bytes()),
+            };
+            let result = passthrough::pass_through(&self.credentials(account), call).await;
+            match result {
+                Ok(Passed::Read { body, .. }) => match crate::api_error::errcode_of(&body) {
+                    None => {
+                        log::info!(event_id = event.id.as_str(); "late reply sent through the customer-service API")
+                    }
+                    Some(e) => {
+                        log::error!(event_id = event.id.as_str(), error = e.to_string(); "late reply refused by the customer-service API")
+                    }
+                },
+                Ok(Passed::Streamed(_)) => {
+                    log::info!(event_id = event.id.as_str(); "late reply sent through the customer-service API")
+                }
+                Err(e) => {
+                    log::error!(event_id = event.id.as_str(), error = e.to_string(); "late reply not sent")
+                }
+            }
+        })
+    }
+
+    /// Delivery right after the answer. With a queue: one attempt per target, and the retry
+    /// schedule for a failure. Without: four attempts inline. What still fails becomes a dead
+    /// letter.
+    async fn deliver_now(
+        self,
+        event_id: String,
+        account: String,
+        body: Vec<u8>,
+        targets: Vec<Destination>,
+        retry_through_queue: bool,
+    ) {
+        let secret = self.config.forward_secret().ok().flatten().cloned();
+        // A job must fit in a queue message (the target adds little beside the body).
+        let fits = Job::new(&event_id, &account, &Destination::Url(String::new()), &body).fits();
+        if !retry_through_queue || !fits {
+            let delivery = delivery::Delivery {
+                event_id: event_id.clone(),
+                body: body.clone(),
+                targets,
+                secret,
+            };
+            for failed in delivery::deliver_inline(&self.clock, &self.http, &delivery).await {
+                let job = Job::new(&event_id, &account, &failed.target, &body);
+                self.store_dead_letter(&job, &failed).await;
+            }
+            return;
+        }
+        let attempts = targets.into_iter().map(|target| {
+            let relay = &self;
+            let (event_id, account, body, secret) = (&event_id, &account, &body, &secret);
+            async move {
+                let first = relay.clock.now_ms();
+                let outcome = delivery::attempt(
+                    &relay.clock,
+                    &relay.http,
+                    &target,
+                    event_id,
+                    body,
+                    secret.as_ref(),
+                )
+                .await;
+                let failed = Failed {
+                    target: target.clone(),
+                    attempts: 1,
+                    last: outcome,
+                    first_attempt_ms: first,
+                    last_attempt_ms: first,
+                };
+                let mut job = Job::new(event_id, account, &target, body);
+                job.attempts_before = 1;
+                job.first_attempt_at = Some(first);
+                job.last_status = failed.last.status();
+                job.last_error = Some(failed.last.reason());
+                relay.after_attempt(&job, failed, 1).await;
+            }
+        });
+        join_all(attempts).await;
+    }
+
+    /// What follows an attempt outside the consumer: nothing, the retry schedule through the
+    /// queue, or a dead letter (also when the queue refuses the retry).
+    async fn after_attempt(&self, job: &Job, failed: Failed, attempts: u32) {
+        let (max, delays) = self.schedule();
+        match jobs::next(&failed.last, attempts, max, &delays) {
+            Next::Done => {}
+            Next::DeadLetter => {
+                delivery::log_failed(&job.event_id, &failed);
+                self.store_dead_letter(job, &failed).await;
+            }
+            Next::Retry { delay_secs } => {
+                let sent = match &self.queue {
+                    Some(queue) if job.fits() => queue.send(&job.to_text(), delay_secs).await,
+                    Some(_) => Err("event too large for a queue message".to_owned()),
+                    None => Err("no queue".to_owned()),
+                };
+                if let Err(e) = sent {
+                    log::error!(event_id = job.event_id.as_str(), error = e.as_str(); "could not schedule a retry; storing a dead letter");
+                    delivery::log_failed(&job.event_id, &failed);
+                    self.store_dead_letter(job, &failed).await;
+                }
+            }
+        }
+    }
+
+    fn schedule(&self) -> (u32, Vec<u32>) {
+        let max = self
+            .config
+            .max_attempts()
+            .unwrap_or(crate::config::DEFAULT_MAX_ATTEMPTS);
+        let delays = self
+            .config
+            .retry_delays()
+            .map(<[u32]>::to_vec)
+            .unwrap_or_else(|_| vec![5, 15, 45, 120, 300, 900]);
+        (max, delays)
+    }
+
+    async fn store_dead_letter(&self, job: &Job, failed: &Failed) -> bool {
+        let letter = DeadLetter::from_job(job, failed);
+        match dead_letters::put(&self.store, &letter).await {
+            Ok(()) => {
+                log::error!(event_id = job.event_id.as_str(), target = delivery::redact(&failed.target), attempts = failed.attempts.to_string(); "dead letter stored");
+                true
+            }
+            Err(e) => {
+                log::error!(event_id = job.event_id.as_str(), error = e.to_string(); "dead letter could not be stored");
+                false
+            }
+        }
+    }
+
+    /// The delivery queue's consumer: one attempt for a job that has had `attempts` deliveries
+    /// from the queue (this one included), enqueued at `enqueued_ms`.
+    pub async fn consume(&self, text: &str, attempts: u32, enqueued_ms: u64) -> Verdict {
+        let job = match Job::parse(text) {
+            Ok(job) => job,
+            Err(e) => {
+                log::error!(error = e.to_string(); "unreadable delivery job dropped");
+                return Verdict::Ack;
+            }
+        };
+        let (max, delays) = self.schedule();
+        let total = job.attempts_before.saturating_add(attempts);
+        let secret = match self.config.forward_secret() {
+            Ok(secret) => secret.cloned(),
+            Err(e) => {
+                // A broken FORWARD_SECRET may be fixed before the next attempt.
+                log::error!(event_id = job.event_id.as_str(), error = e.to_string(); "delivery postponed");
+                return Verdict::Retry {
+                    delay_secs: jobs::delay_after(total, &delays),
+                };
+            }
+        };
+        let Ok(target) = job.destination() else {
+            return Verdict::Ack;
+        };
+        let now = self.clock.now_ms();
+        let outcome = delivery::attempt(
+            &self.clock,
+            &self.http,
+            &target,
+            &job.event_id,
+            job.body.as_bytes(),
+            secret.as_ref(),
+        )
+        .await;
+        let failed = Failed {
+            target,
+            attempts: total,
+            last: outcome,
+            first_attempt_ms: job.first_attempt_at.unwrap_or(enqueued_ms),
+            last_attempt_ms: now,
+        };
+        match jobs::next(&failed.last, total, max, &delays) {
+            Next::Done => {
+                if let Some(key) = &job.replay_of {
+                    if let Err(e) = self.store.delete(key).await {
+                        log::warn!(key = key.as_str(), error = e.to_string(); "replayed dead letter delivered but not removed");
+                    }
+                }
+                Verdict::Ack
+            }
+            Next::Retry { delay_secs } => {
+                log::info!(event_id = job.event_id.as_str(), target = delivery::redact(&failed.target), attempts = total.to_string(), reason = failed.last.reason(), retry_in = delay_secs.to_string(); "delivery failed; retrying");
+                Verdict::Retry { delay_secs }
+            }
+            Next::DeadLetter => {
+                delivery::log_failed(&job.event_id, &failed);
+                if self.store_dead_letter(&job, &failed).await {
+                    Verdict::Ack
+                } else {
+                    Verdict::Retry {
+                        delay_secs: jobs::delay_after(total, &delays),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The dead-letter queue's consumer: a job the queue gave up on (its own `max_retries` ran
+    /// out before the relay's schedule did, or the consumer kept failing). One last attempt;
+    /// if that fails, a dead letter.
+    pub async fn consume_dead(&self, text: &str, enqueued_ms: u64) -> Verdict {
+        let job = match Job::parse(text) {
+            Ok(job) => job,
+            Err(e) => {
+                log::error!(error = e.to_string(); "unreadable dead-letter queue message dropped");
+                return Verdict::Ack;
+            }
+        };
+        let Ok(target) = job.destination() else {
+            return Verdict::Ack;
+        };
+        let secret = self.config.forward_secret().ok().flatten().cloned();
+        let now = self.clock.now_ms();
+        let outcome = delivery::attempt(
+            &self.clock,
+            &self.http,
+            &target,
+            &job.event_id,
+            job.body.as_bytes(),
+            secret.as_ref(),
+        )
+        .await;
+        if outcome == Outcome::Delivered {
+            if let Some(key) = &job.replay_of {
+                let _ = self.store.delete(key).await;
+            }
+            return Verdict::Ack;
+        }
+        let reason = format!("{} (the queue's retries ran out)", outcome.reason());
+        let failed = Failed {
+            target,
+            attempts: job.attempts_before.saturating_add(1),
+            last: Outcome::Retry {
+                status: outcome.status(),
+                reason,
+                retry_after: None,
+            },
+            first_attempt_ms: job.first_attempt_at.unwrap_or(enqueued_ms),
+            last_attempt_ms: now,
+        };
+        delivery::log_failed(&job.event_id, &failed);
+        if self.store_dead_letter(&job, &failed).await {
+            Verdict::Ack
+        } else {
+            Verdict::Retry { delay_secs: 60 }
+        }
+    }
+
+    /// `GET /admin/dead-letters`
+    pub async fn dead_letters(&self) -> Result<serde_json::Value, Error> {
+        let letters = dead_letters::list(&self.store, None)
+            .await
+            .map_err(|e| Error::Internal(format!("listing dead letters: {e}")))?;
+        let list: Vec<serde_json::Value> = letters.iter().map(|(_, l)| l.summary()).collect();
+        Ok(serde_json::json!({ "dead_letters": list }))
+    }
+
+    /// `POST /admin/replay[?id=]`: every dead letter (or one event's) sent again, through the
+    /// queue when there is one (removed once delivered), else with one attempt each now.
+    pub async fn replay(&self, id: Option<&str>) -> Result<serde_json::Value, Error> {
+        if let Some(id) = id {
+            if !jobs::is_event_id(id) {
+                return Err(Error::MalformedParameter("id"));
+            }
+        }
+        let letters = dead_letters::list(&self.store, id)
+            .await
+            .map_err(|e| Error::Internal(format!("listing dead letters: {e}")))?;
+        if id.is_some() && letters.is_empty() {
+            return Err(Error::NotFound);
+        }
+        let limit = if self.queue.is_some() {
+            MAX_QUEUED_REPLAYS
+        } else {
+            MAX_INLINE_REPLAYS
+        };
+        let remaining = letters.len().saturating_sub(limit);
+        let secret = self.config.forward_secret()?.cloned();
+        let mut results = Vec::new();
+        let (mut queued, mut delivered, mut failed_count) = (0, 0, 0);
+        for (key, letter) in letters.into_iter().take(limit) {
+            let summary = letter.summary();
+            let (result, error) = match &self.queue {
+                Some(queue) => match queue.send(&letter.to_job().to_text(), 0).await {
+                    Ok(()) => ("queued", None),
+                    Err(e) => ("failed", Some(e)),
+                },
+                None => {
+                    let Ok(target) = letter.to_job().destination() else {
+                        continue;
+                    };
+                    let now = self.clock.now_ms();
+                    let outcome = delivery::attempt(
+                        &self.clock,
+                        &self.http,
+                        &target,
+                        &letter.id,
+                        letter.body.as_bytes(),
+                        secret.as_ref(),
+                    )
+                    .await;
+                    if outcome == Outcome::Delivered {
+                        if let Err(e) = self.store.delete(&key).await {
+                            log::warn!(key = key.as_str(), error = e.to_string(); "replayed dead letter delivered but not removed");
+                        }
+                        ("delivered", None)
+                    } else {
+                        let mut again = letter.clone();
+                        again.attempts = again.attempts.saturating_add(1);
+                        again.last_status = outcome.status();
+                        again.last_error = outcome.reason();
+                        again.last_attempt_at = now;
+                        let _ = dead_letters::put(&self.store, &again).await;
+                        ("failed", Some(outcome.reason()))
+                    }
+                }
+            };
+            match result {
+                "queued" => queued += 1,
+                "delivered" => delivered += 1,
+                _ => failed_count += 1,
+            }
+            let mut entry = serde_json::Map::new();
+            entry.insert("id".into(), letter.id.clone().into());
+            entry.insert(
+                "target".into(),
+                summary.get("target").cloned().unwrap_or_default(),
+            );
+            entry.insert("result".into(), result.into());
+            if let Some(e) = error {
+                entry.insert("error".into(), e.into());
+            }
+            results.push(serde_json::Value::Object(entry));
+        }
+        Ok(serde_json::json!({
+            "replayed": results,
+            "queued": queued,
+            "delivered": delivered,
+            "failed": failed_count,
+            "remaining": remaining,
+        }))
+    }
+}
+
+fn answer(body: String, json: bool, background: Option<Background>) -> Answer {
+    let content_type = if body == "success" {
+        "text/plain; charset=utf-8"
+    } else if json {
+        "application/json"
+    } else {
+        "application/xml"
+    };
+    Answer {
+        body,
+        content_type,
+        background,
+    }
+}
+
+#[cfg(test)]
+mod tests;
