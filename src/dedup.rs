@@ -1,4 +1,5 @@
-//! Once per WeChat retry storm: a short-lived mark per event id in the Cache API.
+//! Duplicate marks in the Cache API, as the core's [`Store`] port: one short-lived entry per
+//! event id, holding the reply the event got.
 //!
 //! Why the Cache API: WeChat retries within about 15 s, from the same network, so the retries
 //! land on the same Cloudflare location as the first attempt; the Cache API is local to that
@@ -7,40 +8,60 @@
 //!
 //! Limits (also in the README): the mark is per location, so a retry that reaches another
 //! location is forwarded again; on `*.workers.dev` the Cache API stores nothing, so dedup only
-//! works on a custom domain or route. The event id is stable across retries, so receivers can
-//! always drop the rare duplicate by `webhook-id`. When the cache fails, the event is forwarded
-//! anyway: a duplicate is better than a lost event.
+//! works on a custom domain or route. The core treats a failing cache as "not seen": a
+//! duplicate is better than a lost event.
 
+use wechat_relay_core::{Store, StoreError};
 use worker::{Cache, Headers, Response};
-
-/// How long a mark lives: well past WeChat's three retries (5 s apart).
-const MARK_SECONDS: u32 = 300;
 
 fn key(id: &str) -> String {
     format!("https://dedup.wechat-relay.internal/{id}")
 }
 
-/// Whether this id was seen recently; marks it as seen. Never fails: a broken cache means
-/// "not seen", so the event is forwarded.
-pub async fn seen_before(id: &str) -> bool {
-    let cache = Cache::default();
-    match cache.get(key(id), false).await {
-        Ok(Some(_)) => return true,
-        Ok(None) => {}
-        Err(e) => {
-            log::warn!(event_id = id, error = e.to_string(); "dedup cache read failed; forwarding anyway");
-            return false;
-        }
-    }
-    if let Err(e) = mark(&cache, id).await {
-        log::warn!(event_id = id, error = e.to_string(); "dedup cache write failed; forwarding anyway");
-    }
-    false
+fn cache_error(e: worker::Error) -> StoreError {
+    StoreError(e.to_string())
 }
 
-async fn mark(cache: &Cache, id: &str) -> worker::Result<()> {
-    let headers = Headers::new();
-    headers.set("cache-control", &format!("max-age={MARK_SECONDS}"))?;
-    let resp = Response::ok("1")?.with_headers(headers);
-    cache.put(key(id), resp).await
+/// The location's Cache API.
+#[derive(Clone, Copy, Default)]
+pub struct CacheMarks;
+
+impl Store for CacheMarks {
+    async fn get(&self, id: &str) -> Result<Option<String>, StoreError> {
+        match Cache::default()
+            .get(key(id), false)
+            .await
+            .map_err(cache_error)?
+        {
+            None => Ok(None),
+            Some(mut resp) => resp.text().await.map(Some).map_err(cache_error),
+        }
+    }
+
+    async fn put(&self, id: &str, value: &str, ttl_secs: Option<u64>) -> Result<(), StoreError> {
+        let headers = Headers::new();
+        let max_age = ttl_secs.unwrap_or(300);
+        headers
+            .set("cache-control", &format!("max-age={max_age}"))
+            .map_err(cache_error)?;
+        let resp = Response::ok(value)
+            .map_err(cache_error)?
+            .with_headers(headers);
+        Cache::default()
+            .put(key(id), resp)
+            .await
+            .map_err(cache_error)
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        Cache::default()
+            .delete(key(id), false)
+            .await
+            .map(|_| ())
+            .map_err(cache_error)
+    }
+
+    async fn list(&self, _prefix: &str) -> Result<Vec<String>, StoreError> {
+        Err(StoreError("the Cache API cannot list".into()))
+    }
 }

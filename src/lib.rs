@@ -1,6 +1,7 @@
-//! The Cloudflare Worker shell around `wechat-relay-core`: the event handlers, the trait
-//! implementations over Workers ([`platform`]), and the routes, each of which hands the request
-//! to a core flow and turns its answer into a `Response`. Every decision is the core's.
+//! The Cloudflare Worker shell around `wechat-relay-core`: the event handlers (fetch, queue,
+//! cron), the trait implementations over Workers ([`platform`]), and the routes, each of which
+//! hands the request to a core flow and turns its answer into a `Response`. Every decision is
+//! the core's.
 
 #![deny(
     clippy::unwrap_used,
@@ -10,6 +11,7 @@
 )]
 
 mod body;
+mod consumer;
 mod dedup;
 mod logging;
 mod platform;
@@ -17,16 +19,15 @@ mod respond;
 mod webcrypto;
 
 use serde_json::json;
-use wechat_relay_core::callback::{self, Query, MAX_BODY_BYTES};
-use wechat_relay_core::delivery::{self, Delivery};
+use wechat_relay_core::callback::{Query, MAX_BODY_BYTES};
 use wechat_relay_core::passthrough::{self, Call, Passed};
-use wechat_relay_core::{
-    dispatch, Clock, Config, Credentials, Destination, Error, Incoming, Route,
-};
+use wechat_relay_core::{callback, dispatch, Clock, Error, Incoming, Route};
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
-use platform::{Kv, WorkerClock, WorkerHttp};
+use platform::{WorkerClock, WorkerRelay};
 use respond::Failure;
+
+pub use consumer::queue;
 
 #[event(fetch)]
 pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -43,8 +44,9 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         },
         &config,
     );
+    let relay = platform::relay(&env, config);
     let result = match routed.route {
-        Ok(route) => run(route, req, &env, &ctx, &config).await,
+        Ok(route) => run(route, req, &ctx, &relay).await,
         Err(e) => Err(e.into()),
     };
     respond::finish(&path, routed.format, result)
@@ -55,69 +57,62 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
 #[event(scheduled)]
 pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     logging::install();
-    let config = platform::settings(&env);
-    let (kv, http, memory) = (Kv::new(&env), WorkerHttp::new(&env), platform::memory());
-    for account in config.accounts() {
-        let creds = Credentials {
-            clock: &WorkerClock,
-            store: &kv,
-            http: &http,
-            memory: &memory,
-            account,
-        };
-        creds.refresh_ahead().await;
+    let relay = platform::relay(&env, platform::settings(&env));
+    for account in relay.config.accounts() {
+        relay.credentials(account).refresh_ahead().await;
     }
 }
 
 async fn run(
     route: Route,
     mut req: Request,
-    env: &Env,
     ctx: &Context,
-    config: &Config,
+    relay: &WorkerRelay,
 ) -> Result<Response, Failure> {
+    let config = relay.config.clone();
     match route {
         Route::Health => respond::text(200, "ok"),
         Route::VerifyUrl { account } => {
             let echostr =
-                callback::verify_url(config, &account, &query_of(&req)?, WorkerClock.now_secs())?;
+                callback::verify_url(&config, &account, &query_of(&req)?, WorkerClock.now_secs())?;
             respond::text(200, echostr)
         }
-        Route::Callback { account } => receive_callback(req, env, ctx, config, &account).await,
-        Route::Token | Route::TokenRefresh | Route::JsapiSignature => {
-            let (kv, http, memory) = (Kv::new(env), WorkerHttp::new(env), platform::memory());
-            let creds = Credentials {
-                clock: &WorkerClock,
-                store: &kv,
-                http: &http,
-                memory: &memory,
-                account: config.default_account(),
-            };
-            match route {
-                Route::Token => {
-                    let token = creds.access_token().await?;
-                    respond::json(
-                        &json!({ "access_token": token.value, "expires_at": token.expires_at }),
-                    )
-                }
-                Route::TokenRefresh => {
-                    let r = creds.force_refresh().await?;
-                    respond::json(&json!({
-                        "access_token": r.credential.value,
-                        "expires_at": r.credential.expires_at,
-                        "refreshed": r.refreshed,
-                    }))
-                }
-                _ => {
-                    let url = req.url()?;
-                    let page = url
-                        .query_pairs()
-                        .find(|(k, _)| k == "url")
-                        .map(|(_, v)| v.into_owned());
-                    let config = creds.jsapi_config(page.as_deref(), random16()?).await?;
-                    respond::json(&config)
-                }
+        Route::Callback { account } => {
+            let query = query_of(&req)?;
+            let body = body::read_limited(&mut req, MAX_BODY_BYTES).await?;
+            let answer = relay.receive(&account, &query, &body, random()?).await?;
+            if let Some(background) = answer.background {
+                ctx.wait_until(background);
             }
+            respond::typed(200, answer.content_type, answer.body)
+        }
+        Route::Token => {
+            let token = relay
+                .credentials(config.default_account())
+                .access_token()
+                .await?;
+            respond::json(&json!({ "access_token": token.value, "expires_at": token.expires_at }))
+        }
+        Route::TokenRefresh => {
+            let r = relay
+                .credentials(config.default_account())
+                .force_refresh()
+                .await?;
+            respond::json(&json!({
+                "access_token": r.credential.value,
+                "expires_at": r.credential.expires_at,
+                "refreshed": r.refreshed,
+            }))
+        }
+        Route::JsapiSignature => {
+            let page = query_param(&req, "url")?;
+            let mut nonce = [0u8; 16];
+            nonce.copy_from_slice(random()?.get(..16).unwrap_or(&[0; 16]));
+            let signed = relay
+                .credentials(config.default_account())
+                .jsapi_config(page.as_deref(), nonce)
+                .await?;
+            respond::json(&signed)
         }
         Route::PassThrough {
             method,
@@ -138,14 +133,7 @@ async fn run(
                     Some(body::read_limited(&mut req, passthrough::MAX_BODY_BYTES).await?)
                 },
             };
-            let (kv, http, memory) = (Kv::new(env), WorkerHttp::new(env), platform::memory());
-            let creds = Credentials {
-                clock: &WorkerClock,
-                store: &kv,
-                http: &http,
-                memory: &memory,
-                account: config.default_account(),
-            };
+            let creds = relay.credentials(config.default_account());
             match passthrough::pass_through(&creds, call).await? {
                 Passed::Streamed(answer) => Ok(answer.0),
                 Passed::Read {
@@ -155,11 +143,16 @@ async fn run(
                 } => respond::bytes(status, content_type.as_deref(), body),
             }
         }
+        Route::DeadLetters => respond::json(&relay.dead_letters().await?),
+        Route::Replay => {
+            let id = query_param(&req, "id")?;
+            respond::json(&relay.replay(id.as_deref()).await?)
+        }
     }
 }
 
-fn random16() -> Result<[u8; 16], Failure> {
-    let mut random = [0u8; 16];
+fn random() -> Result<[u8; 32], Failure> {
+    let mut random = [0u8; 32];
     getrandom::getrandom(&mut random).map_err(|e| Error::Internal(format!("randomness: {e}")))?;
     Ok(random)
 }
@@ -172,48 +165,10 @@ fn query_of(req: &Request) -> Result<Query, Failure> {
     ))
 }
 
-/// `POST /wechat`: verify, decrypt, normalize, answer `success`, forward after the answer.
-async fn receive_callback(
-    mut req: Request,
-    env: &Env,
-    ctx: &Context,
-    config: &Config,
-    account: &str,
-) -> Result<Response, Failure> {
-    let query = query_of(&req)?;
-    let body = body::read_limited(&mut req, MAX_BODY_BYTES).await?;
-    let now_ms = WorkerClock.now_ms();
-    let inbound = match callback::begin_callback(config, account, &query, &body, now_ms)? {
-        callback::Begun::Opened(inbound) => inbound,
-        callback::Begun::Sealed(mut sealed) => {
-            let ciphertext = std::mem::take(&mut sealed.ciphertext);
-            let plain = webcrypto::cbc_decrypt(&sealed.key, ciphertext)
-                .await
-                .map_err(|_| Error::Decryption)?;
-            sealed.finish(&plain)?
-        }
-    };
-    let targets: Vec<Destination> = config
-        .forward_urls()?
-        .iter()
-        .map(|u| Destination::Url(u.clone()))
-        .collect();
-    let secret = config.forward_secret()?.cloned();
-    let event = inbound.event;
-
-    if dedup::seen_before(&event.id).await {
-        log::info!(event_id = event.id.as_str(); "duplicate callback, not forwarded");
-    } else {
-        let delivery = Delivery {
-            event_id: event.id.clone(),
-            body: event.to_json(),
-            targets,
-            secret,
-        };
-        let http = WorkerHttp::new(env);
-        ctx.wait_until(async move {
-            delivery::deliver_inline(&WorkerClock, &http, &delivery).await;
-        });
-    }
-    respond::text(200, "success")
+fn query_param(req: &Request, name: &str) -> Result<Option<String>, Failure> {
+    Ok(req
+        .url()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned()))
 }

@@ -1,23 +1,51 @@
 //! The core's ports over the Workers runtime: the clock and timers, Workers KV, `fetch` and
-//! Service Bindings, the settings from the bindings, and the isolate's memory.
+//! Service Bindings, the delivery queue, the settings from the bindings, and the isolate's
+//! memory; and the [`Relay`] that puts them together for one request.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use futures_util::pin_mut;
+use js_sys::{Function, Object, Promise, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 use wechat_relay_core::config::{bindings, Config};
 use wechat_relay_core::{
-    Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Memory, Store, StoreError,
+    Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Memory, Queue, Relay, Store,
+    StoreError,
 };
+
+use crate::dedup::CacheMarks;
+use crate::webcrypto::WebCrypto;
+
+/// The relay over Workers.
+pub type WorkerRelay = Relay<WorkerClock, Kv, CacheMarks, WorkerHttp, WorkerQueue, WebCrypto>;
+
+/// The relay for one request (or one queue batch, or one cron run).
+pub fn relay(env: &Env, config: Config) -> WorkerRelay {
+    Relay {
+        clock: WorkerClock,
+        store: Kv::new(env),
+        marks: CacheMarks,
+        http: WorkerHttp::new(env),
+        queue: WorkerQueue::from_env(env),
+        cipher: WebCrypto,
+        memory: memory(),
+        config: Rc::new(config),
+    }
+}
 use worker::{
     AbortController, Date, Delay, Env, Fetch, Headers, KvStore, Method, Request, RequestInit,
     Response,
 };
 
-/// The settings, read from the Worker's bindings (vars and secrets are both strings).
+/// The settings, read from the Worker's bindings (vars and secrets are both strings; a
+/// Service Binding is any binding `service:` targets can fetch through).
 pub fn settings(env: &Env) -> Config {
-    Config::load(|name| env.var(name).ok().map(|v| v.to_string()))
+    Config::load_with(&|name| env.var(name).ok().map(|v| v.to_string()), &|name| {
+        env.service(name).is_ok()
+    })
 }
 
 thread_local! {
@@ -45,6 +73,7 @@ impl Clock for WorkerClock {
 
 /// Workers KV (`WECHAT_KV`), or its absence: then every read and write fails, and the core
 /// falls back to fetching.
+#[derive(Clone)]
 pub struct Kv(Option<KvStore>);
 
 impl Kv {
@@ -188,5 +217,53 @@ impl Http for WorkerHttp {
                 }
             }
         }
+    }
+}
+
+/// The delivery queue's producer (`FORWARD_QUEUE`), when bound. Called through its `send`
+/// method, so anything with a Queue's `send(body, options)` works (a test can bind a stand-in
+/// that fails).
+#[derive(Clone)]
+pub struct WorkerQueue(Object);
+
+impl WorkerQueue {
+    pub fn from_env(env: &Env) -> Option<WorkerQueue> {
+        let binding =
+            Reflect::get(env.as_ref(), &JsValue::from_str(bindings::FORWARD_QUEUE)).ok()?;
+        if binding.is_undefined() || binding.is_null() {
+            return None;
+        }
+        binding.dyn_into::<Object>().ok().map(WorkerQueue)
+    }
+}
+
+fn js_error(e: JsValue) -> String {
+    e.as_string()
+        .or_else(|| {
+            e.dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+impl Queue for WorkerQueue {
+    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String> {
+        let send: Function = Reflect::get(&self.0, &JsValue::from_str("send"))
+            .map_err(js_error)?
+            .dyn_into()
+            .map_err(|_| "FORWARD_QUEUE has no send method".to_owned())?;
+        let options = Object::new();
+        Reflect::set(&options, &"contentType".into(), &"text".into()).map_err(js_error)?;
+        if delay_secs > 0 {
+            Reflect::set(&options, &"delaySeconds".into(), &JsValue::from(delay_secs))
+                .map_err(js_error)?;
+        }
+        let result = send
+            .call2(&self.0, &JsValue::from_str(message), &options)
+            .map_err(js_error)?;
+        JsFuture::from(Promise::resolve(&result))
+            .await
+            .map(|_| ())
+            .map_err(js_error)
     }
 }

@@ -62,9 +62,13 @@ pub fn finish(
 
 /// A `text/plain; charset=utf-8` response with exactly this body.
 pub fn text(status: u16, body: impl Into<String>) -> Result<Response, Failure> {
+    typed(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// A response with this status, content type and body.
+pub fn typed(status: u16, content_type: &str, body: String) -> Result<Response, Failure> {
     let mut resp = Response::ok(body)?.with_status(status);
-    resp.headers_mut()
-        .set("content-type", "text/plain; charset=utf-8")?;
+    resp.headers_mut().set("content-type", content_type)?;
     Ok(resp)
 }
 

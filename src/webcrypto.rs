@@ -10,7 +10,7 @@
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use wechat_relay_core::crypto;
+use wechat_relay_core::{crypto, Cipher};
 
 async fn call_subtle(method: &str, args: &Array) -> Result<JsValue, JsValue> {
     let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;
@@ -50,8 +50,22 @@ async fn decrypt_js(key: &[u8; 32], ciphertext: &[u8]) -> Result<Vec<u8>, JsValu
     Ok(Uint8Array::new(&plain).to_vec())
 }
 
+/// The core's [`Cipher`] port over WebCrypto.
+#[derive(Clone, Copy, Default)]
+pub struct WebCrypto;
+
+impl Cipher for WebCrypto {
+    async fn cbc_decrypt(
+        &self,
+        key: &crypto::AesKey,
+        ciphertext: Vec<u8>,
+    ) -> Result<Vec<u8>, crypto::DecryptError> {
+        cbc_decrypt(key, ciphertext).await
+    }
+}
+
 /// The raw CBC decryption of `ciphertext` (whole 32-byte blocks), WeChat's padding still on.
-pub async fn cbc_decrypt(
+async fn cbc_decrypt(
     key: &crypto::AesKey,
     ciphertext: Vec<u8>,
 ) -> Result<Vec<u8>, crypto::DecryptError> {
