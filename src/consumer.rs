@@ -23,7 +23,7 @@ fn call(object: &JsValue, name: &str, args: &Array) {
     let result = get(object, name)
         .dyn_into::<Function>()
         .map_err(|_| JsValue::from_str("not a function"))
-        .and_then(|f| f.apply(object, args));
+        .and_then(|f| Reflect::apply(&f, object, args));
     if let Err(e) = result {
         log::error!(method = name, error = format!("{e:?}"); "queue message call failed");
     }

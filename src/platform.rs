@@ -258,9 +258,9 @@ impl Queue for WorkerQueue {
             Reflect::set(&options, &"delaySeconds".into(), &JsValue::from(delay_secs))
                 .map_err(js_error)?;
         }
-        let result = send
-            .call2(&self.0, &JsValue::from_str(message), &options)
-            .map_err(js_error)?;
+        // Reflect.apply, not send.call(...): on an RPC stub `call` would be a remote method.
+        let args = js_sys::Array::of2(&JsValue::from_str(message), &options);
+        let result = Reflect::apply(&send, &self.0, &args).map_err(js_error)?;
         JsFuture::from(Promise::resolve(&result))
             .await
             .map(|_| ())

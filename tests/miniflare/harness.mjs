@@ -16,34 +16,55 @@ export const DEMO = {
   FORWARD_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 };
 
+export const QUEUE = "wechat-relay-deliveries";
+export const DEAD_LETTER_QUEUE = "wechat-relay-dead-letters";
+
+/** The queue configuration of wrangler.toml, with batches handed over at once. */
+export const QUEUE_CONSUMERS = {
+  [QUEUE]: { maxBatchSize: 10, maxBatchTimeout: 0, maxRetries: 100, deadLetterQueue: DEAD_LETTER_QUEUE },
+  [DEAD_LETTER_QUEUE]: { maxBatchSize: 10, maxBatchTimeout: 0, maxRetries: 10 },
+};
+
 /**
  * Starts a relay. `bindings` override DEMO (a value of undefined removes it); `upstream(req)` may
- * answer outbound requests (default 204); `kv: false` leaves WECHAT_KV unbound. Returns { mf, fetch, sent, waitFor, dispose }.
+ * answer outbound requests (default 204); `kv: false` leaves WECHAT_KV unbound; `queues: true`
+ * binds FORWARD_QUEUE and consumes both queues as wrangler.toml does; `serviceBindings` and
+ * `workers` (more Miniflare workers) are passed through. Returns { mf, fetch, sent, waitFor, dispose }.
  */
-export async function startRelay({ bindings = {}, upstream, kv = true } = {}) {
+export async function startRelay({ bindings = {}, upstream, kv = true, queues = false, serviceBindings, workers = [] } = {}) {
   const sent = [];
   const merged = { ...DEMO, ...bindings };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
   const logs = [];
-  const mf = new Miniflare({
+  const relay = {
+    name: "relay",
     modules: true,
     scriptPath: path.join(root, "build/index.js"),
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
     compatibilityDate: "2026-04-20",
     bindings: merged,
     kvNamespaces: kv ? ["WECHAT_KV"] : [],
+    serviceBindings,
+    outboundService: async (request) => {
+      const body = Buffer.from(await request.arrayBuffer());
+      const entry = { url: request.url, method: request.method, headers: Object.fromEntries(request.headers), body, at: Date.now() };
+      sent.push(entry);
+      const answer = upstream ? await upstream(entry, sent) : undefined;
+      return answer ?? new Response(null, { status: 204 });
+    },
+  };
+  if (queues) {
+    // A test may bind a stand-in as FORWARD_QUEUE (a Service Binding with a send method).
+    relay.queueProducers = serviceBindings?.FORWARD_QUEUE ? {} : { FORWARD_QUEUE: QUEUE };
+    relay.queueConsumers = QUEUE_CONSUMERS;
+  }
+  const mf = new Miniflare({
+    workers: [relay, ...workers],
     cache: true,
     cachePersist: false,
     kvPersist: false,
     handleRuntimeStdio(stdout, stderr) {
       for (const s of [stdout, stderr]) s.on("data", (d) => logs.push(String(d)));
-    },
-    outboundService: async (request) => {
-      const body = Buffer.from(await request.arrayBuffer());
-      const entry = { url: request.url, method: request.method, headers: Object.fromEntries(request.headers), body };
-      sent.push(entry);
-      const answer = upstream ? await upstream(entry, sent) : undefined;
-      return answer ?? new Response(null, { status: 204 });
     },
   });
   await mf.ready;
