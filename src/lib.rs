@@ -36,10 +36,12 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let config = platform::settings(&env);
     let authorization = req.headers().get("authorization").ok().flatten();
     let method = req.method();
+    let url = req.url()?;
     let routed = dispatch(
         &Incoming {
             method: method.as_ref(),
             path: &path,
+            query: url.query().unwrap_or(""),
             authorization: authorization.as_deref(),
         },
         &config,
@@ -86,16 +88,16 @@ async fn run(
             }
             respond::typed(200, answer.content_type, answer.body)
         }
-        Route::Token => {
+        Route::Token { account } => {
             let token = relay
-                .credentials(config.default_account())
+                .credentials(config.account(&account)?)
                 .access_token()
                 .await?;
             respond::json(&json!({ "access_token": token.value, "expires_at": token.expires_at }))
         }
-        Route::TokenRefresh => {
+        Route::TokenRefresh { account } => {
             let r = relay
-                .credentials(config.default_account())
+                .credentials(config.account(&account)?)
                 .force_refresh()
                 .await?;
             respond::json(&json!({
@@ -104,17 +106,18 @@ async fn run(
                 "refreshed": r.refreshed,
             }))
         }
-        Route::JsapiSignature => {
+        Route::JsapiSignature { account } => {
             let page = query_param(&req, "url")?;
             let mut nonce = [0u8; 16];
             nonce.copy_from_slice(random()?.get(..16).unwrap_or(&[0; 16]));
             let signed = relay
-                .credentials(config.default_account())
+                .credentials(config.account(&account)?)
                 .jsapi_config(page.as_deref(), nonce)
                 .await?;
             respond::json(&signed)
         }
         Route::PassThrough {
+            account,
             method,
             wechat_path,
         } => {
@@ -133,7 +136,7 @@ async fn run(
                     Some(body::read_limited(&mut req, passthrough::MAX_BODY_BYTES).await?)
                 },
             };
-            let creds = relay.credentials(config.default_account());
+            let creds = relay.credentials(config.account(&account)?);
             match passthrough::pass_through(&creds, call).await? {
                 Passed::Streamed(answer) => Ok(answer.0),
                 Passed::Read {

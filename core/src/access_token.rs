@@ -1,7 +1,10 @@
 //! Access tokens and JS-SDK tickets: what to ask WeChat, how to read the answer, what to store
 //! in KV, and when a stored one must be refreshed. No I/O: the shell does the fetches.
 
+use crate::accounts::{Account, Kind};
 use crate::api_error::{errcode_of, ApiError};
+use crate::config::ConfigError;
+use crate::error::Error;
 use crate::ports::HttpRequest;
 
 /// Serve a stored credential only while more than this remains; fetch a new one after.
@@ -64,6 +67,53 @@ pub fn token_request(
             "{api_base}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
             encode(app_id),
             encode(app_secret)
+        )),
+    }
+}
+
+/// The request that fetches an account's access token: `stable_token` (or `token`) for Official
+/// Accounts and Mini Programs, `gettoken` with the corp id and the app's Secret for WeCom.
+pub fn account_token_request(
+    account: &Account,
+    force_refresh: bool,
+) -> Result<HttpRequest, ConfigError> {
+    let base = account.api_base()?;
+    let app_id = account.require_app_id()?;
+    let secret = account.app_secret()?;
+    Ok(match account.kind() {
+        Kind::WeCom => HttpRequest::get(format!(
+            "{base}/cgi-bin/gettoken?corpid={}&corpsecret={}",
+            encode(app_id),
+            encode(secret)
+        )),
+        Kind::Official | Kind::MiniProgram => token_request(
+            account.token_endpoint()?,
+            base,
+            app_id,
+            secret,
+            force_refresh,
+        ),
+    })
+}
+
+/// Whether a token fetched this way replaced the previous one (for the forced-refresh limit).
+pub fn replaces_previous(account: &Account, force_refresh: bool) -> bool {
+    force_refresh
+        || (account.kind() != Kind::WeCom && account.token_endpoint() == Ok(TokenEndpoint::Classic))
+}
+
+/// The request for an account's JS-SDK ticket: `ticket/getticket?type=jsapi` for Official
+/// Accounts, `get_jsapi_ticket` for WeCom; Mini Programs have none.
+pub fn account_ticket_request(account: &Account, access_token: &str) -> Result<HttpRequest, Error> {
+    let base = account.api_base()?;
+    match account.kind() {
+        Kind::Official => Ok(jsapi_ticket_request(base, access_token)),
+        Kind::WeCom => Ok(HttpRequest::get(format!(
+            "{base}/cgi-bin/get_jsapi_ticket?access_token={}",
+            encode(access_token)
+        ))),
+        Kind::MiniProgram => Err(Error::NotAvailable(
+            "Mini Programs have no JS-SDK ticket (wx.config is for web pages of Official Accounts and WeCom apps)",
         )),
     }
 }
@@ -250,10 +300,7 @@ mod tests {
         );
         assert_eq!(
             parse_token_response(br#"{"errcode":40013,"errmsg":"invalid appid"}"#, 0, false),
-            Err(ApiError::WeChat {
-                errcode: 40013,
-                errmsg: "invalid appid".into()
-            })
+            Err(ApiError::wechat(40013, "invalid appid"))
         );
         assert!(matches!(
             parse_token_response(b"<html>", 0, false),

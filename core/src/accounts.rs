@@ -1,15 +1,31 @@
-//! Accounts: each WeChat account the relay serves, with its own secrets, API base and token
-//! endpoint. The single-account settings (`WECHAT_TOKEN`, `WECHAT_APP_ID`, ...) are the account
-//! `default`.
+//! Accounts: each WeChat account the relay serves, with its own kind, secrets, API base and
+//! token endpoint. The single-account settings (`WECHAT_TOKEN`, `WECHAT_APP_ID`, ...) are the
+//! account `default`; `WECHAT_ACCOUNTS`, a JSON document, names more:
 //!
-//! Each setting is kept as a `Result`, so an account with no AppSecret still verifies callbacks,
-//! and the request that needs a missing setting gets an error naming it.
+//! ```json
+//! {"shop":  {"kind": "official", "app_id": "wx..."},
+//!  "staff": {"kind": "wecom", "corp_id": "ww...", "agent_id": "1000002"},
+//!  "mini":  {"kind": "miniprogram", "app_id": "wx...", "format": "json"}}
+//! ```
+//!
+//! Each named account's secrets are `WECHAT_<NAME>_TOKEN`, `WECHAT_<NAME>_ENCODING_AES_KEY` and
+//! `WECHAT_<NAME>_APP_SECRET`. Each setting is kept as a `Result`, so an account with no
+//! AppSecret still verifies callbacks, an account with a broken entry does not break the others,
+//! and the request that needs a missing or malformed setting gets an error naming it, never
+//! another account's secrets.
+
+use std::collections::BTreeMap;
 
 use crate::access_token::TokenEndpoint;
 use crate::config::{parse_http_url, ConfigError, Secret, Setting, DEFAULT_API_BASE};
 use crate::crypto::AesKey;
 
 pub const DEFAULT_ACCOUNT: &str = "default";
+/// WeCom's API.
+pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
+/// Largest `WECHAT_ACCOUNTS` document accepted.
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+const MAX_ACCOUNTS: usize = 200;
 
 /// Whether `name` is a valid account name: `^[a-z][a-z0-9_]{0,31}$`.
 pub fn is_valid_name(name: &str) -> bool {
@@ -22,16 +38,52 @@ pub fn is_valid_name(name: &str) -> bool {
 /// The kinds of WeChat account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A service or subscription Official Account.
+    /// A service or subscription Official Account, verified or not.
     Official,
+    /// An enterprise account's self-built app (WeCom): always encrypted, echostr encrypted too.
+    WeCom,
+    /// A Mini Program's message push.
+    MiniProgram,
 }
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Official => "official",
+            Kind::WeCom => "wecom",
+            Kind::MiniProgram => "miniprogram",
         }
     }
+
+    fn parse(kind: &str) -> Option<Kind> {
+        Some(match kind {
+            "official" => Kind::Official,
+            "wecom" => Kind::WeCom,
+            "miniprogram" => Kind::MiniProgram,
+            _ => return None,
+        })
+    }
+
+    /// The fields an account of this kind may have in `WECHAT_ACCOUNTS`.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Official => &["kind", "app_id", "api_base", "token_endpoint"],
+            Kind::MiniProgram => &["kind", "app_id", "format", "api_base", "token_endpoint"],
+            Kind::WeCom => &["kind", "corp_id", "agent_id", "api_base"],
+        }
+    }
+
+    /// Whether WeChat always encrypts this kind's callbacks.
+    pub fn always_encrypted(self) -> bool {
+        matches!(self, Kind::WeCom)
+    }
+}
+
+/// The message format an account's console is set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFormat {
+    Xml,
+    Json,
 }
 
 /// One account's settings. Secrets never appear in `Debug` output.
@@ -39,7 +91,10 @@ impl Kind {
 pub struct Account {
     name: String,
     kind: Kind,
+    /// The AppID (WeCom: the corp id): the receive id inside every ciphertext.
     app_id: Option<String>,
+    agent_id: Option<String>,
+    format: MessageFormat,
     token: Setting<Secret>,
     aes_key: Setting<Option<AesKey>>,
     app_secret: Setting<Secret>,
@@ -56,24 +111,46 @@ struct SettingNames {
     app_id: String,
 }
 
+/// What the single-account settings give every account by default.
+struct Defaults {
+    api_base: Option<String>,
+    wecom_api_base: Option<String>,
+    token_endpoint: Option<String>,
+}
+
+impl Defaults {
+    fn from(get: &dyn Fn(&str) -> Option<String>) -> Defaults {
+        Defaults {
+            api_base: get("WECHAT_API_BASE"),
+            wecom_api_base: get("WECOM_API_BASE"),
+            token_endpoint: get("WECHAT_TOKEN_ENDPOINT"),
+        }
+    }
+}
+
+fn token_endpoint(value: Option<String>, setting: &str) -> Setting<TokenEndpoint> {
+    match value {
+        None => Ok(TokenEndpoint::Stable),
+        Some(v) => v.parse().map_err(|p| ConfigError::new(setting, p)),
+    }
+}
+
 impl Account {
     /// The account `default`, from the single-account settings. `get` returns a trimmed,
     /// non-empty value or `None`.
     pub(crate) fn default_from(get: &dyn Fn(&str) -> Option<String>) -> Account {
+        let defaults = Defaults::from(get);
         Account {
             name: DEFAULT_ACCOUNT.to_owned(),
             kind: Kind::Official,
             app_id: get("WECHAT_APP_ID"),
+            agent_id: None,
+            format: MessageFormat::Xml,
             token: secret(get, "WECHAT_TOKEN"),
             aes_key: aes_key(get, "WECHAT_ENCODING_AES_KEY"),
             app_secret: secret(get, "WECHAT_APP_SECRET"),
-            api_base: api_base(get("WECHAT_API_BASE"), "WECHAT_API_BASE"),
-            token_endpoint: match get("WECHAT_TOKEN_ENDPOINT") {
-                None => Ok(TokenEndpoint::Stable),
-                Some(v) => v
-                    .parse()
-                    .map_err(|p| ConfigError::new("WECHAT_TOKEN_ENDPOINT", p)),
-            },
+            api_base: api_base(defaults.api_base, DEFAULT_API_BASE, "WECHAT_API_BASE"),
+            token_endpoint: token_endpoint(defaults.token_endpoint, "WECHAT_TOKEN_ENDPOINT"),
             names: SettingNames {
                 token: "WECHAT_TOKEN".into(),
                 aes_key: "WECHAT_ENCODING_AES_KEY".into(),
@@ -82,12 +159,138 @@ impl Account {
         }
     }
 
+    /// A named account from its `WECHAT_ACCOUNTS` entry and its secrets.
+    fn named(
+        name: &str,
+        entry: &serde_json::Value,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Account, ConfigError> {
+        let doc = |field: &str| format!("WECHAT_ACCOUNTS ({name}.{field})");
+        let err = |field: &str, problem: String| ConfigError::new(&doc(field), problem);
+        if !is_valid_name(name) {
+            return Err(ConfigError::new(
+                "WECHAT_ACCOUNTS",
+                format!("account {name:?}: a name must match ^[a-z][a-z0-9_]{{0,31}}$"),
+            ));
+        }
+        if name == DEFAULT_ACCOUNT {
+            return Err(ConfigError::new(
+                "WECHAT_ACCOUNTS",
+                "account \"default\" is the single-account settings (WECHAT_TOKEN, WECHAT_APP_ID, ...); name the others",
+            ));
+        }
+        let serde_json::Value::Object(fields) = entry else {
+            return Err(ConfigError::new(
+                "WECHAT_ACCOUNTS",
+                format!("account {name:?} must be an object such as {{\"kind\": \"official\", \"app_id\": \"wx...\"}}"),
+            ));
+        };
+        let text = |field: &str| -> Result<Option<String>, ConfigError> {
+            match fields.get(field) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+                    Ok(Some(s.trim().to_owned()))
+                }
+                Some(serde_json::Value::Number(n)) if field == "agent_id" => {
+                    Ok(Some(n.to_string()))
+                }
+                Some(_) => Err(err(field, "must be a non-empty string".into())),
+            }
+        };
+        let kind_text = text("kind")?.ok_or_else(|| {
+            err(
+                "kind",
+                "is missing: one of official, wecom, miniprogram".into(),
+            )
+        })?;
+        let kind = Kind::parse(&kind_text).ok_or_else(|| {
+            err(
+                "kind",
+                format!("{kind_text:?} is not one of official, wecom, miniprogram"),
+            )
+        })?;
+        if let Some(unknown) = fields.keys().find(|k| !kind.fields().contains(&k.as_str())) {
+            return Err(err(
+                unknown,
+                format!(
+                    "is not a field of a {} account (fields: {})",
+                    kind.as_str(),
+                    kind.fields().join(", ")
+                ),
+            ));
+        }
+        let id_field = if kind == Kind::WeCom {
+            "corp_id"
+        } else {
+            "app_id"
+        };
+        let app_id = text(id_field)?.ok_or_else(|| err(id_field, "is missing".into()))?;
+        let agent_id = text("agent_id")?;
+        if let Some(a) = &agent_id {
+            if !a.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err("agent_id", format!("{a:?} is not a number")));
+            }
+        }
+        let format = match text("format")?.as_deref() {
+            None | Some("xml") => MessageFormat::Xml,
+            Some("json") => MessageFormat::Json,
+            Some(other) => return Err(err("format", format!("{other:?} is not xml or json"))),
+        };
+        let defaults = Defaults::from(get);
+        let (base, fallback, base_setting) = match (text("api_base")?, kind) {
+            (Some(own), _) => (Some(own), DEFAULT_API_BASE, doc("api_base")),
+            (None, Kind::WeCom) => (
+                defaults.wecom_api_base,
+                DEFAULT_WECOM_API_BASE,
+                "WECOM_API_BASE".to_owned(),
+            ),
+            (None, _) => (
+                defaults.api_base,
+                DEFAULT_API_BASE,
+                "WECHAT_API_BASE".to_owned(),
+            ),
+        };
+        let endpoint = match text("token_endpoint")? {
+            Some(own) => token_endpoint(Some(own), &doc("token_endpoint")),
+            None => token_endpoint(defaults.token_endpoint, "WECHAT_TOKEN_ENDPOINT"),
+        };
+        let upper = name.to_ascii_uppercase();
+        let setting = |what: &str| format!("WECHAT_{upper}_{what}");
+        Ok(Account {
+            name: name.to_owned(),
+            kind,
+            app_id: Some(app_id),
+            agent_id,
+            format,
+            token: secret(get, &setting("TOKEN")),
+            aes_key: aes_key(get, &setting("ENCODING_AES_KEY")),
+            app_secret: secret(get, &setting("APP_SECRET")),
+            api_base: api_base(base, fallback, &base_setting),
+            token_endpoint: endpoint,
+            names: SettingNames {
+                token: setting("TOKEN"),
+                aes_key: setting("ENCODING_AES_KEY"),
+                app_id: doc(id_field),
+            },
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
 
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The WeCom app's AgentID, when configured.
+    pub fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+
+    /// The message format set in the console (Mini Programs choose; the others push XML).
+    pub fn format(&self) -> MessageFormat {
+        self.format
     }
 
     pub fn token(&self) -> Result<&str, ConfigError> {
@@ -115,7 +318,7 @@ impl Account {
         })
     }
 
-    /// The AppID, which encrypted callbacks must carry.
+    /// The AppID (WeCom: the corp id), which encrypted callbacks must carry.
     pub fn app_id(&self) -> Option<&str> {
         self.app_id.as_deref()
     }
@@ -164,6 +367,59 @@ impl Account {
     }
 }
 
+/// The named accounts of `WECHAT_ACCOUNTS`: each entry an account or the error that names what
+/// is wrong with it.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    entries: BTreeMap<String, Result<Account, ConfigError>>,
+}
+
+impl Accounts {
+    /// Parses the document; `get` reads the accounts' secrets. A document that is not a JSON
+    /// object of objects is one error for every named account.
+    pub fn parse(
+        document: &str,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Accounts, ConfigError> {
+        let err = |p: String| ConfigError::new("WECHAT_ACCOUNTS", p);
+        if document.len() > MAX_DOCUMENT_BYTES {
+            return Err(err(format!("is larger than {MAX_DOCUMENT_BYTES} bytes")));
+        }
+        let value: serde_json::Value = serde_json::from_str(document).map_err(|e| {
+            let why: String = e.to_string().chars().take(100).collect();
+            err(format!("is not valid JSON ({why})"))
+        })?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(err(
+                "must be a JSON object mapping account names to accounts".into(),
+            ));
+        };
+        if map.len() > MAX_ACCOUNTS {
+            return Err(err(format!("names more than {MAX_ACCOUNTS} accounts")));
+        }
+        let entries = map
+            .iter()
+            .map(|(name, entry)| (name.clone(), Account::named(name, entry, get)))
+            .collect();
+        Ok(Accounts { entries })
+    }
+
+    /// The entry called `name`: `None` when there is none.
+    pub fn get(&self, name: &str) -> Option<&Result<Account, ConfigError>> {
+        self.entries.get(name)
+    }
+
+    /// Every account that parsed.
+    pub fn valid(&self) -> impl Iterator<Item = &Account> {
+        self.entries.values().filter_map(|e| e.as_ref().ok())
+    }
+
+    /// Every entry's error.
+    pub fn problems(&self) -> impl Iterator<Item = &ConfigError> {
+        self.entries.values().filter_map(|e| e.as_ref().err())
+    }
+}
+
 fn secret(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Setting<Secret> {
     get(name)
         .map(Secret::new)
@@ -178,11 +434,270 @@ fn aes_key(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Setting<Option<A
         .transpose()
 }
 
-fn api_base(value: Option<String>, name: &str) -> Setting<String> {
+fn api_base(value: Option<String>, fallback: &str, name: &str) -> Setting<String> {
     match value {
-        None => Ok(DEFAULT_API_BASE.to_owned()),
+        None => Ok(fallback.to_owned()),
         Some(base) => parse_http_url(&base)
             .map(|u| u.trim_end_matches('/').to_owned())
             .map_err(|p| ConfigError::new(name, p)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::error::Error;
+    use crate::testing::config;
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    const DOC: &str = r#"{
+        "shop": {"kind": "official", "app_id": "wxshop"},
+        "staff": {"kind": "wecom", "corp_id": "ww_corp", "agent_id": "1000002"},
+        "mini": {"kind": "miniprogram", "app_id": "wxmini", "format": "json", "api_base": "https://api2.weixin.qq.com/"}
+    }"#;
+
+    fn three(extra: &[(&str, &str)]) -> Config {
+        let mut pairs = vec![
+            ("WECHAT_ACCOUNTS", DOC),
+            ("WECHAT_TOKEN", "default-token"),
+            ("WECHAT_SHOP_TOKEN", "shop-token"),
+            ("WECHAT_SHOP_ENCODING_AES_KEY", KEY),
+            ("WECHAT_SHOP_APP_SECRET", "shop-secret"),
+            ("WECHAT_STAFF_TOKEN", "staff-token"),
+            ("WECHAT_STAFF_ENCODING_AES_KEY", KEY),
+            ("WECHAT_STAFF_APP_SECRET", "staff-secret"),
+            ("WECHAT_MINI_TOKEN", "mini-token"),
+        ];
+        pairs.extend_from_slice(extra);
+        config(&pairs)
+    }
+
+    #[test]
+    fn every_kind_from_one_document() {
+        let c = three(&[]);
+        let shop = c.account("shop").unwrap();
+        assert_eq!(
+            (shop.kind(), shop.app_id(), shop.token().unwrap()),
+            (Kind::Official, Some("wxshop"), "shop-token")
+        );
+        assert_eq!(shop.app_secret().unwrap(), "shop-secret");
+        assert_eq!(shop.api_base().unwrap(), DEFAULT_API_BASE);
+        let staff = c.account("staff").unwrap();
+        assert_eq!(
+            (staff.kind(), staff.app_id(), staff.agent_id()),
+            (Kind::WeCom, Some("ww_corp"), Some("1000002"))
+        );
+        assert_eq!(staff.api_base().unwrap(), DEFAULT_WECOM_API_BASE);
+        assert!(staff.kind().always_encrypted());
+        let mini = c.account("mini").unwrap();
+        assert_eq!(
+            (mini.kind(), mini.format()),
+            (Kind::MiniProgram, MessageFormat::Json)
+        );
+        assert_eq!(mini.api_base().unwrap(), "https://api2.weixin.qq.com");
+        assert_eq!(
+            c.account("default").unwrap().token().unwrap(),
+            "default-token"
+        );
+        assert_eq!(c.account("nobody").unwrap_err(), Error::NotFound);
+        let names: Vec<&str> = c.accounts().iter().map(|a| a.name()).collect();
+        assert_eq!(names, ["default", "mini", "shop", "staff"]);
+    }
+
+    #[test]
+    fn a_missing_secret_is_named_and_never_borrowed() {
+        let c = three(&[]);
+        let mini = c.account("mini").unwrap();
+        let e = mini.app_secret().unwrap_err();
+        assert_eq!(e.setting, "WECHAT_MINI_APP_SECRET");
+        assert!(
+            mini.aes_key().unwrap().is_none(),
+            "no key of the default account or another"
+        );
+        let e = mini.require_aes_key().unwrap_err();
+        assert_eq!(e.setting, "WECHAT_MINI_ENCODING_AES_KEY");
+        let c = three(&[("WECHAT_SHOP_TOKEN", "")]);
+        assert_eq!(
+            c.account("shop").unwrap().token().unwrap_err().setting,
+            "WECHAT_SHOP_TOKEN"
+        );
+    }
+
+    #[test]
+    fn broken_entries_are_errors_naming_the_account_and_the_setting() {
+        for (doc, name, needle) in [
+            (r#"{"shop": {"kind": "official"}}"#, "shop", "shop.app_id"),
+            (
+                r#"{"shop": {"kind": "bank", "app_id": "wx"}}"#,
+                "shop",
+                "not one of official",
+            ),
+            (r#"{"shop": {"app_id": "wx"}}"#, "shop", "shop.kind"),
+            (
+                r#"{"shop": {"kind": "official", "app_id": "wx", "appid": "typo"}}"#,
+                "shop",
+                "shop.appid",
+            ),
+            (
+                r#"{"shop": {"kind": "official", "app_id": 5}}"#,
+                "shop",
+                "non-empty string",
+            ),
+            (
+                r#"{"staff": {"kind": "wecom", "app_id": "wx"}}"#,
+                "staff",
+                "staff.app_id",
+            ),
+            (
+                r#"{"staff": {"kind": "wecom", "corp_id": "ww", "agent_id": "abc"}}"#,
+                "staff",
+                "agent_id",
+            ),
+            (
+                r#"{"mini": {"kind": "miniprogram", "app_id": "wx", "format": "yaml"}}"#,
+                "mini",
+                "mini.format",
+            ),
+            (r#"{"shop": "official"}"#, "shop", "must be an object"),
+            (
+                r#"{"Shop": {"kind": "official", "app_id": "wx"}}"#,
+                "Shop",
+                "a name must match",
+            ),
+            (
+                r#"{"default": {"kind": "official", "app_id": "wx"}}"#,
+                "default_is_reserved",
+                "",
+            ),
+        ] {
+            let c = config(&[("WECHAT_ACCOUNTS", doc)]);
+            if name == "default_is_reserved" {
+                assert!(
+                    c.problems()
+                        .iter()
+                        .any(|p| p.problem.contains("single-account")),
+                    "{doc}"
+                );
+                continue;
+            }
+            let e = c.account(name).unwrap_err();
+            assert_eq!(e.status(), 500, "{doc}");
+            let text = e.to_string();
+            assert!(text.contains(needle), "{doc}: {text}");
+            assert!(text.contains("WECHAT_ACCOUNTS"), "{doc}: {text}");
+        }
+        // A malformed API base or token endpoint is that setting's error: callbacks still verify.
+        let c = config(&[(
+            "WECHAT_ACCOUNTS",
+            r#"{"shop": {"kind": "official", "app_id": "wx", "api_base": "ftp://x", "token_endpoint": "fast"}}"#,
+        )]);
+        let shop = c.account("shop").unwrap();
+        assert!(shop
+            .api_base()
+            .unwrap_err()
+            .to_string()
+            .contains("shop.api_base"));
+        assert!(shop
+            .token_endpoint()
+            .unwrap_err()
+            .to_string()
+            .contains("shop.token_endpoint"));
+        // One broken entry does not break the others, nor the default account.
+        let c = config(&[
+            (
+                "WECHAT_ACCOUNTS",
+                r#"{"bad": {"kind": "x"}, "good": {"kind": "official", "app_id": "wx"}}"#,
+            ),
+            ("WECHAT_GOOD_TOKEN", "t"),
+        ]);
+        assert!(c.account("good").is_ok());
+        assert!(c.account("default").is_ok());
+        assert!(c.account("bad").is_err());
+    }
+
+    #[test]
+    fn a_broken_document_breaks_named_accounts_only() {
+        for doc in ["{", "[]", "\"x\"", "5"] {
+            let c = config(&[("WECHAT_ACCOUNTS", doc), ("WECHAT_TOKEN", "t")]);
+            let e = c.account("shop").unwrap_err();
+            assert!(e.to_string().contains("WECHAT_ACCOUNTS"), "{doc}: {e}");
+            assert_eq!(c.account("default").unwrap().token().unwrap(), "t");
+            assert_eq!(c.accounts().len(), 1);
+        }
+        let huge = format!("{{\"a\": \"{}\"}}", "x".repeat(MAX_DOCUMENT_BYTES));
+        assert!(config(&[("WECHAT_ACCOUNTS", &huge)])
+            .account("a")
+            .unwrap_err()
+            .to_string()
+            .contains("larger"));
+    }
+
+    #[test]
+    fn account_api_bases_fall_back_per_kind() {
+        let c = three(&[
+            ("WECHAT_API_BASE", "https://proxy.example/wx"),
+            ("WECOM_API_BASE", "https://proxy.example/work"),
+        ]);
+        assert_eq!(
+            c.account("shop").unwrap().api_base().unwrap(),
+            "https://proxy.example/wx"
+        );
+        assert_eq!(
+            c.account("staff").unwrap().api_base().unwrap(),
+            "https://proxy.example/work"
+        );
+        assert_eq!(
+            c.account("mini").unwrap().api_base().unwrap(),
+            "https://api2.weixin.qq.com",
+            "its own wins"
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let debug = format!("{:?}", three(&[]));
+        for secret in ["shop-secret", "staff-secret", "shop-token", "staff-token"] {
+            assert!(!debug.contains(secret), "{secret}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for good in ["a", "shop", "shop_2", "a23456789012345678901234567890ab"] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "A",
+            "2shop",
+            "_x",
+            "shop-2",
+            "a234567890123456789012345678901ab",
+            "shöp",
+        ] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostile_documents_never_panic() {
+        let mut state = 0xdeadbeefcafef00du64;
+        for _ in 0..3_000 {
+            let mut bytes = DOC.as_bytes().to_vec();
+            for _ in 0..4 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let i = (state as usize) % bytes.len();
+                bytes[i] = (state >> 32) as u8;
+            }
+            let doc = String::from_utf8_lossy(&bytes).into_owned();
+            let c = config(&[("WECHAT_ACCOUNTS", &doc)]);
+            let _ = c.problems();
+            for name in ["shop", "staff", "mini"] {
+                let _ = c.account(name);
+            }
+        }
     }
 }

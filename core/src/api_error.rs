@@ -6,11 +6,17 @@
 
 use serde::Serialize;
 
+use crate::accounts::Kind;
+
 /// Why a call to WeChat's API did not give us what we asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
-    /// WeChat answered with a non-zero errcode.
-    WeChat { errcode: i64, errmsg: String },
+    /// WeChat answered with a non-zero errcode; `kind` is the calling account's, for the hint.
+    WeChat {
+        errcode: i64,
+        errmsg: String,
+        kind: Option<Kind>,
+    },
     /// The network failed or timed out on the way to WeChat.
     Unreachable(String),
     /// WeChat answered something that is neither a result nor an error (HTTP status, JSON shape).
@@ -27,8 +33,18 @@ pub fn is_token_invalid(errcode: i64) -> bool {
     TOKEN_INVALID.contains(&errcode)
 }
 
-/// What to do about an errcode, for the ones teams run into.
-pub fn hint(errcode: i64) -> Option<&'static str> {
+/// What to do about an errcode, for the ones teams run into, in terms of the account's kind.
+pub fn hint(errcode: i64, kind: Option<Kind>) -> Option<&'static str> {
+    if kind == Some(Kind::WeCom) {
+        if let Some(h) = wecom_hint(errcode) {
+            return Some(h);
+        }
+    }
+    if kind == Some(Kind::MiniProgram) {
+        if let Some(h) = miniprogram_hint(errcode) {
+            return Some(h);
+        }
+    }
     Some(match errcode {
         -1 => "WeChat is busy; the relay already retried once after a short pause. Retry later.",
         40001 => "Invalid credential: either the AppSecret is wrong (check WECHAT_APP_SECRET against the console, and that it was not reset) or the access_token was invalidated by another fetch. Tokens from /cgi-bin/token and /cgi-bin/stable_token are separate: do not mix them across servers.",
@@ -43,8 +59,32 @@ pub fn hint(errcode: i64) -> Option<&'static str> {
         45009 => "Daily API quota reached for this interface. Quotas reset at midnight (UTC+8); an admin can clear them with /cgi-bin/clear_quota, a limited number of times a month.",
         45011 => "Per-minute API frequency limit reached: slow down.",
         48001 => "This account is not authorized for this interface. Many interfaces need a verified (认证) Service Account; unverified and Subscription accounts lack menus, templates, OAuth web authorization, QR codes with parameters and more. Check the interface's permission list in the console.",
+        50001 => "The user or this account is not authorized for this interface: unverified and Subscription accounts lack many interfaces (check the permission list in the console), and some need the user's authorization first.",
+        61024 => "This interface needs a component (third-party platform) token: call it with the platform account's authorizer token, not the account's own.",
         50002 => "The user's account is restricted by WeChat.",
         89503 => "WeChat flagged this call as risky: an admin must confirm it in the console before the IP can call again.",
+        _ => return None,
+    })
+}
+
+/// WeCom's meanings, where they differ from the Official Account's.
+fn wecom_hint(errcode: i64) -> Option<&'static str> {
+    Some(match errcode {
+        40001 | 40014 => "Invalid access_token or secret: check the account's WECHAT_<NAME>_APP_SECRET (the app's Secret in the WeCom admin console, Apps > the app), and that the token was fetched for this app.",
+        40013 => "Invalid corp id: check the account's corp_id in WECHAT_ACCOUNTS (My Company > Company Information > Company ID).",
+        42001 => "access_token expired: the relay refreshes it; retry.",
+        60020 => "The calling IP is not among the app's trusted IPs (企业可信IP). Cloudflare Workers have no fixed egress IP: point the account's api_base (or WECOM_API_BASE) at a fixed-IP proxy for https://qyapi.weixin.qq.com and add that IP in the admin console.",
+        48002 | 48001 => "The app is not authorized for this interface: check the app's permissions and visible range in the WeCom admin console.",
+        _ => return None,
+    })
+}
+
+/// Mini Programs' meanings, where they differ from the Official Account's.
+fn miniprogram_hint(errcode: i64) -> Option<&'static str> {
+    Some(match errcode {
+        48001 => "This Mini Program is not authorized for this interface: check its category, verification and the interface's permission in the Mini Program console.",
+        40013 => "Invalid AppID: check the Mini Program account's app_id in WECHAT_ACCOUNTS.",
+        40164 => "The calling IP is not whitelisted; Mini Programs are usually exempt, so check that the account is really a Mini Program and its API IP whitelist setting.",
         _ => return None,
     })
 }
@@ -64,6 +104,29 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
+    /// A WeChat errcode with no account kind known yet.
+    pub fn wechat(errcode: i64, errmsg: impl Into<String>) -> ApiError {
+        ApiError::WeChat {
+            errcode,
+            errmsg: errmsg.into(),
+            kind: None,
+        }
+    }
+
+    /// The same error, hinted for an account of `kind`.
+    pub fn for_kind(self, kind: Kind) -> ApiError {
+        match self {
+            ApiError::WeChat {
+                errcode, errmsg, ..
+            } => ApiError::WeChat {
+                errcode,
+                errmsg,
+                kind: Some(kind),
+            },
+            other => other,
+        }
+    }
+
     /// The `error` field of the JSON answer.
     pub fn code(&self) -> &'static str {
         match self {
@@ -91,11 +154,15 @@ impl ApiError {
 
     pub fn body(&self) -> ErrorBody {
         match self {
-            ApiError::WeChat { errcode, errmsg } => ErrorBody {
+            ApiError::WeChat {
+                errcode,
+                errmsg,
+                kind,
+            } => ErrorBody {
                 error: self.code(),
                 errcode: Some(*errcode),
                 errmsg: Some(errmsg.clone()),
-                hint: hint(*errcode),
+                hint: hint(*errcode, *kind),
                 message: None,
             },
             ApiError::Unreachable(why) => ErrorBody {
@@ -119,7 +186,11 @@ impl ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApiError::WeChat { errcode, errmsg } => write!(f, "WeChat errcode {errcode}: {errmsg}"),
+            ApiError::WeChat {
+                errcode, errmsg, ..
+            } => {
+                write!(f, "WeChat errcode {errcode}: {errmsg}")
+            }
             ApiError::Unreachable(why) => write!(f, "WeChat unreachable: {why}"),
             ApiError::BadResponse(why) => write!(f, "unexpected answer from WeChat: {why}"),
         }
@@ -136,10 +207,7 @@ pub fn errcode_of(body: &[u8]) -> Option<ApiError> {
     let e: Err = serde_json::from_slice(body).ok()?;
     match e.errcode {
         Some(0) | None => None,
-        Some(errcode) => Some(ApiError::WeChat {
-            errcode,
-            errmsg: e.errmsg.unwrap_or_default(),
-        }),
+        Some(errcode) => Some(ApiError::wechat(errcode, e.errmsg.unwrap_or_default())),
     }
 }
 
@@ -149,20 +217,28 @@ mod tests {
 
     #[test]
     fn common_errcodes_have_hints() {
-        for code in [-1, 40001, 40013, 40125, 40164, 45009, 48001] {
-            assert!(hint(code).is_some(), "{code}");
+        for code in [-1, 40001, 40013, 40125, 40164, 45009, 48001, 50001] {
+            assert!(hint(code, None).is_some(), "{code}");
         }
-        assert!(hint(40164).unwrap().contains("WECHAT_API_BASE"));
-        assert!(hint(48001).unwrap().contains("Subscription"));
-        assert_eq!(hint(12345), None);
+        assert!(hint(40164, None).unwrap().contains("WECHAT_API_BASE"));
+        assert!(hint(48001, Some(Kind::Official))
+            .unwrap()
+            .contains("Subscription"));
+        assert!(hint(48001, Some(Kind::MiniProgram))
+            .unwrap()
+            .contains("Mini Program"));
+        assert!(hint(60020, Some(Kind::WeCom))
+            .unwrap()
+            .contains("trusted IP"));
+        assert!(hint(40013, Some(Kind::WeCom)).unwrap().contains("corp_id"));
+        assert!(hint(40013, Some(Kind::Official)).unwrap().contains("AppID"));
+        assert!(hint(42001, Some(Kind::WeCom)).is_some());
+        assert_eq!(hint(12345, None), None);
     }
 
     #[test]
     fn statuses_and_bodies() {
-        let e = ApiError::WeChat {
-            errcode: 40164,
-            errmsg: "invalid ip 1.2.3.4".into(),
-        };
+        let e = ApiError::wechat(40164, "invalid ip 1.2.3.4");
         assert_eq!(e.status(), 502);
         let body = serde_json::to_value(e.body()).unwrap();
         assert_eq!(body["error"], "wechat_error");
@@ -183,10 +259,7 @@ mod tests {
         assert_eq!(errcode_of(b"not json"), None);
         assert_eq!(
             errcode_of(br#"{"errcode":40001,"errmsg":"invalid credential"}"#),
-            Some(ApiError::WeChat {
-                errcode: 40001,
-                errmsg: "invalid credential".into()
-            })
+            Some(ApiError::wechat(40001, "invalid credential"))
         );
         assert!(is_token_invalid(42001) && is_token_invalid(40014) && !is_token_invalid(45009));
     }

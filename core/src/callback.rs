@@ -3,6 +3,7 @@
 //! The shell passes in the query, the body bytes and the current time; it gets back either the
 //! echo string / normalized event or an [`Error`] that already knows its HTTP status.
 
+use crate::accounts::{Account, Kind};
 use crate::config::Config;
 use crate::crypto;
 use crate::error::Error;
@@ -80,7 +81,9 @@ fn check_window(timestamp: u64, now_secs: u64, skew: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// `GET` URL verification: returns the `echostr` to send back verbatim.
+/// `GET` URL verification: returns what to answer. Official Accounts and Mini Programs send
+/// `signature` and a plaintext `echostr`, echoed verbatim; WeCom sends `msg_signature` over the
+/// token, timestamp, nonce and an encrypted `echostr`, whose plaintext is the answer.
 pub fn verify_url(
     config: &Config,
     account: &str,
@@ -88,6 +91,9 @@ pub fn verify_url(
     now_secs: u64,
 ) -> Result<String, Error> {
     let account = config.account(account)?;
+    if account.kind() == Kind::WeCom {
+        return verify_wecom_url(config, account, query, now_secs);
+    }
     let sig = required(&query.signature, "signature")?;
     let ts = required(&query.timestamp, "timestamp")?;
     let nonce = required(&query.nonce, "nonce")?;
@@ -99,6 +105,28 @@ pub fn verify_url(
     }
     check_window(timestamp, now_secs, config.max_clock_skew()?)?;
     Ok(echostr.to_owned())
+}
+
+fn verify_wecom_url(
+    config: &Config,
+    account: &Account,
+    query: &Query,
+    now_secs: u64,
+) -> Result<String, Error> {
+    let sig = required(&query.msg_signature, "msg_signature")?;
+    let ts = required(&query.timestamp, "timestamp")?;
+    let nonce = required(&query.nonce, "nonce")?;
+    let echostr = required(&query.echostr, "echostr")?;
+    let timestamp = parse_timestamp(ts)?;
+    let token = account.token()?;
+    if !signature::verify(sig, &[token, ts, nonce, echostr]) {
+        return Err(Error::BadSignature);
+    }
+    check_window(timestamp, now_secs, config.max_clock_skew()?)?;
+    let key = account.require_aes_key()?;
+    let corp_id = account.require_app_id()?;
+    let opened = crypto::decrypt(key, echostr, corp_id).map_err(|_| Error::Decryption)?;
+    String::from_utf8(opened.message).map_err(|_| Error::Decryption)
 }
 
 /// How a callback arrived.
@@ -153,6 +181,8 @@ pub struct Sealed {
     pub key: crypto::AesKey,
     app_id: String,
     account: String,
+    /// The WeCom app the message must be for, when configured.
+    agent_id: Option<String>,
     now_ms: u64,
 }
 
@@ -167,13 +197,24 @@ impl Sealed {
             app_id: Some(&opened.receive_id),
             received_at_ms: self.now_ms,
         };
-        inbound(&opened.message, &ctx, Mode::Encrypted)
+        let root = parse_body(&opened.message)?;
+        if let (Some(expected), Some(agent)) = (&self.agent_id, root.child_text("AgentID")) {
+            if !agent.trim().is_empty() && agent.trim() != expected {
+                return Err(Error::WrongRecipient);
+            }
+        }
+        inbound(&root, &opened.message, &ctx, Mode::Encrypted)
     }
 }
 
-/// Parses a verified message (XML or JSON) and normalizes it.
-fn inbound(message: &[u8], ctx: &event::Context<'_>, mode: Mode) -> Result<Inbound, Error> {
-    let event = event::normalize(&parse_body(message)?, ctx)?;
+/// Normalizes a verified message (XML or JSON, already parsed).
+fn inbound(
+    root: &xml::Element,
+    message: &[u8],
+    ctx: &event::Context<'_>,
+    mode: Mode,
+) -> Result<Inbound, Error> {
+    let event = event::normalize(root, ctx)?;
     let json = message.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     Ok(Inbound { event, mode, json })
 }
@@ -194,6 +235,9 @@ pub fn begin_callback(
         });
     }
     let mode = match query.encrypt_type.as_deref() {
+        // WeCom always encrypts and sends no encrypt_type: a plaintext POST is refused below
+        // (it has no msg_signature or no Encrypt).
+        _ if account.kind().always_encrypted() => Mode::Encrypted,
         None | Some("") | Some("raw") => Mode::Plaintext,
         Some("aes") => Mode::Encrypted,
         Some(_) => return Err(Error::MalformedParameter("encrypt_type")),
@@ -216,7 +260,12 @@ pub fn begin_callback(
                 app_id: account.app_id(),
                 received_at_ms: now_ms,
             };
-            Ok(Begun::Opened(inbound(body, &ctx, mode)?))
+            Ok(Begun::Opened(inbound(
+                &parse_body(body)?,
+                body,
+                &ctx,
+                mode,
+            )?))
         }
         Mode::Encrypted => {
             let msg_sig = required(&query.msg_signature, "msg_signature")?;
@@ -242,6 +291,7 @@ pub fn begin_callback(
                 key: key.clone(),
                 app_id: app_id.to_owned(),
                 account: account.name().to_owned(),
+                agent_id: account.agent_id().map(str::to_owned),
                 now_ms,
             }))
         }

@@ -4,7 +4,7 @@
 //! malformed `FORWARD_URLS` does not break URL verification, and the request that needs a broken
 //! setting gets an error naming it. The accounts' own settings are in [`crate::accounts`].
 
-use crate::accounts::{Account, DEFAULT_ACCOUNT};
+use crate::accounts::{Account, Accounts, DEFAULT_ACCOUNT};
 use crate::error::Error;
 use crate::event::Event;
 use crate::ports::Destination;
@@ -96,6 +96,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     default_account: Account,
+    /// `WECHAT_ACCOUNTS`, `None` when unset.
+    accounts: Setting<Option<Accounts>>,
     /// `None` when unset.
     forward_urls: Setting<Option<Vec<Destination>>>,
     forward_routes: Setting<Option<Routes>>,
@@ -130,6 +132,9 @@ impl Config {
         };
         Config {
             default_account: Account::default_from(&get),
+            accounts: get("WECHAT_ACCOUNTS")
+                .map(|doc| Accounts::parse(&doc, &get))
+                .transpose(),
             forward_urls: get("FORWARD_URLS")
                 .map(|list| parse_target_list(&list, is_bound))
                 .transpose(),
@@ -202,11 +207,20 @@ impl Config {
         }
     }
 
-    /// The account called `name`; an unknown name is 404.
+    /// The account called `name`: an unknown name is 404; a named account whose entry (or the
+    /// whole `WECHAT_ACCOUNTS` document) is broken is the configuration error that says why.
     pub fn account(&self, name: &str) -> Result<&Account, Error> {
-        match name {
-            DEFAULT_ACCOUNT => Ok(&self.default_account),
-            _ => Err(Error::NotFound),
+        if name == DEFAULT_ACCOUNT {
+            return Ok(&self.default_account);
+        }
+        match &self.accounts {
+            Ok(None) => Err(Error::NotFound),
+            Err(e) => Err(Error::Config(e.clone())),
+            Ok(Some(accounts)) => match accounts.get(name) {
+                None => Err(Error::NotFound),
+                Some(Ok(account)) => Ok(account),
+                Some(Err(e)) => Err(Error::Config(e.clone())),
+            },
         }
     }
 
@@ -215,9 +229,13 @@ impl Config {
         &self.default_account
     }
 
-    /// Every account that is configured.
+    /// Every account that is configured and valid: `default` and the named ones.
     pub fn accounts(&self) -> Vec<&Account> {
-        vec![&self.default_account]
+        let mut all = vec![&self.default_account];
+        if let Ok(Some(accounts)) = &self.accounts {
+            all.extend(accounts.valid());
+        }
+        all
     }
 
     /// The `FORWARD_URLS` targets (none when unset).
@@ -307,6 +325,16 @@ impl Config {
     /// Every setting that is present but malformed (or required and missing), for start-up logs.
     pub fn problems(&self) -> Vec<ConfigError> {
         let mut problems = self.default_account.problems();
+        match &self.accounts {
+            Err(e) => problems.push(e.clone()),
+            Ok(Some(accounts)) => {
+                problems.extend(accounts.problems().cloned());
+                for account in accounts.valid() {
+                    problems.extend(account.problems());
+                }
+            }
+            Ok(None) => {}
+        }
         problems.extend(
             [
                 self.forward_urls.as_ref().err(),

@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::access_token::{self, Stored, TokenEndpoint, FORCED_REFRESH_INTERVAL_SECS};
+use crate::access_token::{self, Stored, FORCED_REFRESH_INTERVAL_SECS};
 use crate::accounts::Account;
 use crate::api_error::{is_token_invalid, ApiError};
 use crate::error::Error;
@@ -142,25 +142,16 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
 
     async fn fetch_access_token(&self, force: bool) -> Result<Stored, Error> {
         let account = self.account;
-        let endpoint = account.token_endpoint()?;
-        let request = access_token::token_request(
-            endpoint,
-            account.api_base()?,
-            account.require_app_id()?,
-            account.app_secret()?,
-            force,
-        );
+        let request = access_token::account_token_request(account, force)?;
+        let replaces = access_token::replaces_previous(account, force);
         let flight = (account.name().to_owned(), Kind::AccessToken, force);
         let result = self
             .memory
             .flights
             .run(self.clock, flight, || async {
                 let body = upstream::call(self.clock, self.http, &request).await?;
-                let stored = access_token::parse_token_response(
-                    &body,
-                    self.clock.now_secs(),
-                    force || endpoint == TokenEndpoint::Classic,
-                )?;
+                let stored =
+                    access_token::parse_token_response(&body, self.clock.now_secs(), replaces)?;
                 log::info!(
                     account = account.name(), token = stored.redacted(),
                     expires_at = stored.expires_at, forced = force;
@@ -172,7 +163,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
             .await;
         result.map_err(|e: ApiError| {
             log::error!(account = account.name(), error = e.to_string(); "access token fetch failed");
-            e.into()
+            e.for_kind(account.kind()).into()
         })
     }
 
@@ -209,11 +200,12 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
     }
 
     async fn fetch_jsapi_ticket(&self) -> Result<Stored, Error> {
-        let api_base = self.account.api_base()?;
+        // Mini Programs have no ticket: refuse before fetching a token for nothing.
+        access_token::account_ticket_request(self.account, "")?;
         let mut token = self.access_token().await?;
         let mut retried = false;
         loop {
-            let request = access_token::jsapi_ticket_request(api_base, &token.value);
+            let request = access_token::account_ticket_request(self.account, &token.value)?;
             let flight = (self.account.name().to_owned(), Kind::JsapiTicket, false);
             let result = self
                 .memory
@@ -230,7 +222,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
                     retried = true;
                     token = self.force_refresh().await?.credential;
                 }
-                other => return other.map_err(Error::from),
+                other => return other.map_err(|e| e.for_kind(self.account.kind()).into()),
             }
         }
     }
@@ -571,5 +563,180 @@ mod tests {
         let w = world(&[("WECHAT_APP_SECRET", "")]);
         w.clock.run(w.creds().refresh_ahead());
         assert!(w.wechat.http.requests().is_empty());
+    }
+
+    fn accounts_world() -> World {
+        World::new(
+            NOW,
+            &[
+                (
+                    "WECHAT_ACCOUNTS",
+                    r#"{"shop": {"kind": "official", "app_id": "wx_shop"},
+                        "staff": {"kind": "wecom", "corp_id": "ww_corp", "agent_id": "1000002"},
+                        "mini": {"kind": "miniprogram", "app_id": "wx_mini"}}"#,
+                ),
+                ("WECHAT_SHOP_APP_SECRET", "shop-secret"),
+                ("WECHAT_STAFF_APP_SECRET", "staff-secret"),
+                ("WECHAT_MINI_APP_SECRET", "mini-secret"),
+                ("WECOM_API_BASE", "http://wecom.test"),
+            ],
+        )
+    }
+
+    #[test]
+    fn each_account_has_its_own_token_store_key_and_endpoint() {
+        let w = accounts_world();
+        let shop = w.clock.run(w.creds_for("shop").access_token()).unwrap();
+        let staff = w.clock.run(w.creds_for("staff").access_token()).unwrap();
+        let mini = w.clock.run(w.creds_for("mini").access_token()).unwrap();
+        let default = token(&w).unwrap();
+        let all = [&shop.value, &staff.value, &mini.value, &default.value];
+        assert_eq!(
+            all.iter().collect::<std::collections::HashSet<_>>().len(),
+            4
+        );
+        assert_eq!(Some(shop.value.clone()), w.wechat.state.token_of("wx_shop"));
+        assert_eq!(
+            Some(staff.value.clone()),
+            w.wechat.state.token_of("ww_corp")
+        );
+        for (account, t) in [
+            ("shop", &shop),
+            ("staff", &staff),
+            ("mini", &mini),
+            ("default", &default),
+        ] {
+            let stored = w
+                .store
+                .peek_json(&store_key(account, Kind::AccessToken))
+                .unwrap();
+            assert_eq!(stored["access_token"], t.value.as_str(), "{account}");
+        }
+        let calls = w.wechat.token_calls();
+        let staff_call = calls
+            .iter()
+            .find(|c| c.path() == "/cgi-bin/gettoken")
+            .unwrap();
+        assert!(staff_call
+            .request
+            .url()
+            .unwrap()
+            .starts_with("http://wecom.test/"));
+        assert_eq!(staff_call.query("corpid").as_deref(), Some("ww_corp"));
+        assert_eq!(
+            staff_call.query("corpsecret").as_deref(),
+            Some("staff-secret")
+        );
+        let mini_call = calls
+            .iter()
+            .find(|c| c.json()["appid"] == "wx_mini")
+            .unwrap();
+        assert_eq!(mini_call.path(), "/cgi-bin/stable_token");
+        assert_eq!(mini_call.json()["secret"], "mini-secret");
+        // Served from each account's own store entry afterwards.
+        w.clock.run(w.creds_for("shop").access_token()).unwrap();
+        w.clock.run(w.creds_for("staff").access_token()).unwrap();
+        assert_eq!(w.wechat.token_calls().len(), 4);
+    }
+
+    #[test]
+    fn forced_refresh_limits_are_per_account() {
+        let w = accounts_world();
+        assert!(
+            w.clock
+                .run(w.creds_for("shop").force_refresh())
+                .unwrap()
+                .refreshed
+        );
+        assert!(
+            !w.clock
+                .run(w.creds_for("shop").force_refresh())
+                .unwrap()
+                .refreshed
+        );
+        assert!(
+            w.clock.run(w.creds().force_refresh()).unwrap().refreshed,
+            "default is not limited by shop"
+        );
+    }
+
+    #[test]
+    fn js_sdk_tickets_per_kind() {
+        let w = accounts_world();
+        let staff = w
+            .clock
+            .run(
+                w.creds_for("staff")
+                    .jsapi_config(Some("https://work.example/p"), [1; 16]),
+            )
+            .unwrap();
+        assert_eq!(staff.app_id, "ww_corp");
+        assert_eq!(w.wechat.http.count("/cgi-bin/get_jsapi_ticket"), 1);
+        assert_eq!(
+            w.store
+                .peek_json(&store_key("staff", Kind::JsapiTicket))
+                .unwrap()["ticket"],
+            JSSDK_TICKET
+        );
+        let e = w
+            .clock
+            .run(
+                w.creds_for("mini")
+                    .jsapi_config(Some("https://a.example/"), [1; 16]),
+            )
+            .unwrap_err();
+        assert_eq!((e.status(), e.code()), (404, "not_available"));
+        assert!(
+            w.wechat
+                .token_calls()
+                .iter()
+                .all(|c| c.json()["appid"] != "wx_mini"),
+            "no token fetched for nothing"
+        );
+    }
+
+    #[test]
+    fn wecom_errcodes_get_wecom_hints() {
+        let w = accounts_world();
+        w.wechat.state.token_errors.borrow_mut().push(60020);
+        let e = w
+            .clock
+            .run(w.creds_for("staff").access_token())
+            .unwrap_err();
+        let rendered = e.render(crate::error::Format::Json);
+        let body: serde_json::Value = serde_json::from_str(&rendered.body).unwrap();
+        assert_eq!(
+            (rendered.status, body["errcode"].as_i64()),
+            (502, Some(60020))
+        );
+        assert!(
+            body["hint"].as_str().unwrap().contains("trusted IP"),
+            "{body}"
+        );
+        w.wechat.state.token_errors.borrow_mut().push(40013);
+        let e = w
+            .clock
+            .run(w.creds_for("staff").access_token())
+            .unwrap_err();
+        assert!(e
+            .render(crate::error::Format::Json)
+            .body
+            .contains("corp_id"));
+    }
+
+    #[test]
+    fn the_cron_renews_every_account() {
+        let w = accounts_world();
+        for account in w.config.accounts() {
+            w.clock.run(w.creds_for(account.name()).refresh_ahead());
+        }
+        for account in ["default", "shop", "staff", "mini"] {
+            assert!(
+                w.store
+                    .peek(&store_key(account, Kind::AccessToken))
+                    .is_some(),
+                "{account}"
+            );
+        }
     }
 }

@@ -29,10 +29,14 @@ pub enum Error {
     /// The ciphertext could not be opened: base64, length, padding, layout or AppID. One
     /// variant on purpose, so the answer never tells which step failed.
     Decryption,
+    /// The message is for another WeCom app (its AgentID is not the account's).
+    WrongRecipient,
     /// The request's method is not served on this route; `allow` lists the ones that are.
     MethodNotAllowed { allow: &'static str },
     /// No such route (or a route that is switched off).
     NotFound,
+    /// The route exists, but not for this kind of account.
+    NotAvailable(&'static str),
     /// The bearer key is missing or wrong.
     Unauthorized,
 
@@ -80,8 +84,9 @@ impl Error {
             Error::BadSignature
             | Error::StaleTimestamp
             | Error::Decryption
+            | Error::WrongRecipient
             | Error::Unauthorized => 401,
-            Error::NotFound => 404,
+            Error::NotFound | Error::NotAvailable(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::BodyTooLarge { .. } => 413,
             Error::Config(_) | Error::Internal(_) => 500,
@@ -102,8 +107,10 @@ impl Error {
             Error::BadSignature => "bad_signature",
             Error::StaleTimestamp => "stale_timestamp",
             Error::Decryption => "decryption_failed",
+            Error::WrongRecipient => "wrong_recipient",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::NotFound => "not_found",
+            Error::NotAvailable(_) => "not_available",
             Error::Unauthorized => "unauthorized",
             Error::Api(e) => e.code(),
             Error::Config(_) => "configuration",
@@ -198,8 +205,10 @@ impl std::fmt::Display for Error {
             Error::BadSignature => f.write_str("signature mismatch"),
             Error::StaleTimestamp => f.write_str("timestamp outside the accepted window"),
             Error::Decryption => f.write_str("cannot decrypt message"),
+            Error::WrongRecipient => f.write_str("message is for another app (AgentID)"),
             Error::MethodNotAllowed { .. } => f.write_str("method not allowed"),
             Error::NotFound => f.write_str("not found"),
+            Error::NotAvailable(why) => f.write_str(why),
             Error::Unauthorized => f.write_str("missing or wrong bearer token"),
             Error::Config(e) => e.fmt(f),
             Error::Api(e) => e.fmt(f),
@@ -245,8 +254,10 @@ mod tests {
             Error::BadSignature,
             Error::StaleTimestamp,
             Error::Decryption,
+            Error::WrongRecipient,
             Error::MethodNotAllowed { allow: "GET" },
             Error::NotFound,
+            Error::NotAvailable("no"),
             Error::Unauthorized,
             Error::Api(ApiError::Unreachable("x".into())),
             Error::Config(ConfigError::missing("WECHAT_TOKEN")),

@@ -41,7 +41,11 @@ pub fn wechat_path(request_path: &str) -> Option<&str> {
     Some(path)
 }
 
-/// The upstream URL: `{api_base}/{path}?{query without access_token}&access_token={token}`.
+/// Query parameters that are the relay's, never WeChat's: the caller's `access_token` is
+/// replaced, `account` and `authorizer` choose whose token is used.
+pub const RELAY_PARAMETERS: [&str; 3] = ["access_token", "account", "authorizer"];
+
+/// The upstream URL: `{api_base}/{path}?{query without the relay's parameters}&access_token={token}`.
 pub fn upstream_url(
     api_base: &str,
     path: &str,
@@ -50,7 +54,7 @@ pub fn upstream_url(
 ) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in query {
-        if k != "access_token" {
+        if !RELAY_PARAMETERS.contains(&k.as_str()) {
             out.append_pair(&k, &v);
         }
     }
@@ -142,8 +146,26 @@ pub async fn pass_through<C: Clock, S: Store, H: Http>(
         return Ok(Passed::Read {
             status,
             content_type,
-            body,
+            body: with_hint(body, creds.account.kind()),
         });
+    }
+}
+
+/// WeChat's answer unchanged, except that an error answer (`{"errcode": N, ...}`, N != 0) gains
+/// a `"hint"` in terms of the account's kind when there is one and WeChat gave none.
+pub fn with_hint(body: Vec<u8>, kind: crate::accounts::Kind) -> Vec<u8> {
+    let Some(ApiError::WeChat { errcode, .. }) = errcode_of(&body) else {
+        return body;
+    };
+    let Some(hint) = crate::api_error::hint(errcode, Some(kind)) else {
+        return body;
+    };
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut map)) if !map.contains_key("hint") => {
+            map.insert("hint".into(), hint.into());
+            serde_json::to_vec(&map).unwrap_or(body)
+        }
+        _ => body,
     }
 }
 
@@ -188,6 +210,7 @@ mod tests {
             [
                 ("openid".to_owned(), "o 1".to_owned()),
                 ("access_token".to_owned(), "evil".to_owned()),
+                ("account".to_owned(), "shop".to_owned()),
             ],
             "T&K",
         );
@@ -346,6 +369,42 @@ mod tests {
             Some(ApiError::WeChat { errcode: 40001, .. })
         ));
         assert_eq!(w.wechat.http.count("/cgi-bin/user/info"), 2);
+    }
+
+    #[test]
+    fn error_answers_gain_a_hint_for_the_accounts_kind() {
+        use crate::accounts::Kind;
+        let body = br#"{"errcode":48001,"errmsg":"api unauthorized"}"#.to_vec();
+        let official: serde_json::Value =
+            serde_json::from_slice(&with_hint(body.clone(), Kind::Official)).unwrap();
+        assert_eq!(official["errcode"], 48001);
+        assert_eq!(official["errmsg"], "api unauthorized");
+        assert!(official["hint"].as_str().unwrap().contains("Subscription"));
+        let mini: serde_json::Value =
+            serde_json::from_slice(&with_hint(body, Kind::MiniProgram)).unwrap();
+        assert!(mini["hint"].as_str().unwrap().contains("Mini Program"));
+        for unchanged in [
+            &br#"{"errcode":0,"errmsg":"ok"}"#[..],
+            br#"{"errcode":12345,"errmsg":"?"}"#,
+            br#"{"openid":"o"}"#,
+            b"not json",
+            br#"{"errcode":48001,"hint":"theirs"}"#,
+        ] {
+            assert_eq!(with_hint(unchanged.to_vec(), Kind::Official), unchanged);
+        }
+        let w = World::new(1_800_000_000, &[]);
+        w.wechat.route("/cgi-bin/menu/create", |_, _| {
+            FakeAnswer::json(serde_json::json!({"errcode": 48001, "errmsg": "api unauthorized"}))
+        });
+        let (_, _, body) = read(
+            w.clock
+                .run(pass_through(
+                    &w.creds(),
+                    call(Method::Post, "cgi-bin/menu/create", &[], Some("{}")),
+                ))
+                .unwrap(),
+        );
+        assert!(String::from_utf8(body).unwrap().contains("hint"));
     }
 
     #[test]

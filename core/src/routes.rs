@@ -61,14 +61,19 @@ pub enum Route {
     VerifyUrl { account: String },
     /// `POST /wechat`: a callback.
     Callback { account: String },
-    /// `GET /token`
-    Token,
-    /// `POST /token/refresh`
-    TokenRefresh,
-    /// `GET /jsapi/signature?url=`
-    JsapiSignature,
-    /// `ANY /api/<path>`: `wechat_path` is the checked path below WeChat's API base.
-    PassThrough { method: Method, wechat_path: String },
+    /// `GET /token[?account=]`
+    Token { account: String },
+    /// `POST /token/refresh[?account=]`
+    TokenRefresh { account: String },
+    /// `GET /jsapi/signature?url=[&account=]`
+    JsapiSignature { account: String },
+    /// `ANY /api/<path>[?account=]`: `wechat_path` is the checked path below the account's API
+    /// base.
+    PassThrough {
+        account: String,
+        method: Method,
+        wechat_path: String,
+    },
     /// `GET /admin/dead-letters`
     DeadLetters,
     /// `POST /admin/replay[?id=]`
@@ -80,7 +85,25 @@ pub enum Route {
 pub struct Incoming<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: &'a str,
     pub authorization: Option<&'a str>,
+}
+
+impl Incoming<'_> {
+    /// The first value of a query parameter.
+    pub fn param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// `?account=`, `default` when absent.
+    fn account(&self) -> String {
+        self.param("account")
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned())
+    }
 }
 
 /// The outcome of routing: the route, or the error to answer, in the route's format.
@@ -128,17 +151,38 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
             only(method, &[Method::Get, Method::Head], "GET, HEAD").map(|_| Route::Health),
         ),
         "/wechat" => (WECHAT, wechat(method, DEFAULT_ACCOUNT)),
+        path if path.starts_with("/wechat/") => {
+            let name = path.trim_start_matches("/wechat/");
+            // Any segment reaches the settings, which know whether it is an account (404 if not,
+            // 500 naming the problem if its entry is broken).
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if valid {
+                (WECHAT, wechat(method, name))
+            } else {
+                (WECHAT, Err(Error::NotFound))
+            }
+        }
         "/token" => (
             TOKEN_API,
-            only(method, &[Method::Get], "GET").map(|_| Route::Token),
+            only(method, &[Method::Get], "GET").map(|_| Route::Token {
+                account: req.account(),
+            }),
         ),
         "/token/refresh" => (
             TOKEN_API,
-            only(method, &[Method::Post], "POST").map(|_| Route::TokenRefresh),
+            only(method, &[Method::Post], "POST").map(|_| Route::TokenRefresh {
+                account: req.account(),
+            }),
         ),
         "/jsapi/signature" => (
             TOKEN_API,
-            only(method, &[Method::Get], "GET").map(|_| Route::JsapiSignature),
+            only(method, &[Method::Get], "GET").map(|_| Route::JsapiSignature {
+                account: req.account(),
+            }),
         ),
         "/admin/dead-letters" => (
             ADMIN,
@@ -153,6 +197,7 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
             method
                 .ok_or(Error::NotFound)
                 .map(|method| Route::PassThrough {
+                    account: req.account(),
                     method,
                     wechat_path: path.to_owned(),
                 }),
@@ -177,10 +222,12 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
     // The pass-through's own rule: only WeChat API paths, checked after the key.
     let route = route.and_then(|r| match r {
         Route::PassThrough {
+            account,
             method,
             wechat_path,
         } => passthrough::wechat_path(&wechat_path)
             .map(|p| Route::PassThrough {
+                account,
                 method,
                 wechat_path: p.to_owned(),
             })
@@ -275,14 +322,72 @@ mod tests {
     }
 
     fn go(method: &str, path: &str, auth: Option<&str>, config: &Config) -> Dispatch {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         dispatch(
             &Incoming {
                 method,
                 path,
+                query,
                 authorization: auth,
             },
             config,
         )
+    }
+
+    #[test]
+    fn accounts_by_path_and_by_parameter() {
+        let c = config(Some("k"));
+        let ok = Some("Bearer k");
+        assert_eq!(
+            go("POST", "/wechat/shop", None, &c).route,
+            Ok(Route::Callback {
+                account: "shop".into()
+            })
+        );
+        assert_eq!(
+            go("GET", "/wechat/default", None, &c).route,
+            Ok(Route::VerifyUrl {
+                account: "default".into()
+            })
+        );
+        for bad in [
+            "/wechat/",
+            "/wechat/a/b/c/d",
+            "/wechat/%2e%2e",
+            "/wechat/a.b",
+        ] {
+            assert_eq!(
+                go("POST", bad, None, &c).route,
+                Err(Error::NotFound),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            go("GET", "/token?account=staff", ok, &c).route,
+            Ok(Route::Token {
+                account: "staff".into()
+            })
+        );
+        assert_eq!(
+            go("GET", "/token?account=", ok, &c).route,
+            Ok(Route::Token {
+                account: "default".into()
+            })
+        );
+        assert_eq!(
+            go("POST", "/token/refresh?x=1&account=mini", ok, &c).route,
+            Ok(Route::TokenRefresh {
+                account: "mini".into()
+            })
+        );
+        assert_eq!(
+            go("GET", "/api/cgi-bin/user/list?account=staff&next=1", ok, &c).route,
+            Ok(Route::PassThrough {
+                account: "staff".into(),
+                method: Method::Get,
+                wechat_path: "cgi-bin/user/list".into()
+            })
+        );
     }
 
     #[test]
@@ -345,7 +450,12 @@ mod tests {
     fn token_routes_check_method_then_key_then_path() {
         let c = config(Some("k"));
         let ok = Some("Bearer k");
-        assert_eq!(go("GET", "/token", ok, &c).route, Ok(Route::Token));
+        assert_eq!(
+            go("GET", "/token", ok, &c).route,
+            Ok(Route::Token {
+                account: "default".into()
+            })
+        );
         assert_eq!(
             go("GET", "/token", None, &c).route,
             Err(Error::Unauthorized)
@@ -360,15 +470,20 @@ mod tests {
         );
         assert_eq!(
             go("POST", "/token/refresh", ok, &c).route,
-            Ok(Route::TokenRefresh)
+            Ok(Route::TokenRefresh {
+                account: "default".into()
+            })
         );
         assert_eq!(
             go("GET", "/jsapi/signature", ok, &c).route,
-            Ok(Route::JsapiSignature)
+            Ok(Route::JsapiSignature {
+                account: "default".into()
+            })
         );
         assert_eq!(
             go("POST", "/api/cgi-bin/message/custom/send", ok, &c).route,
             Ok(Route::PassThrough {
+                account: "default".into(),
                 method: Method::Post,
                 wechat_path: "cgi-bin/message/custom/send".into()
             })

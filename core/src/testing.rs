@@ -411,7 +411,10 @@ pub type Route = Box<dyn Fn(&Seen, Option<String>) -> FakeAnswer>;
 #[derive(Default)]
 pub struct WeChatState {
     pub issued: Cell<u32>,
+    /// The most recently issued token, of any app.
     pub current: RefCell<Option<String>>,
+    /// The valid token of each app (AppID or corp id).
+    pub by_app: RefCell<BTreeMap<String, String>>,
     /// errcodes to answer token requests with, once each, in order.
     pub token_errors: RefCell<Vec<i64>>,
     pub down: Cell<bool>,
@@ -422,15 +425,37 @@ pub const JSSDK_TICKET: &str =
     "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg";
 
 impl WeChatState {
-    fn issue(&self) -> String {
+    fn issue(&self, app: &str) -> String {
         self.issued.set(self.issued.get() + 1);
         let token = format!("TOKEN_{}_{}", self.issued.get(), "x".repeat(40));
         *self.current.borrow_mut() = Some(token.clone());
+        self.by_app
+            .borrow_mut()
+            .insert(app.to_owned(), token.clone());
         token
     }
 
     pub fn current(&self) -> Option<String> {
         self.current.borrow().clone()
+    }
+
+    /// The valid token of an app.
+    pub fn token_of(&self, app: &str) -> Option<String> {
+        self.by_app.borrow().get(app).cloned()
+    }
+
+    fn is_valid(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| self.by_app.borrow().values().any(|v| v == t))
+    }
+
+    fn next_error(&self) -> Option<FakeAnswer> {
+        let mut errors = self.token_errors.borrow_mut();
+        (!errors.is_empty()).then(|| {
+            let errcode = errors.remove(0);
+            FakeAnswer::json(serde_json::json!({
+                "errcode": errcode, "errmsg": format!("fake error {errcode}")
+            }))
+        })
     }
 }
 
@@ -471,26 +496,40 @@ impl WeChatState {
         let path = seen.path();
         match path.as_str() {
             "/cgi-bin/stable_token" | "/cgi-bin/token" => {
-                let next_error = {
-                    let mut errors = self.token_errors.borrow_mut();
-                    (!errors.is_empty()).then(|| errors.remove(0))
-                };
-                if let Some(errcode) = next_error {
-                    return Ok(FakeAnswer::json(serde_json::json!({
-                        "errcode": errcode, "errmsg": format!("fake error {errcode}")
-                    })));
+                if let Some(error) = self.next_error() {
+                    return Ok(error);
                 }
+                let app = seen
+                    .query("appid")
+                    .or_else(|| seen.json()["appid"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
                 let forced = path == "/cgi-bin/token" || seen.json()["force_refresh"] == true;
-                let token = match self.current() {
+                let token = match self.token_of(&app) {
                     Some(t) if !forced => t,
-                    _ => self.issue(),
+                    _ => self.issue(&app),
                 };
                 Ok(FakeAnswer::json(
                     serde_json::json!({"access_token": token, "expires_in": 7200}),
                 ))
             }
-            "/cgi-bin/ticket/getticket" => {
-                if seen.query("access_token") != self.current() {
+            // WeCom: the same token while it is valid, whatever the caller.
+            "/cgi-bin/gettoken" => {
+                if let Some(error) = self.next_error() {
+                    return Ok(error);
+                }
+                let corp = seen.query("corpid").unwrap_or_default();
+                if seen.query("corpsecret").unwrap_or_default().is_empty() {
+                    return Ok(FakeAnswer::json(
+                        serde_json::json!({"errcode": 41004, "errmsg": "corpsecret missing"}),
+                    ));
+                }
+                let token = self.token_of(&corp).unwrap_or_else(|| self.issue(&corp));
+                Ok(FakeAnswer::json(serde_json::json!({
+                    "errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200
+                })))
+            }
+            "/cgi-bin/ticket/getticket" | "/cgi-bin/get_jsapi_ticket" => {
+                if !self.is_valid(seen.query("access_token").as_deref()) {
                     return Ok(FakeAnswer::json(
                         serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"}),
                     ));
@@ -609,6 +648,17 @@ impl World {
             http: &self.wechat.http,
             memory: &self.memory,
             account: self.config.default_account(),
+        }
+    }
+
+    /// The credentials of a named account.
+    pub fn creds_for(
+        &self,
+        account: &str,
+    ) -> crate::credentials::Credentials<'_, FakeClock, MemoryStore, FakeHttp> {
+        crate::credentials::Credentials {
+            account: self.config.account(account).unwrap(),
+            ..self.creds()
         }
     }
 

@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use futures_util::future::{join_all, select, Either};
 
-use crate::accounts::Account;
+use crate::accounts::{Account, Kind, MessageFormat};
 use crate::callback::{self, Mode, Query};
 use crate::config::{Config, ForwardMode};
 use crate::credentials::{Credentials, Memory};
@@ -199,7 +199,10 @@ where
             {
                 Ok(ReplyResult::Reply(r)) => {
                     let now = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
-                    reply_text = if inbound.json {
+                    // The reply must be in the format the console is set to (Mini Programs
+                    // choose; the others reply in the format WeChat pushed).
+                    let json = inbound.json || account.format() == MessageFormat::Json;
+                    reply_text = if json {
                         r.to_json(&event.from, &event.to, now)
                     } else {
                         r.to_xml(&event.from, &event.to, now)
@@ -355,13 +358,27 @@ where
                 log::warn!(event_id = event.id.as_str(); "reply came after the deadline; without an AppSecret it cannot go through the customer-service API");
                 return;
             }
-            let Some(message) = reply.custom_message(&event.from) else {
+            let Some(mut message) = reply.custom_message(&event.from) else {
                 log::warn!(event_id = event.id.as_str(); "late transfer_customer_service reply dropped: the customer-service API has no equivalent");
                 return;
             };
+            // WeCom apps send with message/send, naming the app.
+            let path = if account.kind() == Kind::WeCom {
+                let agent = event
+                    .data
+                    .get("agent_id")
+                    .cloned()
+                    .or_else(|| account.agent_id().map(serde_json::Value::from));
+                if let (serde_json::Value::Object(m), Some(agent)) = (&mut message, agent) {
+                    m.insert("agentid".into(), agent);
+                }
+                "cgi-bin/message/send"
+            } else {
+                "cgi-bin/message/custom/send"
+            };
             let call = Call {
                 method: Method::Post,
-                wechat_path: "cgi-bin/message/custom/send".to_owned(),
+                wechat_path: path.to_owned(),
                 query: Vec::new(),
                 content_type: Some("application/json".to_owned()),
                 body: Some(message.to_string().into_bytes()),

@@ -793,3 +793,126 @@ fn json_accounts_get_json_replies() {
     assert_eq!(reply["MsgType"], "transfer_customer_service");
     assert_eq!(reply["ToUserName"], "o_mp");
 }
+
+// --- accounts ---------------------------------------------------------------------------------
+
+const WECOM_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+
+fn wecom_world(extra: &[(&str, &str)]) -> T {
+    let mut pairs = vec![
+        (
+            "WECHAT_ACCOUNTS",
+            r#"{"staff": {"kind": "wecom", "corp_id": "ww_corp", "agent_id": "1000002"}}"#,
+        ),
+        ("WECHAT_STAFF_TOKEN", "stafftoken"),
+        ("WECHAT_STAFF_ENCODING_AES_KEY", WECOM_KEY),
+        ("WECHAT_STAFF_APP_SECRET", "staff-secret"),
+        ("WECOM_API_BASE", "http://wechat.test"),
+        ("REPLY_URL", "http://replies.test/reply"),
+    ];
+    pairs.extend_from_slice(extra);
+    world(&pairs, true)
+}
+
+fn wecom_message(t: &T) -> (Query, Vec<u8>) {
+    let xml = format!("<xml><ToUserName><![CDATA[ww_corp]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName><CreateTime>{NOW}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>99</MsgId><AgentID>1000002</AgentID></xml>");
+    let _ = t;
+    callback(
+        "stafftoken",
+        WECOM_KEY,
+        "ww_corp",
+        &xml,
+        Sent::Safe,
+        NOW,
+        "77",
+    )
+}
+
+#[test]
+fn a_wecom_app_gets_replies_sealed_for_its_corp_and_events_with_its_account() {
+    let t = wecom_world(&[]);
+    answer_replies(&t, json!({"type": "text", "content": "收到"}));
+    let (q, b) = wecom_message(&t);
+    let answer = t
+        .clock
+        .run(t.relay.receive("staff", &q, &b, [5; 32]))
+        .unwrap();
+    let env = crate::xml::parse(answer.body.as_bytes()).unwrap();
+    let encrypt = env.child_text("Encrypt").unwrap();
+    assert!(crate::signature::verify(
+        env.child_text("MsgSignature").unwrap(),
+        &[
+            "stafftoken",
+            env.child_text("TimeStamp").unwrap(),
+            env.child_text("Nonce").unwrap(),
+            encrypt
+        ]
+    ));
+    let key = AesKey::from_encoding_aes_key(WECOM_KEY).unwrap();
+    let opened = crate::crypto::decrypt(&key, encrypt, "ww_corp").unwrap();
+    let reply = crate::xml::parse(&opened.message).unwrap();
+    assert_eq!(reply.child_text("Content"), Some("收到"));
+    assert_eq!(reply.child_text("ToUserName"), Some("zhangsan"));
+    t.drain(100);
+    let event = event_of(
+        &t.deliveries()
+            .into_iter()
+            .find(|s| s.path() == "/a")
+            .unwrap(),
+    );
+    assert_eq!(
+        (event["account"].as_str(), event["app_id"].as_str()),
+        (Some("staff"), Some("ww_corp"))
+    );
+    assert_eq!(event["data"]["agent_id"], 1000002);
+}
+
+#[test]
+fn a_late_wecom_reply_goes_through_message_send_with_the_agent() {
+    let t = wecom_world(&[]);
+    answer_replies(&t, json!({"type": "text", "content": "late"}));
+    t.http.delay_ms.set(3_500);
+    let (q, b) = wecom_message(&t);
+    let answer = t
+        .clock
+        .run(t.relay.receive("staff", &q, &b, [5; 32]))
+        .unwrap();
+    assert_eq!(answer.body, "success");
+    t.http.delay_ms.set(0);
+    t.clock.run(answer.background.unwrap());
+    let sent = t
+        .http
+        .requests()
+        .into_iter()
+        .find(|s| s.path() == "/cgi-bin/message/send")
+        .unwrap();
+    assert_eq!(
+        sent.json(),
+        json!({"touser": "zhangsan", "msgtype": "text", "agentid": 1000002, "text": {"content": "late"}})
+    );
+    assert_eq!(sent.query("access_token"), t.wechat.token_of("ww_corp"));
+}
+
+#[test]
+fn a_json_mini_program_replies_in_json() {
+    let t = reply_world(&[
+        (
+            "WECHAT_ACCOUNTS",
+            r#"{"mini": {"kind": "miniprogram", "app_id": "wxmini", "format": "json"}}"#,
+        ),
+        ("WECHAT_MINI_TOKEN", "minitoken"),
+    ]);
+    answer_replies(&t, json!({"type": "transfer_customer_service"}));
+    let msg = json!({"ToUserName": "gh_mini", "FromUserName": "o_mp", "CreateTime": NOW, "MsgType": "text", "Content": "客服", "MsgId": 1}).to_string();
+    let (q, b) = callback("minitoken", KEY, "wxmini", &msg, Sent::Plain, NOW, "9");
+    let answer = t
+        .clock
+        .run(t.relay.receive("mini", &q, &b, [5; 32]))
+        .unwrap();
+    assert_eq!(answer.content_type, "application/json");
+    let reply: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        (reply["MsgType"].as_str(), reply["ToUserName"].as_str()),
+        (Some("transfer_customer_service"), Some("o_mp"))
+    );
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+// How long WeChat waits for its answer: p50/p99 of the callback answer time at concurrency 16,
+// through `wrangler dev --local` (workerd, local KV and queues): forwarded nowhere (the
+// baseline), in queue mode, direct mode, and queue mode with a REPLY_URL that answers at once.
+// A benchmark, not a test: it prints numbers.
+//
+//   bash scripts/build.sh && node tools/bench-answer.mjs [--requests 1000] [--concurrency 16]
+import { spawn } from "node:child_process";
+import http from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { buildCallback, messageXml } from "./wechat.mjs";
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+};
+const REQUESTS = arg("requests", 1000);
+const CONCURRENCY = arg("concurrency", 16);
+const RELAY_PORT = 8797;
+const RECEIVER_PORT = 8798;
+const creds = { token: "benchtoken", encodingAesKey: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", appId: "wxbench000000000" };
+
+// The receiver: every webhook 204, the reply endpoint a text reply at once.
+const receiver = http
+  .createServer(async (req, res) => {
+    for await (const _ of req);
+    if (req.url === "/reply") {
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ type: "text", content: "收到" }));
+    } else {
+      res.writeHead(204).end();
+    }
+  })
+  .listen(RECEIVER_PORT, "127.0.0.1");
+
+function startRelay(vars) {
+  const flags = Object.entries({
+    WECHAT_TOKEN: creds.token,
+    WECHAT_ENCODING_AES_KEY: creds.encodingAesKey,
+    WECHAT_APP_ID: creds.appId,
+    FORWARD_URLS: `http://127.0.0.1:${RECEIVER_PORT}/hook`,
+    FORWARD_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ...vars,
+  }).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
+  const child = spawn(
+    "npx",
+    ["wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", String(RELAY_PORT), "--show-interactive-dev-session=false", ...flags],
+    { cwd: root, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  return { child, output: () => output };
+}
+
+async function waitUp() {
+  for (let i = 0; i < 300; i++) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${RELAY_PORT}/healthz`);
+      if (res.ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error("wrangler dev did not start");
+}
+
+async function run(label, vars) {
+  const relay = startRelay(vars);
+  try {
+    await waitUp();
+    const fire = async (count, times) => {
+      let next = 0;
+      let failures = 0;
+      const worker = async () => {
+        while (next < count) {
+          const i = next++;
+          const xml = messageXml({ from: `o_bench_${label}_${times.length}_${i}`, fields: { MsgType: "text", Content: `bench ${i}` } });
+          const { query, body } = buildCallback({ ...creds, xml, mode: "safe" });
+          const started = performance.now();
+          const res = await fetch(`http://127.0.0.1:${RELAY_PORT}/wechat?${query}`, { method: "POST", body });
+          await res.arrayBuffer();
+          times.push(performance.now() - started);
+          if (res.status !== 200) failures += 1;
+        }
+      };
+      await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+      return failures;
+    };
+    await fire(50, []); // warm the isolate
+    const times = [];
+    const failures = await fire(REQUESTS, times);
+    times.sort((a, b) => a - b);
+    const q = (p) => times[Math.min(times.length - 1, Math.floor(p * times.length))].toFixed(1);
+    console.log(`${label.padEnd(22)} p50 ${q(0.5).padStart(6)} ms   p99 ${q(0.99).padStart(6)} ms   (${REQUESTS} callbacks, concurrency ${CONCURRENCY}, ${failures} non-200)`);
+  } catch (e) {
+    console.error(relay.output());
+    throw e;
+  } finally {
+    relay.child.kill("SIGTERM");
+    await new Promise((r) => relay.child.once("exit", r));
+  }
+}
+
+// The baseline: the same callbacks forwarded nowhere (an empty route table), so the others'
+// difference is what delivery adds to the answer.
+await run("baseline (no targets)", { FORWARD_URLS: "", FORWARD_ROUTES: "{}" });
+await run("queue", {});
+await run("direct", { FORWARD_MODE: "direct" });
+await run("queue + REPLY_URL", { REPLY_URL: `http://127.0.0.1:${RECEIVER_PORT}/reply` });
+receiver.close();
