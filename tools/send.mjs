@@ -7,18 +7,22 @@
 //   node tools/send.mjs --xml tests/samples/event_masssendjobfinish.xml
 //   node tools/send.mjs --format json          # WeChat's JSON format instead of XML
 //   node tools/send.mjs --verify                # the GET URL check WeChat makes
+//   node tools/send.mjs --account staff         # to /wechat/staff, as its kind sends (here WeCom)
+//   node tools/send.mjs --account mini --format json
 //
-// Settings default to demo/demo.env; override with --env-file or --token/--aes-key/--app-id.
+// Settings default to demo/demo.env (the account's WECHAT_<NAME>_* and WECHAT_ACCOUNTS entry
+// with --account); override with --env-file or --token/--aes-key/--app-id.
 import { parseArgs } from "node:util";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { PRESETS, buildCallback, messageJson, messageXml, readEnvFile, verifyQuery } from "./wechat.mjs";
+import { PRESETS, buildCallback, buildWeComCallback, messageJson, messageXml, readEnvFile, verifyQuery, wecomVerifyQuery } from "./wechat.mjs";
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({
   options: {
-    url: { type: "string", default: "http://127.0.0.1:8787/wechat" },
+    url: { type: "string" },
+    account: { type: "string" },
     "env-file": { type: "string", default: path.join(root, "demo/demo.env") },
     token: { type: "string" },
     "aes-key": { type: "string" },
@@ -35,15 +39,28 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(`usage: node tools/send.mjs [--url URL] [--mode safe|compatible|plain] [--type ${Object.keys(PRESETS).join("|")}|event]
-       [--format xml|json] [--field Name=value ...] [--xml FILE] [--from OPENID] [--verify] [--env-file FILE] [--token T --aes-key K --app-id A]`);
+       [--format xml|json] [--field Name=value ...] [--xml FILE] [--from OPENID] [--verify] [--account NAME]
+       [--env-file FILE] [--token T --aes-key K --app-id A]`);
   process.exit(0);
 }
 const env = fs.existsSync(values["env-file"]) ? readEnvFile(values["env-file"]) : {};
-const token = values.token ?? env.WECHAT_TOKEN;
-const encodingAesKey = values["aes-key"] ?? env.WECHAT_ENCODING_AES_KEY;
-const appId = values["app-id"] ?? env.WECHAT_APP_ID;
-if (!token) throw new Error("no token: pass --token or --env-file");
+const account = values.account && values.account !== "default" ? values.account : null;
+const entry = account ? JSON.parse(env.WECHAT_ACCOUNTS ?? "{}")[account] ?? {} : { kind: "official" };
+const prefix = account ? `WECHAT_${account.toUpperCase()}_` : "WECHAT_";
+const token = values.token ?? env[`${prefix}TOKEN`];
+const encodingAesKey = values["aes-key"] ?? env[`${prefix}ENCODING_AES_KEY`];
+const appId = values["app-id"] ?? (account ? entry.app_id ?? entry.corp_id : env.WECHAT_APP_ID);
+const url = values.url ?? `http://127.0.0.1:8787/wechat${account ? `/${account}` : ""}`;
+values.url = url;
+if (!token) throw new Error(`no token: pass --token or set ${prefix}TOKEN in --env-file`);
 
+if (values.verify && entry.kind === "wecom") {
+  const { query, plain } = wecomVerifyQuery({ token, encodingAesKey, corpId: appId });
+  const res = await fetch(`${url}?${query}`);
+  const text = await res.text();
+  console.log(`GET ${res.status} ${JSON.stringify(text)} ${text === plain ? "(decrypted echostr matches)" : "(does NOT match)"}`);
+  process.exit(res.ok && text === plain ? 0 : 1);
+}
 if (values.verify) {
   const echostr = "echo-" + Date.now();
   const res = await fetch(`${values.url}?${verifyQuery({ token, echostr })}`);
@@ -64,7 +81,10 @@ if (values.xml) {
   }
   xml = values.format === "json" ? messageJson({ from: values.from, fields }) : messageXml({ from: values.from, fields });
 }
-const { query, body } = buildCallback({ token, encodingAesKey, appId, xml, mode: values.mode, openid: values.from });
+const { query, body } =
+  entry.kind === "wecom"
+    ? buildWeComCallback({ token, encodingAesKey, corpId: appId, xml, agentId: entry.agent_id ?? "" })
+    : buildCallback({ token, encodingAesKey, appId, xml, mode: values.mode, openid: values.from });
 const contentType = body.trimStart().startsWith("{") ? "application/json" : "text/xml";
 const res = await fetch(`${values.url}?${query}`, { method: "POST", headers: { "content-type": contentType }, body });
 console.log(`POST (${values.mode}) ${res.status} ${JSON.stringify(await res.text())}`);

@@ -112,6 +112,27 @@ export function buildCallback({ token, encodingAesKey, appId, xml, mode = "plain
   return { query, body };
 }
 
+/**
+ * A WeCom app's callback as WeCom POSTs it: `msg_signature`, `timestamp`, `nonce` (no
+ * `encrypt_type`), a body with `Encrypt` and `AgentID`; always encrypted, receive id = corp id.
+ */
+export function buildWeComCallback({ token, encodingAesKey, corpId, xml, agentId = "", timestamp, nonce }) {
+  const ts = String(timestamp ?? Math.floor(Date.now() / 1000));
+  const n = String(nonce ?? crypto.randomInt(1e9));
+  const enc = encrypt(encodingAesKey, corpId, xml);
+  const query = new URLSearchParams({ msg_signature: sha1Sorted(token, ts, n, enc), timestamp: ts, nonce: n });
+  const body = `<xml><ToUserName>${cdata(corpId)}</ToUserName><Encrypt>${cdata(enc)}</Encrypt><AgentID>${cdata(agentId)}</AgentID></xml>`;
+  return { query, body };
+}
+
+/** A WeCom URL check: `echostr` is encrypted, and the expected answer is `plain`. */
+export function wecomVerifyQuery({ token, encodingAesKey, corpId, plain = String(crypto.randomInt(1e9)), timestamp, nonce }) {
+  const ts = String(timestamp ?? Math.floor(Date.now() / 1000));
+  const n = String(nonce ?? crypto.randomInt(1e9));
+  const echostr = encrypt(encodingAesKey, corpId, plain);
+  return { query: new URLSearchParams({ msg_signature: sha1Sorted(token, ts, n, echostr), timestamp: ts, nonce: n, echostr }), plain };
+}
+
 /** URL verification query (GET). */
 export function verifyQuery({ token, echostr = String(crypto.randomInt(1e9)), timestamp, nonce }) {
   const ts = String(timestamp ?? Math.floor(Date.now() / 1000));
