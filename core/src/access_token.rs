@@ -3,7 +3,6 @@
 
 use crate::accounts::{Account, Kind};
 use crate::api_error::{errcode_of, ApiError};
-use crate::config::ConfigError;
 use crate::error::Error;
 use crate::ports::HttpRequest;
 
@@ -72,11 +71,13 @@ pub fn token_request(
 }
 
 /// The request that fetches an account's access token: `stable_token` (or `token`) for Official
-/// Accounts and Mini Programs, `gettoken` with the corp id and the app's Secret for WeCom.
+/// Accounts and Mini Programs, `gettoken` with the corp id and the app's Secret for WeCom, and
+/// `api_component_token` with the stored verify ticket for a third-party platform.
 pub fn account_token_request(
     account: &Account,
     force_refresh: bool,
-) -> Result<HttpRequest, ConfigError> {
+    verify_ticket: Option<&str>,
+) -> Result<HttpRequest, Error> {
     let base = account.api_base()?;
     let app_id = account.require_app_id()?;
     let secret = account.app_secret()?;
@@ -93,12 +94,29 @@ pub fn account_token_request(
             secret,
             force_refresh,
         ),
+        Kind::Component => HttpRequest::post_json(
+            format!("{base}/cgi-bin/component/api_component_token"),
+            &serde_json::json!({
+                "component_appid": app_id,
+                "component_appsecret": secret,
+                "component_verify_ticket": verify_ticket.ok_or(Error::NoVerifyTicket)?,
+            }),
+        ),
     })
+}
+
+/// The field of the token in WeChat's answer.
+pub fn token_field(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Component => "component_access_token",
+        _ => "access_token",
+    }
 }
 
 /// Whether a token fetched this way replaced the previous one (for the forced-refresh limit).
 pub fn replaces_previous(account: &Account, force_refresh: bool) -> bool {
     force_refresh
+        || account.kind() == Kind::Component
         || (account.kind() != Kind::WeCom && account.token_endpoint() == Ok(TokenEndpoint::Classic))
 }
 
@@ -115,6 +133,10 @@ pub fn account_ticket_request(account: &Account, access_token: &str) -> Result<H
         Kind::MiniProgram => Err(Error::NotAvailable(
             "Mini Programs have no JS-SDK ticket (wx.config is for web pages of Official Accounts and WeCom apps)",
         )),
+        Kind::Component => Err(Error::NotAvailable(
+            "a third-party platform has no JS-SDK ticket of its own",
+        )),
+
     }
 }
 
@@ -213,6 +235,17 @@ pub fn redact(secret: &str) -> String {
 /// Reads WeChat's answer to a token request.
 pub fn parse_token_response(body: &[u8], now: u64, forced: bool) -> Result<Stored, ApiError> {
     parse_credential(body, "access_token", now, forced)
+}
+
+/// Reads an answer whose credential is in `field` (`component_access_token`,
+/// `authorizer_access_token`, ...).
+pub fn parse_field_response(
+    body: &[u8],
+    field: &str,
+    now: u64,
+    forced: bool,
+) -> Result<Stored, ApiError> {
+    parse_credential(body, field, now, forced)
 }
 
 /// Reads WeChat's answer to a ticket request.

@@ -44,6 +44,9 @@ pub enum Kind {
     WeCom,
     /// A Mini Program's message push.
     MiniProgram,
+    /// A third-party platform (开放平台 component): its authorization pushes, and the messages
+    /// of the accounts that authorized it.
+    Component,
 }
 
 impl Kind {
@@ -52,6 +55,7 @@ impl Kind {
             Kind::Official => "official",
             Kind::WeCom => "wecom",
             Kind::MiniProgram => "miniprogram",
+            Kind::Component => "component",
         }
     }
 
@@ -60,6 +64,7 @@ impl Kind {
             "official" => Kind::Official,
             "wecom" => Kind::WeCom,
             "miniprogram" => Kind::MiniProgram,
+            "component" => Kind::Component,
             _ => return None,
         })
     }
@@ -70,12 +75,13 @@ impl Kind {
             Kind::Official => &["kind", "app_id", "api_base", "token_endpoint"],
             Kind::MiniProgram => &["kind", "app_id", "format", "api_base", "token_endpoint"],
             Kind::WeCom => &["kind", "corp_id", "agent_id", "api_base"],
+            Kind::Component => &["kind", "app_id", "api_base"],
         }
     }
 
-    /// Whether WeChat always encrypts this kind's callbacks.
+    /// Whether WeChat always encrypts this kind's callbacks (a plaintext one is refused).
     pub fn always_encrypted(self) -> bool {
-        matches!(self, Kind::WeCom)
+        matches!(self, Kind::WeCom | Kind::Component)
     }
 }
 
@@ -200,7 +206,7 @@ impl Account {
         let kind_text = text("kind")?.ok_or_else(|| {
             err(
                 "kind",
-                "is missing: one of official, wecom, miniprogram".into(),
+                "is missing: one of official, wecom, miniprogram, component".into(),
             )
         })?;
         let kind = Kind::parse(&kind_text).ok_or_else(|| {

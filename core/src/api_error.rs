@@ -45,6 +45,9 @@ pub fn hint(errcode: i64, kind: Option<Kind>) -> Option<&'static str> {
             return Some(h);
         }
     }
+    if let Some(h) = component_hint(errcode) {
+        return Some(h);
+    }
     Some(match errcode {
         -1 => "WeChat is busy; the relay already retried once after a short pause. Retry later.",
         40001 => "Invalid credential: either the AppSecret is wrong (check WECHAT_APP_SECRET against the console, and that it was not reset) or the access_token was invalidated by another fetch. Tokens from /cgi-bin/token and /cgi-bin/stable_token are separate: do not mix them across servers.",
@@ -60,7 +63,6 @@ pub fn hint(errcode: i64, kind: Option<Kind>) -> Option<&'static str> {
         45011 => "Per-minute API frequency limit reached: slow down.",
         48001 => "This account is not authorized for this interface. Many interfaces need a verified (认证) Service Account; unverified and Subscription accounts lack menus, templates, OAuth web authorization, QR codes with parameters and more. Check the interface's permission list in the console.",
         50001 => "The user or this account is not authorized for this interface: unverified and Subscription accounts lack many interfaces (check the permission list in the console), and some need the user's authorization first.",
-        61024 => "This interface needs a component (third-party platform) token: call it with the platform account's authorizer token, not the account's own.",
         50002 => "The user's account is restricted by WeChat.",
         89503 => "WeChat flagged this call as risky: an admin must confirm it in the console before the IP can call again.",
         _ => return None,
@@ -75,6 +77,24 @@ fn wecom_hint(errcode: i64) -> Option<&'static str> {
         42001 => "access_token expired: the relay refreshes it; retry.",
         60020 => "The calling IP is not among the app's trusted IPs (企业可信IP). Cloudflare Workers have no fixed egress IP: point the account's api_base (or WECOM_API_BASE) at a fixed-IP proxy for https://qyapi.weixin.qq.com and add that IP in the admin console.",
         48002 | 48001 => "The app is not authorized for this interface: check the app's permissions and visible range in the WeCom admin console.",
+        _ => return None,
+    })
+}
+
+/// The third-party platform APIs' errcodes (61xxx).
+fn component_hint(errcode: i64) -> Option<&'static str> {
+    Some(match errcode {
+        61003 => "This authorizer has not authorized the platform (or not for this interface): it must authorize again through /component/authorize-url.",
+        61004 => "The caller's IP is not in the platform's IP whitelist (开放平台 > 第三方平台 > 开发资料). Cloudflare Workers have no fixed egress IP: point the platform account's api_base at a fixed-IP proxy for https://api.weixin.qq.com and whitelist that IP.",
+        61005 => "The component_verify_ticket expired: the relay keeps the newest pushed one; check that WeChat reaches the authorization-event URL (/wechat/<name>) and answers success.",
+        61006 => "The component_verify_ticket is invalid: check that the platform account's app_id, token and EncodingAESKey match the open platform console (the ticket is decrypted with them).",
+        61007 => "The platform has not been granted this interface: check the platform's permission sets (权限集) in the open platform console, and the authorizer's func_info.",
+        61009 => "The authorization code is invalid or was used already: each code is exchanged once (the relay remembers the result for an hour).",
+        61010 => "The authorization code expired (codes live 10 minutes): the merchant authorizes again.",
+        61011 => "Invalid component: check the platform account's app_id (the component AppID).",
+        61014 => "This interface needs the component_access_token, not an authorizer's token.",
+        61023 => "The authorizer's refresh token is invalid: POST /component/authorizers/sync to recover it from WeChat, or the merchant authorizes again.",
+        61024 => "This interface needs a component token: call it through the platform account with ?authorizer=, not with the account's own token.",
         _ => return None,
     })
 }

@@ -188,22 +188,69 @@ pub struct Sealed {
 
 impl Sealed {
     /// Finishes with the raw CBC decryption of [`Sealed::ciphertext`] (padding still on):
-    /// strips WeChat's padding, checks the AppID, parses and normalizes.
+    /// strips WeChat's padding, checks the receive id, parses and normalizes.
     pub fn finish(self, decrypted: &[u8]) -> Result<Inbound, Error> {
+        self.open(decrypted)?.normalize(None)
+    }
+
+    /// Strips WeChat's padding, checks the receive id (and a WeCom message's AgentID) and
+    /// parses the message, leaving the normalization to the caller.
+    pub fn open(self, decrypted: &[u8]) -> Result<Opened, Error> {
         let opened =
             crypto::open_plaintext_for(decrypted, &self.app_id).map_err(|_| Error::Decryption)?;
-        let ctx = event::Context {
-            account: &self.account,
-            app_id: Some(&opened.receive_id),
-            received_at_ms: self.now_ms,
-        };
         let root = parse_body(&opened.message)?;
         if let (Some(expected), Some(agent)) = (&self.agent_id, root.child_text("AgentID")) {
             if !agent.trim().is_empty() && agent.trim() != expected {
                 return Err(Error::WrongRecipient);
             }
         }
-        inbound(&root, &opened.message, &ctx, Mode::Encrypted)
+        let json = opened.message.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        Ok(Opened {
+            root,
+            json,
+            receive_id: opened.receive_id,
+            account: self.account,
+            now_ms: self.now_ms,
+        })
+    }
+}
+
+/// A decrypted and authenticated message, parsed but not yet normalized.
+pub struct Opened {
+    pub root: xml::Element,
+    /// Whether it was in WeChat's JSON format.
+    pub json: bool,
+    /// The id that trailed it (AppID, corp id, component AppID).
+    pub receive_id: String,
+    account: String,
+    now_ms: u64,
+}
+
+impl Opened {
+    /// The event, with `app_id` the receive id unless another is given (a platform's
+    /// authorizer).
+    pub fn normalize(self, app_id: Option<&str>) -> Result<Inbound, Error> {
+        let ctx = event::Context {
+            account: &self.account,
+            app_id: Some(app_id.unwrap_or(&self.receive_id)),
+            received_at_ms: self.now_ms,
+        };
+        let event = event::normalize(&self.root, &ctx)?;
+        Ok(Inbound {
+            event,
+            mode: Mode::Encrypted,
+            json: self.json,
+        })
+    }
+
+    /// A third-party platform's authorization push as an event.
+    pub fn normalize_component(&self) -> Result<Event, Error> {
+        let ctx = event::Context {
+            account: &self.account,
+            app_id: None,
+            received_at_ms: self.now_ms,
+        };
+        event::normalize_component(&self.root, &ctx)
     }
 }
 

@@ -16,8 +16,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::access_token::{self, Stored, FORCED_REFRESH_INTERVAL_SECS};
-use crate::accounts::Account;
+use crate::accounts::{Account, Kind as AccountKind};
 use crate::api_error::{is_token_invalid, ApiError};
+use crate::component;
 use crate::error::Error;
 use crate::jssdk;
 use crate::ports::{Clock, Http, Store};
@@ -29,13 +30,15 @@ use crate::upstream;
 pub enum Kind {
     AccessToken,
     JsapiTicket,
+    /// A third-party platform's authorizer's token (kept in the authorizer's record).
+    AuthorizerToken,
 }
 
 impl Kind {
     /// The field that holds the value in the stored record (as in WeChat's answer).
     fn field(self) -> &'static str {
         match self {
-            Kind::AccessToken => "access_token",
+            Kind::AccessToken | Kind::AuthorizerToken => "access_token",
             Kind::JsapiTicket => "ticket",
         }
     }
@@ -44,6 +47,7 @@ impl Kind {
         match self {
             Kind::AccessToken => "access_token",
             Kind::JsapiTicket => "jsapi_ticket",
+            Kind::AuthorizerToken => "authorizer_token",
         }
     }
 }
@@ -62,7 +66,55 @@ type FlightKey = (String, Kind, bool);
 #[derive(Default)]
 pub struct Memory {
     flights: Flights<FlightKey, Result<Stored, ApiError>>,
+    pub(crate) authorizer_flights: Flights<FlightKey, Result<Stored, Error>>,
+    pub(crate) exchanges: Flights<String, Result<crate::component::Authorization, Error>>,
     last_forced: RefCell<HashMap<String, u64>>,
+}
+
+impl Memory {
+    /// Whether this isolate forced a refresh of `key` in the last minute.
+    pub(crate) fn forced_recently(&self, key: &str, now: u64) -> bool {
+        self.last_forced
+            .borrow()
+            .get(key)
+            .is_some_and(|t| now.saturating_sub(*t) < FORCED_REFRESH_INTERVAL_SECS)
+    }
+
+    pub(crate) fn note_forced(&self, key: &str, now: u64) {
+        self.last_forced.borrow_mut().insert(key.to_owned(), now);
+    }
+}
+
+/// Where the pass-through (and the late-reply path) gets a token: an account's own, or a
+/// third-party platform's authorizer's.
+#[allow(async_fn_in_trait)]
+pub trait TokenSource {
+    /// The kind the token's errors are hinted for.
+    fn kind(&self) -> AccountKind;
+    /// The API base the token is for.
+    fn api_base(&self) -> Result<&str, Error>;
+    /// A token with more than 5 minutes left.
+    async fn token(&self) -> Result<Stored, Error>;
+    /// A forced refresh, rate-limited.
+    async fn force_refresh(&self) -> Result<Refreshed, Error>;
+}
+
+impl<C: Clock, S: Store, H: Http> TokenSource for Credentials<'_, C, S, H> {
+    fn kind(&self) -> AccountKind {
+        self.account.kind()
+    }
+
+    fn api_base(&self) -> Result<&str, Error> {
+        Ok(self.account.api_base()?)
+    }
+
+    async fn token(&self) -> Result<Stored, Error> {
+        self.access_token().await
+    }
+
+    async fn force_refresh(&self) -> Result<Refreshed, Error> {
+        Credentials::force_refresh(self).await
+    }
 }
 
 /// What a forced refresh came to.
@@ -142,16 +194,32 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
 
     async fn fetch_access_token(&self, force: bool) -> Result<Stored, Error> {
         let account = self.account;
-        let request = access_token::account_token_request(account, force)?;
+        let ticket = match account.kind() {
+            AccountKind::Component => {
+                let ticket = component::load_ticket(self.store, account.name()).await;
+                if ticket.is_none() {
+                    component::request_ticket_push(self.clock, self.store, self.http, account)
+                        .await;
+                }
+                ticket.map(|t| t.ticket)
+            }
+            _ => None,
+        };
+        let request = access_token::account_token_request(account, force, ticket.as_deref())?;
         let replaces = access_token::replaces_previous(account, force);
+        let field = access_token::token_field(account.kind());
         let flight = (account.name().to_owned(), Kind::AccessToken, force);
         let result = self
             .memory
             .flights
             .run(self.clock, flight, || async {
                 let body = upstream::call(self.clock, self.http, &request).await?;
-                let stored =
-                    access_token::parse_token_response(&body, self.clock.now_secs(), replaces)?;
+                let stored = access_token::parse_field_response(
+                    &body,
+                    field,
+                    self.clock.now_secs(),
+                    replaces,
+                )?;
                 log::info!(
                     account = account.name(), token = stored.redacted(),
                     expires_at = stored.expires_at, forced = force;
@@ -172,11 +240,10 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
         let now = self.clock.now_secs();
         let cached = self.load(Kind::AccessToken).await;
         let name = self.account.name().to_owned();
-        let forced_here = self.memory.last_forced.borrow().get(&name).copied();
         let recently_forced = cached
             .as_ref()
             .is_some_and(|c| !c.allows_forced_refresh(now))
-            || forced_here.is_some_and(|t| now.saturating_sub(t) < FORCED_REFRESH_INTERVAL_SECS);
+            || self.memory.forced_recently(&name, now);
         if recently_forced {
             if let Some(credential) = cached.filter(|c| c.expires_at > now) {
                 return Ok(Refreshed {
@@ -185,7 +252,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
                 });
             }
         }
-        self.memory.last_forced.borrow_mut().insert(name, now);
+        self.memory.note_forced(&name, now);
         let credential = self.fetch_access_token(true).await?;
         Ok(Refreshed {
             credential,

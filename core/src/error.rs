@@ -37,6 +37,8 @@ pub enum Error {
     NotFound,
     /// The route exists, but not for this kind of account.
     NotAvailable(&'static str),
+    /// No authorizer of that AppID is stored (never authorized, or revoked).
+    UnknownAuthorizer,
     /// The bearer key is missing or wrong.
     Unauthorized,
 
@@ -49,6 +51,9 @@ pub enum Error {
     Config(ConfigError),
     /// The delivery queue refused the event; WeChat retries, and nothing was marked as seen.
     QueueUnavailable(String),
+    /// A third-party platform has no component_verify_ticket yet (WeChat pushes one every 10
+    /// minutes; the relay has asked it to restart the push).
+    NoVerifyTicket,
     /// The runtime failed (reading a body, building a response). The detail is logged, never
     /// shown.
     Internal(String),
@@ -86,11 +91,11 @@ impl Error {
             | Error::Decryption
             | Error::WrongRecipient
             | Error::Unauthorized => 401,
-            Error::NotFound | Error::NotAvailable(_) => 404,
+            Error::NotFound | Error::NotAvailable(_) | Error::UnknownAuthorizer => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::BodyTooLarge { .. } => 413,
             Error::Config(_) | Error::Internal(_) => 500,
-            Error::QueueUnavailable(_) => 503,
+            Error::QueueUnavailable(_) | Error::NoVerifyTicket => 503,
             Error::Api(e) => e.status(),
         }
     }
@@ -111,10 +116,12 @@ impl Error {
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::NotFound => "not_found",
             Error::NotAvailable(_) => "not_available",
+            Error::UnknownAuthorizer => "unknown_authorizer",
             Error::Unauthorized => "unauthorized",
             Error::Api(e) => e.code(),
             Error::Config(_) => "configuration",
             Error::QueueUnavailable(_) => "queue_unavailable",
+            Error::NoVerifyTicket => "no_verify_ticket",
             Error::Internal(_) => "internal",
         }
     }
@@ -134,6 +141,7 @@ impl Error {
                 .map(|s| vec![("retry-after", s.to_string())])
                 .unwrap_or_default(),
             Error::QueueUnavailable(_) => vec![("retry-after", "5".to_owned())],
+            Error::NoVerifyTicket => vec![("retry-after", "600".to_owned())],
             _ => Vec::new(),
         }
     }
@@ -209,11 +217,17 @@ impl std::fmt::Display for Error {
             Error::MethodNotAllowed { .. } => f.write_str("method not allowed"),
             Error::NotFound => f.write_str("not found"),
             Error::NotAvailable(why) => f.write_str(why),
+            Error::UnknownAuthorizer => f.write_str(
+                "no such authorizer: it never authorized this platform, or revoked it (POST /component/authorizers/sync recovers authorizers WeChat still knows)",
+            ),
             Error::Unauthorized => f.write_str("missing or wrong bearer token"),
             Error::Config(e) => e.fmt(f),
             Error::Api(e) => e.fmt(f),
             Error::Internal(e) => write!(f, "internal error: {e}"),
             Error::QueueUnavailable(e) => write!(f, "the delivery queue is unavailable: {e}"),
+            Error::NoVerifyTicket => f.write_str(
+                "no component_verify_ticket has arrived yet: WeChat pushes one to the authorization-event URL (/wechat/<name>) every 10 minutes; the relay has asked WeChat to restart the push",
+            ),
         }
     }
 }
@@ -258,10 +272,12 @@ mod tests {
             Error::MethodNotAllowed { allow: "GET" },
             Error::NotFound,
             Error::NotAvailable("no"),
+            Error::UnknownAuthorizer,
             Error::Unauthorized,
             Error::Api(ApiError::Unreachable("x".into())),
             Error::Config(ConfigError::missing("WECHAT_TOKEN")),
             Error::QueueUnavailable("down".into()),
+            Error::NoVerifyTicket,
             Error::Internal("js exception at 0x1".into()),
         ];
         let mut codes = std::collections::HashSet::new();

@@ -157,6 +157,51 @@ pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
     })
 }
 
+/// Turns a third-party platform's authorization push (`<xml><AppId/><CreateTime/><InfoType/>
+/// ...</xml>`) into the event: `type` "component", `event` the InfoType lowercased, `app_id` the
+/// authorizer's AppID (`AuthorizerAppid`, or `appid` in registration events) or null, `from` that
+/// AppID or else the component's, `to` the component's, `data` every other element.
+pub fn normalize_component(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
+    let required = |name: &'static str| root.child_text(name).ok_or(Error::MissingElement(name));
+    let component = required("AppId")?.trim().to_owned();
+    let info_type = required("InfoType")?.trim().to_lowercase();
+    let created_at: i64 = required("CreateTime")?
+        .trim()
+        .parse()
+        .map_err(|_| Error::MalformedElement("CreateTime"))?;
+    let authorizer = root
+        .child_text("AuthorizerAppid")
+        .or_else(|| root.child_text("appid"))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
+    let rest: Vec<&Element> = root
+        .children
+        .iter()
+        .filter(|c| !["AppId", "CreateTime", "InfoType"].contains(&c.name.as_str()))
+        .collect();
+    let data = object_of(&rest, &root.text, &root.attributes);
+    let field = |name: &str| root.child_text(name).unwrap_or("").trim();
+    let key = format!(
+        "cmp\n{info_type}\n{created_at}\n{}\n{}{}",
+        authorizer.as_deref().unwrap_or(""),
+        field("AuthorizationCode"),
+        field("auth_code"),
+    );
+    Ok(Event {
+        id: event_id(ctx.account, &key),
+        account: ctx.account.to_owned(),
+        app_id: authorizer.clone(),
+        kind: "component".to_owned(),
+        event: Some(info_type),
+        from: authorizer.unwrap_or_else(|| component.clone()),
+        to: component,
+        created_at,
+        data,
+        received_at: crate::time::rfc3339_millis(ctx.received_at_ms),
+    })
+}
+
 /// The key that identifies one callback across WeChat's retries: messages by sender and MsgId,
 /// events by sender, CreateTime, Event and EventKey (plus MsgID and AgentID where present, so
 /// two job-finished events of one second, or one event per WeCom app, stay apart).
@@ -336,6 +381,44 @@ mod tests {
         assert_ne!(a, event_id("other", "msg\nu\n1"));
         assert_eq!(a.len(), 36);
         assert!(a.starts_with("evt_"));
+    }
+
+    #[test]
+    fn component_pushes() {
+        let ctx = Context {
+            account: "platform",
+            app_id: None,
+            received_at_ms: 0,
+        };
+        let authorized = crate::xml::parse(b"<xml><AppId><![CDATA[wxcomponent]]></AppId><CreateTime>1413192760</CreateTime><InfoType><![CDATA[authorized]]></InfoType><AuthorizerAppid><![CDATA[wxmerchant]]></AuthorizerAppid><AuthorizationCode><![CDATA[queryauthcode@@@abc]]></AuthorizationCode><AuthorizationCodeExpiredTime>1413196360</AuthorizationCodeExpiredTime><PreAuthCode><![CDATA[preauthcode@@@x]]></PreAuthCode></xml>").unwrap();
+        let e = normalize_component(&authorized, &ctx).unwrap();
+        assert_eq!(
+            (e.kind.as_str(), e.event.as_deref()),
+            ("component", Some("authorized"))
+        );
+        assert_eq!(
+            (e.app_id.as_deref(), e.from.as_str(), e.to.as_str()),
+            (Some("wxmerchant"), "wxmerchant", "wxcomponent")
+        );
+        assert_eq!(e.created_at, 1_413_192_760);
+        assert_eq!(e.data["authorization_code"], "queryauthcode@@@abc");
+        assert!(!e.data.contains_key("app_id") && !e.data.contains_key("info_type"));
+        let registered = crate::xml::parse(b"<xml><AppId>wxcomponent</AppId><CreateTime>1</CreateTime><InfoType>notify_third_fasteregister</InfoType><appid>wxnew</appid><status>0</status><auth_code>xxx</auth_code><msg>OK</msg><info><name>n</name></info></xml>").unwrap();
+        let r = normalize_component(&registered, &ctx).unwrap();
+        assert_eq!(
+            (r.app_id.as_deref(), r.event.as_deref()),
+            (Some("wxnew"), Some("notify_third_fasteregister"))
+        );
+        assert_eq!(r.data["info"]["name"], "n");
+        let other = crate::xml::parse(b"<xml><AppId>wxcomponent</AppId><CreateTime>2</CreateTime><InfoType>wxa_nickname_audit</InfoType><ret>2</ret></xml>").unwrap();
+        let o = normalize_component(&other, &ctx).unwrap();
+        assert_eq!((o.app_id, o.from.as_str()), (None, "wxcomponent"));
+        assert_ne!(e.id, r.id);
+        assert!(normalize_component(
+            &crate::xml::parse(b"<xml><AppId>a</AppId><CreateTime>1</CreateTime></xml>").unwrap(),
+            &ctx
+        )
+        .is_err());
     }
 
     #[test]

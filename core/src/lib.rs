@@ -40,6 +40,7 @@ pub mod accounts;
 pub mod api_error;
 pub mod auth;
 pub mod callback;
+pub mod component;
 pub mod config;
 pub mod credentials;
 pub mod crypto;

@@ -3,9 +3,9 @@
 //! the token once and retries once.
 
 use crate::api_error::{errcode_of, is_token_invalid, ApiError};
-use crate::credentials::Credentials;
+use crate::credentials::TokenSource;
 use crate::error::Error;
-use crate::ports::{Clock, Http, HttpAnswer, HttpRequest, Store};
+use crate::ports::{Http, HttpAnswer, HttpRequest};
 use crate::routes::Method;
 use crate::upstream;
 
@@ -97,14 +97,15 @@ pub fn inspectable(content_type: Option<&str>, content_length: Option<&str>) -> 
     textual && small
 }
 
-/// Forwards `call` to `{api_base}/<path>` with the account's token; after a token error,
+/// Forwards `call` to `{api_base}/<path>` with the token of `source`; after a token error,
 /// refreshes once (forced, rate-limited) and retries once.
-pub async fn pass_through<C: Clock, S: Store, H: Http>(
-    creds: &Credentials<'_, C, S, H>,
+pub async fn pass_through<H: Http, T: TokenSource>(
+    http: &H,
+    source: &T,
     call: Call,
 ) -> Result<Passed<H::Answer>, Error> {
-    let api_base = creds.account.api_base()?;
-    let mut token = creds.access_token().await?;
+    let api_base = source.api_base()?;
+    let mut token = source.token().await?;
     let mut retried = false;
     loop {
         let url = upstream_url(
@@ -119,7 +120,7 @@ pub async fn pass_through<C: Clock, S: Store, H: Http>(
             request.headers.push(("content-type", ct.clone()));
         }
         request.body = call.body.clone();
-        let answer = upstream::send(creds.http, &request).await?;
+        let answer = upstream::send(http, &request).await?;
         let content_type = answer.header("content-type");
         if !inspectable(
             content_type.as_deref(),
@@ -135,7 +136,7 @@ pub async fn pass_through<C: Clock, S: Store, H: Http>(
         if let Some(ApiError::WeChat { errcode, .. }) = errcode_of(&body) {
             if is_token_invalid(errcode) && !retried {
                 retried = true;
-                let refreshed = creds.force_refresh().await?;
+                let refreshed = source.force_refresh().await?;
                 // Rate-limited to the same token that just failed: retrying cannot help.
                 if refreshed.credential.value != token.value {
                     token = refreshed.credential;
@@ -146,7 +147,7 @@ pub async fn pass_through<C: Clock, S: Store, H: Http>(
         return Ok(Passed::Read {
             status,
             content_type,
-            body: with_hint(body, creds.account.kind()),
+            body: with_hint(body, source.kind()),
         });
     }
 }
@@ -257,7 +258,11 @@ mod tests {
             &[("foo", "bar"), ("access_token", "caller-supplied")],
             Some(payload),
         );
-        let (status, ct, body) = read(w.clock.run(pass_through(&w.creds(), c)).unwrap());
+        let (status, ct, body) = read(
+            w.clock
+                .run(pass_through(&w.wechat.http, &w.creds(), c))
+                .unwrap(),
+        );
         assert_eq!(status, 200);
         assert_eq!(ct.as_deref(), Some("application/json"));
         let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -287,6 +292,7 @@ mod tests {
         let passed = w
             .clock
             .run(pass_through(
+                &w.wechat.http,
                 &w.creds(),
                 call(
                     Method::Get,
@@ -324,6 +330,7 @@ mod tests {
         let (_, _, body) = read(
             w.clock
                 .run(pass_through(
+                    &w.wechat.http,
                     &w.creds(),
                     call(Method::Get, "cgi-bin/user/info", &[("openid", "o_1")], None),
                 ))
@@ -358,6 +365,7 @@ mod tests {
         let (status, _, body) = read(
             w.clock
                 .run(pass_through(
+                    &w.wechat.http,
                     &w.creds(),
                     call(Method::Get, "cgi-bin/user/info", &[], None),
                 ))
@@ -399,6 +407,7 @@ mod tests {
         let (_, _, body) = read(
             w.clock
                 .run(pass_through(
+                    &w.wechat.http,
                     &w.creds(),
                     call(Method::Post, "cgi-bin/menu/create", &[], Some("{}")),
                 ))
@@ -418,6 +427,7 @@ mod tests {
         let _ = read(
             w.clock
                 .run(pass_through(
+                    &w.wechat.http,
                     &w.creds(),
                     call(Method::Get, "cgi-bin/user/info", &[], None),
                 ))

@@ -18,9 +18,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use futures_util::future::{join_all, select, Either};
+use serde_json::json;
 
 use crate::accounts::{Account, Kind, MessageFormat};
 use crate::callback::{self, Mode, Query};
+use crate::component::{self, Platform, ReleaseCheck};
 use crate::config::{Config, ForwardMode};
 use crate::credentials::{Credentials, Memory};
 use crate::dead_letters::{self, DeadLetter};
@@ -121,7 +123,8 @@ where
 
     /// A callback: verified, decrypted and normalized; handed over durably (or scheduled right
     /// after the answer); answered with a passive reply when the reply receiver gives one, else
-    /// `success`. `random` supplies the reply envelope's randomness.
+    /// `success`. `random` supplies the reply envelope's randomness. For a third-party platform
+    /// this is its authorization-event URL.
     pub async fn receive(
         &self,
         account_name: &str,
@@ -129,65 +132,181 @@ where
         body: &[u8],
         random: [u8; 32],
     ) -> Result<Answer, Error> {
-        let config = &self.config;
-        let account = config.account(account_name)?;
-        let inbound =
-            match callback::begin_callback(config, account_name, query, body, self.clock.now_ms())?
-            {
-                callback::Begun::Opened(inbound) => inbound,
-                callback::Begun::Sealed(mut sealed) => {
-                    let ciphertext = std::mem::take(&mut sealed.ciphertext);
-                    let plain = self
-                        .cipher
-                        .cbc_decrypt(&sealed.key, ciphertext)
-                        .await
-                        .map_err(|_| Error::Decryption)?;
-                    sealed.finish(&plain)?
+        let account = self.config.account(account_name)?;
+        if account.kind() == Kind::Component {
+            return self.receive_push(account, query, body).await;
+        }
+        let inbound = match callback::begin_callback(
+            &self.config,
+            account_name,
+            query,
+            body,
+            self.clock.now_ms(),
+        )? {
+            callback::Begun::Opened(inbound) => inbound,
+            callback::Begun::Sealed(sealed) => self.decrypt(sealed).await?.normalize(None)?,
+        };
+        self.handle_message(account, inbound, random, None).await
+    }
+
+    /// A message or event of an account that authorized the platform `account_name`
+    /// (`/wechat/<name>/<authorizer appid>`): safe mode only, the platform's token and key,
+    /// receive id = the component AppID; `app_id` is the authorizer's.
+    pub async fn receive_for_authorizer(
+        &self,
+        account_name: &str,
+        authorizer: &str,
+        query: &Query,
+        body: &[u8],
+        random: [u8; 32],
+    ) -> Result<Answer, Error> {
+        let account = self.config.account(account_name)?;
+        if account.kind() != Kind::Component || !component::is_app_id(authorizer) {
+            return Err(Error::NotFound);
+        }
+        let inbound = self
+            .open_sealed(account_name, query, body)
+            .await?
+            .normalize(Some(authorizer))?;
+        if let Some(check) = ReleaseCheck::of(authorizer, &inbound.event) {
+            return self.release_check(account, inbound, check, random);
+        }
+        self.handle_message(account, inbound, random, Some(authorizer.to_owned()))
+            .await
+    }
+
+    async fn decrypt(&self, mut sealed: callback::Sealed) -> Result<callback::Opened, Error> {
+        let ciphertext = std::mem::take(&mut sealed.ciphertext);
+        let plain = self
+            .cipher
+            .cbc_decrypt(&sealed.key, ciphertext)
+            .await
+            .map_err(|_| Error::Decryption)?;
+        sealed.open(&plain)
+    }
+
+    /// A callback of an always-encrypted kind, decrypted.
+    async fn open_sealed(
+        &self,
+        account_name: &str,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<callback::Opened, Error> {
+        match callback::begin_callback(
+            &self.config,
+            account_name,
+            query,
+            body,
+            self.clock.now_ms(),
+        )? {
+            callback::Begun::Sealed(sealed) => self.decrypt(sealed).await,
+            // Platforms are always encrypted: begin_callback never opens their plaintext.
+            callback::Begun::Opened(_) => Err(Error::MissingElement("Encrypt")),
+        }
+    }
+
+    /// The stored reply of an event seen in the last minutes (a WeChat retry), if it was.
+    async fn seen(&self, event: &Event) -> Option<String> {
+        match self.marks.get(&event.id).await {
+            Ok(found) => {
+                if found.is_some() {
+                    log::info!(event_id = event.id.as_str(); "duplicate callback, not forwarded");
                 }
-            };
+                found
+            }
+            Err(e) => {
+                log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate marks unreadable; handling the callback anyway");
+                None
+            }
+        }
+    }
+
+    async fn mark(&self, event: &Event, reply_text: &str) {
+        if let Err(e) = self
+            .marks
+            .put(&event.id, reply_text, Some(MARK_TTL_SECS))
+            .await
+        {
+            log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate mark not written; a retry would be forwarded again");
+        }
+    }
+
+    /// The durable hand-off: in queue mode every (event, target) job is enqueued now (an error if
+    /// the queue refuses); returns the targets to deliver right after the answer.
+    async fn enqueue(
+        &self,
+        account_name: &str,
+        event: &Event,
+        event_body: &[u8],
+        targets: Vec<Destination>,
+    ) -> Result<Vec<Destination>, Error> {
+        if targets.is_empty() {
+            log::info!(event_id = event.id.as_str(), r#type = event.kind.as_str(), event = event.event.as_deref().unwrap_or(""); "event matches no route; forwarded nowhere");
+        }
+        let (ForwardMode::Queue, Some(queue)) = (self.config.forward_mode()?, &self.queue) else {
+            return Ok(targets);
+        };
+        let mut now_targets = Vec::new();
+        for target in targets {
+            let job = Job::new(&event.id, account_name, &target, event_body);
+            if !job.fits() {
+                log::warn!(event_id = event.id.as_str(); "event too large for a queue message; delivered inline");
+                now_targets.push(target);
+                continue;
+            }
+            queue.send(&job.to_text(), 0).await.map_err(|e| {
+                log::error!(event_id = event.id.as_str(), error = e.as_str(); "enqueue failed; WeChat will retry");
+                Error::QueueUnavailable(e)
+            })?;
+        }
+        Ok(now_targets)
+    }
+
+    fn deliver_after(
+        &self,
+        account_name: &str,
+        event: &Event,
+        event_body: Vec<u8>,
+        targets: Vec<Destination>,
+    ) -> Option<Background> {
+        if targets.is_empty() {
+            return None;
+        }
+        let retry_through_queue = self.queue.is_some();
+        Some(Box::pin(self.clone().deliver_now(
+            event.id.clone(),
+            account_name.to_owned(),
+            event_body,
+            targets,
+            retry_through_queue,
+        )))
+    }
+
+    /// A message or event: dedup, hand-off, passive reply, mark, answer.
+    async fn handle_message(
+        &self,
+        account: &Account,
+        inbound: callback::Inbound,
+        random: [u8; 32],
+        authorizer: Option<String>,
+    ) -> Result<Answer, Error> {
+        let config = &self.config;
         let event = inbound.event;
         // Every setting the rest needs, before anything is handed over.
         let targets = config.targets_for(&event)?;
-        let mode = config.forward_mode()?;
+        config.forward_mode()?;
         config.forward_secret()?;
         let reply_url = config.reply_url()?.cloned();
         let reply_timeout_ms = config.reply_timeout_ms()?;
 
-        match self.marks.get(&event.id).await {
-            Ok(Some(stored)) => {
-                log::info!(event_id = event.id.as_str(); "duplicate callback, not forwarded");
-                let body = self.render_reply(account, inbound.mode, &stored, random)?;
-                return Ok(answer(body, inbound.json, None));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate marks unreadable; handling the callback anyway")
-            }
+        if let Some(stored) = self.seen(&event).await {
+            let body = self.render_reply(account, inbound.mode, &stored, random)?;
+            return Ok(answer(body, inbound.json, None));
         }
-
         let event_body = event.to_json();
-        if targets.is_empty() {
-            log::info!(event_id = event.id.as_str(), r#type = event.kind.as_str(), event = event.event.as_deref().unwrap_or(""); "event matches no route; forwarded nowhere");
-        }
-        // The durable hand-off: in queue mode, before the answer.
-        let mut now_targets = Vec::new();
-        match (mode, &self.queue) {
-            (ForwardMode::Queue, Some(queue)) => {
-                for target in targets {
-                    let job = Job::new(&event.id, account_name, &target, &event_body);
-                    if !job.fits() {
-                        log::warn!(event_id = event.id.as_str(); "event too large for a queue message; delivered inline");
-                        now_targets.push(target);
-                        continue;
-                    }
-                    queue.send(&job.to_text(), 0).await.map_err(|e| {
-                        log::error!(event_id = event.id.as_str(), error = e.as_str(); "enqueue failed; WeChat will retry");
-                        Error::QueueUnavailable(e)
-                    })?;
-                }
-            }
-            _ => now_targets = targets,
-        }
+        let now_targets = self
+            .enqueue(account.name(), &event, &event_body, targets)
+            .await?;
 
         // The passive reply.
         let mut late = None;
@@ -198,57 +317,192 @@ where
                 .await
             {
                 Ok(ReplyResult::Reply(r)) => {
-                    let now = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
                     // The reply must be in the format the console is set to (Mini Programs
                     // choose; the others reply in the format WeChat pushed).
                     let json = inbound.json || account.format() == MessageFormat::Json;
-                    reply_text = if json {
-                        r.to_json(&event.from, &event.to, now)
-                    } else {
-                        r.to_xml(&event.from, &event.to, now)
-                    };
+                    reply_text = self.reply_message(&r, &event, json);
                 }
                 Ok(ReplyResult::Nothing(why)) => {
                     log::info!(event_id = event.id.as_str(), reason = why; "no passive reply; answering success")
                 }
                 Err(pending) => {
                     late = Some(self.clone().late_reply(
-                        account_name.to_owned(),
+                        account.name().to_owned(),
+                        authorizer,
                         event.clone(),
                         pending,
                     ))
                 }
             }
         }
-
-        if let Err(e) = self
-            .marks
-            .put(&event.id, &reply_text, Some(MARK_TTL_SECS))
-            .await
-        {
-            log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate mark not written; a retry would be forwarded again");
-        }
+        self.mark(&event, &reply_text).await;
 
         let mut background: Vec<Background> = Vec::new();
-        if !now_targets.is_empty() {
-            let retry_through_queue = self.queue.is_some();
-            background.push(Box::pin(self.clone().deliver_now(
-                event.id.clone(),
-                account_name.to_owned(),
-                event_body,
-                now_targets,
-                retry_through_queue,
-            )));
-        }
+        background.extend(self.deliver_after(account.name(), &event, event_body, now_targets));
         background.extend(late);
-        let background: Option<Background> = match background.len() {
-            0 => None,
-            _ => Some(Box::pin(async move {
-                join_all(background).await;
-            })),
-        };
         let body = self.render_reply(account, inbound.mode, &reply_text, random)?;
-        Ok(answer(body, inbound.json, background))
+        Ok(answer(body, inbound.json, join(background)))
+    }
+
+    fn reply_message(&self, reply: &Reply, event: &Event, json: bool) -> String {
+        let now = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
+        if json {
+            reply.to_json(&event.from, &event.to, now)
+        } else {
+            reply.to_xml(&event.from, &event.to, now)
+        }
+    }
+
+    /// A third-party platform's authorization push: answered `success` at once; the verify
+    /// ticket stored (never forwarded); an authorization's code exchanged after the answer; a
+    /// revoked authorizer's tokens deleted; every other push forwarded whole.
+    async fn receive_push(
+        &self,
+        account: &Account,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<Answer, Error> {
+        let opened = self.open_sealed(account.name(), query, body).await?;
+        let event = opened.normalize_component()?;
+        let info = event.event.clone().unwrap_or_default();
+        if info == "component_verify_ticket" {
+            let ticket = opened
+                .root
+                .child_text("ComponentVerifyTicket")
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or(Error::MissingElement("ComponentVerifyTicket"))?;
+            component::store_ticket(
+                &self.clock,
+                &self.store,
+                account.name(),
+                ticket,
+                event.created_at,
+            )
+            .await;
+            return Ok(answer("success".to_owned(), false, None));
+        }
+        let targets = self.config.targets_for(&event)?;
+        self.config.forward_mode()?;
+        self.config.forward_secret()?;
+        if self.seen(&event).await.is_some() {
+            return Ok(answer("success".to_owned(), false, None));
+        }
+        if info == "unauthorized" {
+            if let (Some(app_id), Ok(platform)) =
+                (&event.app_id, Platform::new(self.credentials(account)))
+            {
+                platform.revoke(app_id).await;
+            }
+        }
+        let event_body = event.to_json();
+        let now_targets = self
+            .enqueue(account.name(), &event, &event_body, targets)
+            .await?;
+        self.mark(&event, "").await;
+        let mut background: Vec<Background> = Vec::new();
+        background.extend(self.deliver_after(account.name(), &event, event_body, now_targets));
+        if matches!(info.as_str(), "authorized" | "updateauthorized") {
+            if let Some(code) = opened
+                .root
+                .child_text("AuthorizationCode")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+            {
+                let (relay, name, code) =
+                    (self.clone(), account.name().to_owned(), code.to_owned());
+                background.push(Box::pin(async move {
+                    relay.exchange_in_background(&name, &code).await
+                }));
+            }
+        }
+        Ok(answer("success".to_owned(), false, join(background)))
+    }
+
+    async fn exchange_in_background(&self, account_name: &str, code: &str) {
+        let Ok(account) = self.config.account(account_name) else {
+            return;
+        };
+        let Ok(platform) = Platform::new(self.credentials(account)) else {
+            return;
+        };
+        if let Err(e) = platform.exchange(code).await {
+            log::error!(account = account_name, error = e.to_string(); "authorization code exchange failed; POST /component/authorizations with the code, or /component/authorizers/sync");
+        }
+    }
+
+    /// WeChat's release check (全网发布): the relay answers its test accounts itself.
+    fn release_check(
+        &self,
+        account: &Account,
+        inbound: callback::Inbound,
+        check: ReleaseCheck,
+        random: [u8; 32],
+    ) -> Result<Answer, Error> {
+        let event = inbound.event;
+        match check {
+            ReleaseCheck::Text => {
+                log::info!(account = account.name(), event_id = event.id.as_str(); "release check: text message answered");
+                let reply = Reply::Text {
+                    content: format!("{}_callback", component::RELEASE_TEXT),
+                };
+                let message = self.reply_message(&reply, &event, inbound.json);
+                let body = self.render_reply(account, inbound.mode, &message, random)?;
+                Ok(answer(body, inbound.json, None))
+            }
+            ReleaseCheck::QueryAuthCode(code) => {
+                log::info!(account = account.name(), event_id = event.id.as_str(); "release check: QUERY_AUTH_CODE answered empty; the reply follows through the API");
+                let (relay, name, authorizer, to) = (
+                    self.clone(),
+                    account.name().to_owned(),
+                    event.app_id.clone().unwrap_or_default(),
+                    event.from.clone(),
+                );
+                let background: Background = Box::pin(async move {
+                    relay.release_reply(&name, &authorizer, &to, &code).await;
+                });
+                Ok(Answer {
+                    body: String::new(),
+                    content_type: "text/plain; charset=utf-8",
+                    background: Some(background),
+                })
+            }
+        }
+    }
+
+    /// The release check's second half: exchange the code, then `<code>_from_api` through the
+    /// customer-service API with the authorizer's token.
+    async fn release_reply(&self, account_name: &str, authorizer: &str, to: &str, code: &str) {
+        let Ok(account) = self.config.account(account_name) else {
+            return;
+        };
+        let Ok(platform) = Platform::new(self.credentials(account)) else {
+            return;
+        };
+        if let Err(e) = platform.exchange(code).await {
+            log::error!(account = account_name, error = e.to_string(); "release check: code exchange failed");
+            return;
+        }
+        let message = json!({ "touser": to, "msgtype": "text", "text": { "content": format!("{code}_from_api") } });
+        let call = Call {
+            method: Method::Post,
+            wechat_path: "cgi-bin/message/custom/send".to_owned(),
+            query: Vec::new(),
+            content_type: Some("application/json".to_owned()),
+            body: Some(message.to_string().into_bytes()),
+        };
+        match passthrough::pass_through(&self.http, &platform.authorizer(authorizer), call).await {
+            Ok(Passed::Read { body, .. }) if crate::api_error::errcode_of(&body).is_none() => {
+                log::info!(account = account_name; "release check: reply sent through the API")
+            }
+            Ok(Passed::Read { body, .. }) => {
+                log::error!(account = account_name, answer = String::from_utf8_lossy(&body).into_owned(); "release check: customer-service API refused")
+            }
+            Ok(Passed::Streamed(_)) => {}
+            Err(e) => {
+                log::error!(account = account_name, error = e.to_string(); "release check: reply not sent")
+            }
+        }
     }
 
     /// The answer body for a reply in plaintext (`""` = no reply: `success`), sealed when the
@@ -340,6 +594,7 @@ where
     fn late_reply(
         self,
         account_name: String,
+        authorizer: Option<String>,
         event: Event,
         pending: Pending<ReplyResult>,
     ) -> Background {
@@ -383,7 +638,17 @@ where
                 content_type: Some("application/json".to_owned()),
                 body: Some(message.to_string().into_bytes()),
             };
-            let result = passthrough::pass_through(&self.credentials(account), call).await;
+            let creds = self.credentials(account);
+            let result = match &authorizer {
+                Some(app_id) => match Platform::new(creds) {
+                    Ok(platform) => {
+                        passthrough::pass_through(&self.http, &platform.authorizer(app_id), call)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+                None => passthrough::pass_through(&self.http, &creds, call).await,
+            };
             match result {
                 Ok(Passed::Read { body, .. }) => match crate::api_error::errcode_of(&body) {
                     None => {
@@ -726,6 +991,16 @@ where
             "failed": failed_count,
             "remaining": remaining,
         }))
+    }
+}
+
+/// All the background work as one.
+fn join(background: Vec<Background>) -> Option<Background> {
+    match background.len() {
+        0 => None,
+        _ => Some(Box::pin(async move {
+            join_all(background).await;
+        })),
     }
 }
 
