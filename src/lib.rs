@@ -20,6 +20,8 @@ mod webcrypto;
 
 use serde_json::json;
 use wechat_relay_core::callback::{Query, MAX_BODY_BYTES};
+use wechat_relay_core::component::{self, Platform};
+use wechat_relay_core::credentials::TokenSource;
 use wechat_relay_core::passthrough::{self, Call, Passed};
 use wechat_relay_core::{callback, dispatch, Clock, Error, Incoming, Route};
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
@@ -83,23 +85,41 @@ async fn run(
             let query = query_of(&req)?;
             let body = body::read_limited(&mut req, MAX_BODY_BYTES).await?;
             let answer = relay.receive(&account, &query, &body, random()?).await?;
-            if let Some(background) = answer.background {
-                ctx.wait_until(background);
-            }
-            respond::typed(200, answer.content_type, answer.body)
+            answered(ctx, answer)
         }
-        Route::Token { account } => {
-            let token = relay
-                .credentials(config.account(&account)?)
-                .access_token()
+        Route::AuthorizerCallback {
+            account,
+            authorizer,
+        } => {
+            let query = query_of(&req)?;
+            let body = body::read_limited(&mut req, MAX_BODY_BYTES).await?;
+            let answer = relay
+                .receive_for_authorizer(&account, &authorizer, &query, &body, random()?)
                 .await?;
+            answered(ctx, answer)
+        }
+        Route::Token {
+            account,
+            authorizer,
+        } => {
+            let creds = relay.credentials(config.account(&account)?);
+            let token = match authorizer {
+                None => creds.access_token().await?,
+                Some(app_id) => Platform::new(creds)?.authorizer(&app_id).token().await?,
+            };
             respond::json(&json!({ "access_token": token.value, "expires_at": token.expires_at }))
         }
-        Route::TokenRefresh { account } => {
-            let r = relay
-                .credentials(config.account(&account)?)
-                .force_refresh()
-                .await?;
+        Route::TokenRefresh {
+            account,
+            authorizer,
+        } => {
+            let creds = relay.credentials(config.account(&account)?);
+            let r = match authorizer {
+                None => creds.force_refresh().await?,
+                Some(app_id) => {
+                    TokenSource::force_refresh(&Platform::new(creds)?.authorizer(&app_id)).await?
+                }
+            };
             respond::json(&json!({
                 "access_token": r.credential.value,
                 "expires_at": r.credential.expires_at,
@@ -118,6 +138,7 @@ async fn run(
         }
         Route::PassThrough {
             account,
+            authorizer,
             method,
             wechat_path,
         } => {
@@ -137,7 +158,15 @@ async fn run(
                 },
             };
             let creds = relay.credentials(config.account(&account)?);
-            match passthrough::pass_through(&creds, call).await? {
+            let passed = match authorizer {
+                None => passthrough::pass_through(&relay.http, &creds, call).await?,
+                Some(app_id) => {
+                    let platform = Platform::new(creds)?;
+                    passthrough::pass_through(&relay.http, &platform.authorizer(&app_id), call)
+                        .await?
+                }
+            };
+            match passed {
                 Passed::Streamed(answer) => Ok(answer.0),
                 Passed::Read {
                     status,
@@ -146,12 +175,46 @@ async fn run(
                 } => respond::bytes(status, content_type.as_deref(), body),
             }
         }
+        Route::AuthorizeUrl { account } => {
+            let platform = Platform::new(relay.credentials(config.account(&account)?))?;
+            let (redirect, auth_type, biz) = (
+                query_param(&req, "redirect_uri")?,
+                query_param(&req, "auth_type")?,
+                query_param(&req, "biz_appid")?,
+            );
+            let links = platform
+                .authorize_url(redirect.as_deref(), auth_type.as_deref(), biz.as_deref())
+                .await?;
+            respond::json(&links)
+        }
+        Route::Authorizations { account } => {
+            let platform = Platform::new(relay.credentials(config.account(&account)?))?;
+            let body = body::read_limited(&mut req, 64 * 1024).await?;
+            let code = component::auth_code_of(&body)?;
+            respond::json(&platform.exchange(&code).await?)
+        }
+        Route::Authorizers { account } => {
+            let platform = Platform::new(relay.credentials(config.account(&account)?))?;
+            respond::json(&platform.authorizers().await?)
+        }
+        Route::SyncAuthorizers { account } => {
+            let platform = Platform::new(relay.credentials(config.account(&account)?))?;
+            respond::json(&platform.sync().await?)
+        }
         Route::DeadLetters => respond::json(&relay.dead_letters().await?),
         Route::Replay => {
             let id = query_param(&req, "id")?;
             respond::json(&relay.replay(id.as_deref()).await?)
         }
     }
+}
+
+/// WeChat's answer; the work that follows it continues in `waitUntil`.
+fn answered(ctx: &Context, answer: wechat_relay_core::Answer) -> Result<Response, Failure> {
+    if let Some(background) = answer.background {
+        ctx.wait_until(background);
+    }
+    respond::typed(200, answer.content_type, answer.body)
 }
 
 fn random() -> Result<[u8; 32], Failure> {

@@ -18,6 +18,8 @@ pub enum Error {
     BodyTooLarge { limit: usize },
     /// The body is empty, not XML (or JSON), malformed or hostile.
     Xml(XmlError),
+    /// A program's JSON request body is unusable; the message says how.
+    BadRequest(&'static str),
     /// The message lacks an element every callback carries.
     MissingElement(&'static str),
     /// An element is present but unusable (e.g. a non-numeric CreateTime).
@@ -84,6 +86,7 @@ impl Error {
             Error::MissingParameter(_)
             | Error::MalformedParameter(_)
             | Error::Xml(_)
+            | Error::BadRequest(_)
             | Error::MissingElement(_)
             | Error::MalformedElement(_) => 400,
             Error::BadSignature
@@ -107,6 +110,7 @@ impl Error {
             Error::MalformedParameter(_) => "malformed_parameter",
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::Xml(_) => "malformed_body",
+            Error::BadRequest(_) => "bad_request",
             Error::MissingElement(_) => "missing_element",
             Error::MalformedElement(_) => "malformed_element",
             Error::BadSignature => "bad_signature",
@@ -208,6 +212,7 @@ impl std::fmt::Display for Error {
                 write!(f, "body larger than {} MiB", limit.div_ceil(1 << 20))
             }
             Error::Xml(e) => e.fmt(f),
+            Error::BadRequest(why) => f.write_str(why),
             Error::MissingElement(e) => write!(f, "missing element <{e}>"),
             Error::MalformedElement(e) => write!(f, "malformed element <{e}>"),
             Error::BadSignature => f.write_str("signature mismatch"),
@@ -263,6 +268,7 @@ mod tests {
             Error::MalformedParameter("timestamp"),
             Error::BodyTooLarge { limit: 1 << 20 },
             Error::Xml(XmlError::Empty),
+            Error::BadRequest("x"),
             Error::MissingElement("Encrypt"),
             Error::MalformedElement("CreateTime"),
             Error::BadSignature,

@@ -61,19 +61,37 @@ pub enum Route {
     VerifyUrl { account: String },
     /// `POST /wechat`: a callback.
     Callback { account: String },
-    /// `GET /token[?account=]`
-    Token { account: String },
-    /// `POST /token/refresh[?account=]`
-    TokenRefresh { account: String },
+    /// `POST /wechat/<platform>/<authorizer appid>`: a message of an account that authorized
+    /// a third-party platform.
+    AuthorizerCallback { account: String, authorizer: String },
+    /// `GET /token[?account=][&authorizer=]`
+    Token {
+        account: String,
+        authorizer: Option<String>,
+    },
+    /// `POST /token/refresh[?account=][&authorizer=]`
+    TokenRefresh {
+        account: String,
+        authorizer: Option<String>,
+    },
     /// `GET /jsapi/signature?url=[&account=]`
     JsapiSignature { account: String },
     /// `ANY /api/<path>[?account=]`: `wechat_path` is the checked path below the account's API
     /// base.
     PassThrough {
         account: String,
+        authorizer: Option<String>,
         method: Method,
         wechat_path: String,
     },
+    /// `GET /component/authorize-url?account=&redirect_uri=[&auth_type=][&biz_appid=]`
+    AuthorizeUrl { account: String },
+    /// `POST /component/authorizations?account=` with `{"auth_code"}`
+    Authorizations { account: String },
+    /// `GET /component/authorizers?account=`
+    Authorizers { account: String },
+    /// `POST /component/authorizers/sync?account=`
+    SyncAuthorizers { account: String },
     /// `GET /admin/dead-letters`
     DeadLetters,
     /// `POST /admin/replay[?id=]`
@@ -103,6 +121,11 @@ impl Incoming<'_> {
         self.param("account")
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned())
+    }
+
+    /// `?authorizer=`, a platform's authorizer.
+    fn authorizer(&self) -> Option<String> {
+        self.param("authorizer").filter(|a| !a.is_empty())
     }
 }
 
@@ -152,35 +175,70 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
         ),
         "/wechat" => (WECHAT, wechat(method, DEFAULT_ACCOUNT)),
         path if path.starts_with("/wechat/") => {
-            let name = path.trim_start_matches("/wechat/");
             // Any segment reaches the settings, which know whether it is an account (404 if not,
             // 500 naming the problem if its entry is broken).
-            let valid = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if valid {
-                (WECHAT, wechat(method, name))
-            } else {
-                (WECHAT, Err(Error::NotFound))
-            }
+            let segment = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            };
+            let rest = path.trim_start_matches("/wechat/");
+            let route = match rest.split_once('/') {
+                None if segment(rest) => wechat(method, rest),
+                None => Err(Error::NotFound),
+                Some((name, authorizer)) if segment(name) && segment(authorizer) => match method {
+                    Some(Method::Post) => Ok(Route::AuthorizerCallback {
+                        account: name.to_owned(),
+                        authorizer: authorizer.to_owned(),
+                    }),
+                    _ => Err(Error::MethodNotAllowed { allow: "POST" }),
+                },
+                Some(_) => Err(Error::NotFound),
+            };
+            (WECHAT, route)
         }
         "/token" => (
             TOKEN_API,
             only(method, &[Method::Get], "GET").map(|_| Route::Token {
                 account: req.account(),
+                authorizer: req.authorizer(),
             }),
         ),
         "/token/refresh" => (
             TOKEN_API,
             only(method, &[Method::Post], "POST").map(|_| Route::TokenRefresh {
                 account: req.account(),
+                authorizer: req.authorizer(),
             }),
         ),
         "/jsapi/signature" => (
             TOKEN_API,
             only(method, &[Method::Get], "GET").map(|_| Route::JsapiSignature {
+                account: req.account(),
+            }),
+        ),
+        "/component/authorize-url" => (
+            TOKEN_API,
+            only(method, &[Method::Get], "GET").map(|_| Route::AuthorizeUrl {
+                account: req.account(),
+            }),
+        ),
+        "/component/authorizations" => (
+            TOKEN_API,
+            only(method, &[Method::Post], "POST").map(|_| Route::Authorizations {
+                account: req.account(),
+            }),
+        ),
+        "/component/authorizers" => (
+            TOKEN_API,
+            only(method, &[Method::Get], "GET").map(|_| Route::Authorizers {
+                account: req.account(),
+            }),
+        ),
+        "/component/authorizers/sync" => (
+            TOKEN_API,
+            only(method, &[Method::Post], "POST").map(|_| Route::SyncAuthorizers {
                 account: req.account(),
             }),
         ),
@@ -198,6 +256,7 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
                 .ok_or(Error::NotFound)
                 .map(|method| Route::PassThrough {
                     account: req.account(),
+                    authorizer: req.authorizer(),
                     method,
                     wechat_path: path.to_owned(),
                 }),
@@ -223,11 +282,13 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
     let route = route.and_then(|r| match r {
         Route::PassThrough {
             account,
+            authorizer,
             method,
             wechat_path,
         } => passthrough::wechat_path(&wechat_path)
             .map(|p| Route::PassThrough {
                 account,
+                authorizer,
                 method,
                 wechat_path: p.to_owned(),
             })
@@ -365,28 +426,107 @@ mod tests {
         assert_eq!(
             go("GET", "/token?account=staff", ok, &c).route,
             Ok(Route::Token {
-                account: "staff".into()
+                account: "staff".into(),
+                authorizer: None
             })
         );
         assert_eq!(
             go("GET", "/token?account=", ok, &c).route,
             Ok(Route::Token {
-                account: "default".into()
+                account: "default".into(),
+                authorizer: None
             })
         );
         assert_eq!(
             go("POST", "/token/refresh?x=1&account=mini", ok, &c).route,
             Ok(Route::TokenRefresh {
-                account: "mini".into()
+                account: "mini".into(),
+                authorizer: None
             })
         );
         assert_eq!(
             go("GET", "/api/cgi-bin/user/list?account=staff&next=1", ok, &c).route,
             Ok(Route::PassThrough {
                 account: "staff".into(),
+                authorizer: None,
                 method: Method::Get,
                 wechat_path: "cgi-bin/user/list".into()
             })
+        );
+    }
+
+    #[test]
+    fn platform_routes() {
+        let c = config(Some("k"));
+        let ok = Some("Bearer k");
+        for bad in ["/wechat/a/", "/wechat//b", "/wechat/a/b/c", "/wechat/a/b.c"] {
+            assert_eq!(
+                go("POST", bad, None, &c).route,
+                Err(Error::NotFound),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            go("POST", "/wechat/platform/wxba5fad812f8e6fb9", None, &c).route,
+            Ok(Route::AuthorizerCallback {
+                account: "platform".into(),
+                authorizer: "wxba5fad812f8e6fb9".into()
+            })
+        );
+        assert_eq!(
+            go("GET", "/wechat/platform/wxba5fad812f8e6fb9", None, &c).route,
+            Err(Error::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            go(
+                "GET",
+                "/token?account=platform&authorizer=wxba5fad812f8e6fb9",
+                ok,
+                &c
+            )
+            .route,
+            Ok(Route::Token {
+                account: "platform".into(),
+                authorizer: Some("wxba5fad812f8e6fb9".into())
+            })
+        );
+        assert_eq!(
+            go("POST", "/component/authorizations?account=platform", ok, &c).route,
+            Ok(Route::Authorizations {
+                account: "platform".into()
+            })
+        );
+        assert_eq!(
+            go("GET", "/component/authorize-url?account=platform", ok, &c).route,
+            Ok(Route::AuthorizeUrl {
+                account: "platform".into()
+            })
+        );
+        assert_eq!(
+            go("GET", "/component/authorizers?account=platform", ok, &c).route,
+            Ok(Route::Authorizers {
+                account: "platform".into()
+            })
+        );
+        assert_eq!(
+            go(
+                "POST",
+                "/component/authorizers/sync?account=platform",
+                ok,
+                &c
+            )
+            .route,
+            Ok(Route::SyncAuthorizers {
+                account: "platform".into()
+            })
+        );
+        assert_eq!(
+            go("GET", "/component/authorizers", None, &c).route,
+            Err(Error::Unauthorized)
+        );
+        assert_eq!(
+            go("GET", "/component/authorizers", ok, &config(None)).route,
+            Err(Error::NotFound)
         );
     }
 
@@ -453,7 +593,8 @@ mod tests {
         assert_eq!(
             go("GET", "/token", ok, &c).route,
             Ok(Route::Token {
-                account: "default".into()
+                account: "default".into(),
+                authorizer: None
             })
         );
         assert_eq!(
@@ -471,7 +612,8 @@ mod tests {
         assert_eq!(
             go("POST", "/token/refresh", ok, &c).route,
             Ok(Route::TokenRefresh {
-                account: "default".into()
+                account: "default".into(),
+                authorizer: None
             })
         );
         assert_eq!(
@@ -484,6 +626,7 @@ mod tests {
             go("POST", "/api/cgi-bin/message/custom/send", ok, &c).route,
             Ok(Route::PassThrough {
                 account: "default".into(),
+                authorizer: None,
                 method: Method::Post,
                 wechat_path: "cgi-bin/message/custom/send".into()
             })

@@ -229,6 +229,19 @@ pub struct Authorization {
     pub expires_at: u64,
 }
 
+/// The `auth_code` of `POST /component/authorizations` (`{"auth_code": "..."}`).
+pub fn auth_code_of(body: &[u8]) -> Result<String, Error> {
+    const SHAPE: &str = "the body must be JSON {\"auth_code\": \"...\"} (the auth_code the authorization page redirected with)";
+    let value: Value = serde_json::from_slice(body).map_err(|_| Error::BadRequest(SHAPE))?;
+    value
+        .get("auth_code")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.len() <= 512)
+        .map(str::to_owned)
+        .ok_or(Error::BadRequest(SHAPE))
+}
+
 /// What the release check asks of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseCheck {

@@ -802,6 +802,33 @@ fn component_errcodes_come_back_with_hints() {
 }
 
 #[test]
+fn authorization_requests() {
+    assert_eq!(
+        auth_code_of(br#"{"auth_code": " queryauthcode@@@x "}"#),
+        Ok("queryauthcode@@@x".into())
+    );
+    for bad in [
+        &b""[..],
+        b"null",
+        b"[]",
+        b"{}",
+        br#"{"auth_code": 5}"#,
+        br#"{"auth_code": ""}"#,
+        b"auth_code=x",
+        b"\xff",
+    ] {
+        assert_eq!(
+            auth_code_of(bad).unwrap_err().status(),
+            400,
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let long = format!(r#"{{"auth_code": "{}"}}"#, "a".repeat(600));
+    assert!(auth_code_of(long.as_bytes()).is_err());
+}
+
+#[test]
 fn hostile_pushes_never_panic() {
     let p = platform(&[]);
     let seeds = [
