@@ -387,22 +387,13 @@ impl Accounts {
         document: &str,
         get: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Accounts, ConfigError> {
-        let err = |p: String| ConfigError::new("WECHAT_ACCOUNTS", p);
-        if document.len() > MAX_DOCUMENT_BYTES {
-            return Err(err(format!("is larger than {MAX_DOCUMENT_BYTES} bytes")));
-        }
-        let value: serde_json::Value = serde_json::from_str(document).map_err(|e| {
-            let why: String = e.to_string().chars().take(100).collect();
-            err(format!("is not valid JSON ({why})"))
-        })?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(err(
-                "must be a JSON object mapping account names to accounts".into(),
-            ));
-        };
-        if map.len() > MAX_ACCOUNTS {
-            return Err(err(format!("names more than {MAX_ACCOUNTS} accounts")));
-        }
+        let map = crate::config::json_object(
+            "WECHAT_ACCOUNTS",
+            document,
+            MAX_DOCUMENT_BYTES,
+            MAX_ACCOUNTS,
+            "account names to accounts",
+        )?;
         let entries = map
             .iter()
             .map(|(name, entry)| (name.clone(), Account::named(name, entry, get)))

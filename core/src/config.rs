@@ -406,6 +406,32 @@ fn parse_delays(list: &str) -> Setting<Vec<u32>> {
     Ok(delays)
 }
 
+/// A setting that holds a JSON object (`WECHAT_ACCOUNTS`, `FORWARD_ROUTES`): bounded in size and
+/// keys, every failure a [`ConfigError`] naming the setting. `shape` says what the object maps.
+pub(crate) fn json_object(
+    setting: &str,
+    document: &str,
+    max_bytes: usize,
+    max_keys: usize,
+    shape: &str,
+) -> Setting<serde_json::Map<String, serde_json::Value>> {
+    let err = |p: String| ConfigError::new(setting, p);
+    if document.len() > max_bytes {
+        return Err(err(format!("is larger than {max_bytes} bytes")));
+    }
+    let value: serde_json::Value = serde_json::from_str(document).map_err(|e| {
+        let why: String = e.to_string().chars().take(100).collect();
+        err(format!("is not valid JSON ({why})"))
+    })?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(err(format!("must be a JSON object mapping {shape}")));
+    };
+    if map.len() > max_keys {
+        return Err(err(format!("has more than {max_keys} keys")));
+    }
+    Ok(map)
+}
+
 /// Checks that `s` is an absolute http(s) URL with a host; returns it normalized.
 pub(crate) fn parse_http_url(s: &str) -> Result<String, String> {
     let url = url::Url::parse(s).map_err(|e| format!("is not a URL ({e})"))?;

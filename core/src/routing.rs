@@ -43,21 +43,13 @@ impl Routes {
     /// Parses the document. `is_bound(name)` says whether a Service Binding of that name exists.
     pub fn parse(document: &str, is_bound: &dyn Fn(&str) -> bool) -> Result<Routes, ConfigError> {
         let err = |problem: String| ConfigError::new("FORWARD_ROUTES", problem);
-        if document.len() > MAX_DOCUMENT_BYTES {
-            return Err(err(format!("is larger than {MAX_DOCUMENT_BYTES} bytes")));
-        }
-        let value: serde_json::Value = serde_json::from_str(document).map_err(|e| {
-            let why: String = e.to_string().chars().take(100).collect();
-            err(format!("is not valid JSON ({why})"))
-        })?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(err(
-                "must be a JSON object mapping route keys to lists of targets".into(),
-            ));
-        };
-        if map.len() > MAX_RULES {
-            return Err(err(format!("has more than {MAX_RULES} keys")));
-        }
+        let map = crate::config::json_object(
+            "FORWARD_ROUTES",
+            document,
+            MAX_DOCUMENT_BYTES,
+            MAX_RULES,
+            "route keys to lists of targets",
+        )?;
         let mut rules = Vec::with_capacity(map.len());
         for (key, targets) in &map {
             let (account, matcher) =

@@ -837,3 +837,27 @@ pub fn official_vector(name_part: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no vector {name_part}"))
         .clone()
 }
+
+/// What WeChat does with a safe-mode reply: checks its MsgSignature, decrypts it, checks the
+/// receive id, parses the message.
+pub fn open_reply(
+    body: &str,
+    token: &str,
+    encoding_aes_key: &str,
+    receive_id: &str,
+) -> crate::xml::Element {
+    let env = crate::xml::parse(body.as_bytes()).unwrap();
+    let encrypt = env.child_text("Encrypt").unwrap();
+    assert!(crate::signature::verify(
+        env.child_text("MsgSignature").unwrap(),
+        &[
+            token,
+            env.child_text("TimeStamp").unwrap(),
+            env.child_text("Nonce").unwrap(),
+            encrypt
+        ]
+    ));
+    let key = crate::crypto::AesKey::from_encoding_aes_key(encoding_aes_key).unwrap();
+    let opened = crate::crypto::decrypt(&key, encrypt, receive_id).unwrap();
+    crate::xml::parse(&opened.message).unwrap()
+}

@@ -630,13 +630,8 @@ fn authorizer_replies_are_sealed_for_the_component() {
                 .receive_for_authorizer("platform", MERCHANT, &q, &b, [1; 32]),
         )
         .unwrap();
-    let env = crate::xml::parse(answer.body.as_bytes()).unwrap();
-    let key = crate::crypto::AesKey::from_encoding_aes_key(KEY).unwrap();
-    let opened =
-        crate::crypto::decrypt(&key, env.child_text("Encrypt").unwrap(), COMPONENT).unwrap();
-    assert!(String::from_utf8(opened.message)
-        .unwrap()
-        .contains("hello merchant user"));
+    let reply = testing::open_reply(&answer.body, TOKEN, KEY, COMPONENT);
+    assert_eq!(reply.child_text("Content"), Some("hello merchant user"));
 }
 
 #[test]
@@ -654,14 +649,7 @@ fn the_release_check_passes_with_no_receiver() {
                 .receive_for_authorizer("platform", test_account, &q, &b, [1; 32]),
         )
         .unwrap();
-    let env = crate::xml::parse(answer.body.as_bytes()).unwrap();
-    let key = crate::crypto::AesKey::from_encoding_aes_key(KEY).unwrap();
-    let reply = crate::xml::parse(
-        &crate::crypto::decrypt(&key, env.child_text("Encrypt").unwrap(), COMPONENT)
-            .unwrap()
-            .message,
-    )
-    .unwrap();
+    let reply = testing::open_reply(&answer.body, TOKEN, KEY, COMPONENT);
     assert_eq!(
         reply.child_text("Content"),
         Some("TESTCOMPONENT_MSG_TYPE_TEXT_callback")

@@ -699,16 +699,9 @@ where
             let relay = &self;
             let (event_id, account, body, secret) = (&event_id, &account, &body, &secret);
             async move {
-                let first = relay.clock.now_ms();
-                let outcome = delivery::attempt(
-                    &relay.clock,
-                    &relay.http,
-                    &target,
-                    event_id,
-                    body,
-                    secret.as_ref(),
-                )
-                .await;
+                let (outcome, first) = relay
+                    .attempt(&target, event_id, body, secret.as_ref())
+                    .await;
                 let failed = Failed {
                     target: target.clone(),
                     attempts: 1,
@@ -749,6 +742,28 @@ where
                     self.store_dead_letter(job, &failed).await;
                 }
             }
+        }
+    }
+
+    /// One attempt of an event at a target, signed with the current secret: the outcome, and
+    /// when it was made.
+    async fn attempt(
+        &self,
+        target: &Destination,
+        event_id: &str,
+        body: &[u8],
+        secret: Option<&crate::webhook::WebhookSecret>,
+    ) -> (Outcome, u64) {
+        let at = self.clock.now_ms();
+        let outcome =
+            delivery::attempt(&self.clock, &self.http, target, event_id, body, secret).await;
+        (outcome, at)
+    }
+
+    /// A replayed dead letter, delivered at last, is removed.
+    async fn remove_delivered(&self, key: &str) {
+        if let Err(e) = self.store.delete(key).await {
+            log::warn!(key = key, error = e.to_string(); "replayed dead letter delivered but not removed");
         }
     }
 
@@ -804,16 +819,9 @@ where
         let Ok(target) = job.destination() else {
             return Verdict::Ack;
         };
-        let now = self.clock.now_ms();
-        let outcome = delivery::attempt(
-            &self.clock,
-            &self.http,
-            &target,
-            &job.event_id,
-            job.body.as_bytes(),
-            secret.as_ref(),
-        )
-        .await;
+        let (outcome, now) = self
+            .attempt(&target, &job.event_id, job.body.as_bytes(), secret.as_ref())
+            .await;
         let failed = Failed {
             target,
             attempts: total,
@@ -824,9 +832,7 @@ where
         match jobs::next(&failed.last, total, max, &delays) {
             Next::Done => {
                 if let Some(key) = &job.replay_of {
-                    if let Err(e) = self.store.delete(key).await {
-                        log::warn!(key = key.as_str(), error = e.to_string(); "replayed dead letter delivered but not removed");
-                    }
+                    self.remove_delivered(key).await;
                 }
                 Verdict::Ack
             }
@@ -862,19 +868,12 @@ where
             return Verdict::Ack;
         };
         let secret = self.config.forward_secret().ok().flatten().cloned();
-        let now = self.clock.now_ms();
-        let outcome = delivery::attempt(
-            &self.clock,
-            &self.http,
-            &target,
-            &job.event_id,
-            job.body.as_bytes(),
-            secret.as_ref(),
-        )
-        .await;
+        let (outcome, now) = self
+            .attempt(&target, &job.event_id, job.body.as_bytes(), secret.as_ref())
+            .await;
         if outcome == Outcome::Delivered {
             if let Some(key) = &job.replay_of {
-                let _ = self.store.delete(key).await;
+                self.remove_delivered(key).await;
             }
             return Verdict::Ack;
         }
@@ -941,20 +940,11 @@ where
                     let Ok(target) = letter.to_job().destination() else {
                         continue;
                     };
-                    let now = self.clock.now_ms();
-                    let outcome = delivery::attempt(
-                        &self.clock,
-                        &self.http,
-                        &target,
-                        &letter.id,
-                        letter.body.as_bytes(),
-                        secret.as_ref(),
-                    )
-                    .await;
+                    let (outcome, now) = self
+                        .attempt(&target, &letter.id, letter.body.as_bytes(), secret.as_ref())
+                        .await;
                     if outcome == Outcome::Delivered {
-                        if let Err(e) = self.store.delete(&key).await {
-                            log::warn!(key = key.as_str(), error = e.to_string(); "replayed dead letter delivered but not removed");
-                        }
+                        self.remove_delivered(&key).await;
                         ("delivered", None)
                     } else {
                         let mut again = letter.clone();

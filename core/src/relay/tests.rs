@@ -141,23 +141,30 @@ impl T {
             .collect()
     }
 
+    /// Hands the next message to the consumer (waiting until it is visible): the message, with
+    /// its attempts counted, and the consumer's verdict.
+    fn step(&self) -> Option<(testing::Queued, Verdict)> {
+        let mut m = self.queue.take_next()?;
+        let now = self.clock.now_ms();
+        if m.visible_at_ms > now {
+            self.clock.run(self.clock.sleep(m.visible_at_ms - now));
+        }
+        m.attempts += 1;
+        let verdict = self
+            .clock
+            .run(self.relay.consume(&m.text, m.attempts, m.enqueued_ms));
+        Some((m, verdict))
+    }
+
     /// Plays the queue like Cloudflare Queues until it is empty: waits for the next visible
     /// message, hands it to the consumer, follows its verdict; after `max_retries` retries a
     /// message goes to the dead-letter queue.
     fn drain(&self, max_retries: u32) {
         for _ in 0..10_000 {
-            let Some(mut m) = self.queue.take_next() else {
+            let Some((m, verdict)) = self.step() else {
                 return;
             };
-            let now = self.clock.now_ms();
-            if m.visible_at_ms > now {
-                self.clock.run(self.clock.sleep(m.visible_at_ms - now));
-            }
-            m.attempts += 1;
-            match self
-                .clock
-                .run(self.relay.consume(&m.text, m.attempts, m.enqueued_ms))
-            {
+            match verdict {
                 Verdict::Ack => {}
                 Verdict::Retry { .. } if m.attempts > max_retries => {
                     self.queue.dead.borrow_mut().push(m)
@@ -332,18 +339,10 @@ fn stop_a_receiver_send_100_start_it_again_all_arrive_once_and_nothing_is_dead()
     // Down for an hour: retries keep failing.
     let until = t.clock.now_ms() + 3_600_000;
     while t.clock.now_ms() < until {
-        let Some(mut m) = t.queue.take_next() else {
+        let Some((m, verdict)) = t.step() else {
             break;
         };
-        let now = t.clock.now_ms();
-        if m.visible_at_ms > now {
-            t.clock.run(t.clock.sleep(m.visible_at_ms - now));
-        }
-        m.attempts += 1;
-        match t
-            .clock
-            .run(t.relay.consume(&m.text, m.attempts, m.enqueued_ms))
-        {
+        match verdict {
             Verdict::Ack => panic!("acknowledged while down"),
             Verdict::Retry { delay_secs } => t.queue.retry(m, delay_secs),
         }
@@ -597,22 +596,9 @@ fn answer_replies(t: &T, answer: serde_json::Value) {
     });
 }
 
-/// Opens a safe-mode reply envelope like WeChat: signature checked, decrypted, AppID checked.
+/// Opens a safe-mode reply envelope like WeChat.
 fn open_envelope(body: &str) -> crate::xml::Element {
-    let env = crate::xml::parse(body.as_bytes()).unwrap();
-    let encrypt = env.child_text("Encrypt").unwrap();
-    assert!(crate::signature::verify(
-        env.child_text("MsgSignature").unwrap(),
-        &[
-            TOKEN,
-            env.child_text("TimeStamp").unwrap(),
-            env.child_text("Nonce").unwrap(),
-            encrypt
-        ]
-    ));
-    let key = AesKey::from_encoding_aes_key(KEY).unwrap();
-    let opened = crate::crypto::decrypt(&key, encrypt, APP_ID).unwrap();
-    crate::xml::parse(&opened.message).unwrap()
+    testing::open_reply(body, TOKEN, KEY, APP_ID)
 }
 
 #[test]
@@ -837,20 +823,7 @@ fn a_wecom_app_gets_replies_sealed_for_its_corp_and_events_with_its_account() {
         .clock
         .run(t.relay.receive("staff", &q, &b, [5; 32]))
         .unwrap();
-    let env = crate::xml::parse(answer.body.as_bytes()).unwrap();
-    let encrypt = env.child_text("Encrypt").unwrap();
-    assert!(crate::signature::verify(
-        env.child_text("MsgSignature").unwrap(),
-        &[
-            "stafftoken",
-            env.child_text("TimeStamp").unwrap(),
-            env.child_text("Nonce").unwrap(),
-            encrypt
-        ]
-    ));
-    let key = AesKey::from_encoding_aes_key(WECOM_KEY).unwrap();
-    let opened = crate::crypto::decrypt(&key, encrypt, "ww_corp").unwrap();
-    let reply = crate::xml::parse(&opened.message).unwrap();
+    let reply = testing::open_reply(&answer.body, "stafftoken", WECOM_KEY, "ww_corp");
     assert_eq!(reply.child_text("Content"), Some("收到"));
     assert_eq!(reply.child_text("ToUserName"), Some("zhangsan"));
     t.drain(100);
