@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The shell's share of the non-test Rust lines: every line of src/ and core/src/ before a file's
-# first `#[cfg(test)]`, blank lines included; core/src/testing.rs (the in-memory ports, compiled
-# only for tests) is test code and not counted.
+# The shell's share of the non-test Rust lines: every line of src/ and core/src/ (subfolders
+# included) before a file's first `#[cfg(test)]`, blank lines included. Test code is not counted:
+# core/src/testing.rs (the in-memory ports, compiled only for tests) and the `tests.rs` files of
+# module folders (declared `#[cfg(test)] mod tests;`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count() {
@@ -12,8 +13,8 @@ count() {
   done
   echo "$total"
 }
-shell=$(count src/*.rs)
-core=$(count $(ls core/src/*.rs | grep -v '/testing.rs$'))
+shell=$(count $(find src -name '*.rs' ! -name tests.rs | sort))
+core=$(count $(find core/src -name '*.rs' ! -name tests.rs ! -name testing.rs | sort))
 all=$((shell + core))
 printf 'shell (src/)       %5d\ncore (core/src/)   %5d\nshell share        %5s%%\n' \
   "$shell" "$core" "$(awk -v s="$shell" -v a="$all" 'BEGIN { printf "%.1f", 100 * s / a }')"
