@@ -301,9 +301,17 @@ impl Config {
         self.reply_timeout_ms.clone()
     }
 
-    /// The bearer key of the admin routes; `None` switches them off.
-    pub fn admin_api_key(&self) -> Option<&str> {
-        self.admin_api_key.as_ref().map(Secret::expose)
+    /// The bearer key of the admin routes; `None` switches them off. It must differ from
+    /// `TOKEN_API_KEY`: a backend that may fetch tokens may not replay dead letters.
+    pub fn admin_api_key(&self) -> Result<Option<&str>, ConfigError> {
+        let admin = self.admin_api_key.as_ref().map(Secret::expose);
+        if admin.is_some() && admin == self.token_api_key() {
+            return Err(ConfigError::new(
+                "ADMIN_API_KEY",
+                "must differ from TOKEN_API_KEY (set a key of its own: the admin routes replay and list dead letters)",
+            ));
+        }
+        Ok(admin)
     }
 
     pub fn forward_secret(&self) -> Result<Option<&WebhookSecret>, ConfigError> {
@@ -548,7 +556,7 @@ mod tests {
         assert_eq!(c.reply_url().unwrap(), None);
         assert_eq!(c.reply_timeout_ms().unwrap(), 3_000);
         assert_eq!(c.dead_letter_queue(), "wechat-relay-dead-letters");
-        assert!(c.admin_api_key().is_none());
+        assert_eq!(c.admin_api_key(), Ok(None));
         let c = load(&[
             ("FORWARD_MODE", "Direct"),
             ("FORWARD_RETRY_DELAYS", "1, 2s,3m 1h"),
@@ -569,7 +577,9 @@ mod tests {
             MAX_REPLY_TIMEOUT_MS,
             "capped"
         );
-        assert_eq!(c.admin_api_key(), Some("adm"));
+        assert_eq!(c.admin_api_key(), Ok(Some("adm")));
+        let same = load(&[("ADMIN_API_KEY", "k"), ("TOKEN_API_KEY", "k")]);
+        assert_eq!(same.admin_api_key().unwrap_err().setting, "ADMIN_API_KEY");
         for bad in ["", "0x", "5d", "13h", "m"] {
             let c = load(&[("FORWARD_RETRY_DELAYS", bad)]);
             if bad.is_empty() {

@@ -270,13 +270,14 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
     };
     let key = match family.guard {
         Guard::Open => None,
-        Guard::TokenApi => Some(config.token_api_key()),
+        Guard::TokenApi => Some(Ok(config.token_api_key())),
         Guard::Admin => Some(config.admin_api_key()),
     };
     let route = match key {
         None => route,
-        Some(None) => Err(Error::NotFound),
-        Some(Some(key)) => route.and_then(|r| auth::check(req.authorization, key).map(|()| r)),
+        Some(Err(e)) => Err(Error::Config(e)),
+        Some(Ok(None)) => Err(Error::NotFound),
+        Some(Ok(Some(key))) => route.and_then(|r| auth::check(req.authorization, key).map(|()| r)),
     };
     // The pass-through's own rule: only WeChat API paths, checked after the key.
     let route = route.and_then(|r| match r {
@@ -375,6 +376,15 @@ mod tests {
             go("GET", "/admin/replay", Some("Bearer adm"), &on).route,
             Err(Error::MethodNotAllowed { allow: "POST" })
         );
+        // The same key for both is refused, naming the setting.
+        let same = Config::load(|k| {
+            matches!(k, "ADMIN_API_KEY" | "TOKEN_API_KEY").then(|| "k".to_owned())
+        });
+        let e = go("GET", "/admin/dead-letters", Some("Bearer k"), &same)
+            .route
+            .unwrap_err();
+        assert_eq!(e.status(), 500);
+        assert!(e.to_string().contains("ADMIN_API_KEY"));
         // And the admin key opens no token route.
         assert_eq!(
             go("GET", "/token", Some("Bearer adm"), &on).route,
