@@ -4,6 +4,8 @@
 //
 //   node tools/receive.mjs                    # port 8788, secret from demo/demo.env
 //   node tools/receive.mjs --port 9000 --secret whsec_...
+//   node tools/receive.mjs --reply "收到"      # also a passive-reply receiver at /reply (REPLY_URL):
+//                                             # every text message gets this text back
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -19,6 +21,7 @@ const { values } = parseArgs({
     host: { type: "string", default: "127.0.0.1" },
     secret: { type: "string" },
     "env-file": { type: "string", default: path.join(root, "demo/demo.env") },
+    reply: { type: "string" },
   },
 });
 const env = fs.existsSync(values["env-file"]) ? readEnvFile(values["env-file"]) : {};
@@ -45,7 +48,23 @@ const server = http.createServer((req, res) => {
     try {
       pretty = JSON.stringify(JSON.parse(body), null, 2);
     } catch {}
-    console.log(`✓ ${req.method} ${req.url} webhook-id=${req.headers["webhook-id"]} ${verdict}\n${pretty}\n`);
+    if (req.url !== "/reply") {
+      console.log(`✓ ${req.method} ${req.url} webhook-id=${req.headers["webhook-id"]} ${verdict}\n${pretty}\n`);
+    } else {
+      console.log(`? ${req.method} /reply webhook-id=${req.headers["webhook-id"]} ${verdict}: asked for a passive reply`);
+    }
+    if (req.url === "/reply" && values.reply !== undefined) {
+      let event = {};
+      try {
+        event = JSON.parse(body);
+      } catch {}
+      if (event.type === "text") {
+        const reply = { type: "text", content: values.reply };
+        console.log(`↩ passive reply ${JSON.stringify(reply)}\n`);
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(reply));
+        return;
+      }
+    }
     res.writeHead(204).end();
   });
 });
