@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { PRESETS, buildCallback, buildWeComCallback, messageJson, messageXml, readEnvFile, verifyQuery, wecomVerifyQuery } from "./wechat.mjs";
+import { PRESETS, buildCallback, buildWeComCallback, decrypt, messageJson, messageXml, readEnvFile, verifyQuery, wecomVerifyQuery } from "./wechat.mjs";
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({
@@ -87,5 +87,9 @@ const { query, body } =
     : buildCallback({ token, encodingAesKey, appId, xml, mode: values.mode, openid: values.from });
 const contentType = body.trimStart().startsWith("{") ? "application/json" : "text/xml";
 const res = await fetch(`${values.url}?${query}`, { method: "POST", headers: { "content-type": contentType }, body });
-console.log(`POST (${values.mode}) ${res.status} ${JSON.stringify(await res.text())}`);
+const answer = await res.text();
+console.log(`POST (${values.mode}) ${res.status} ${JSON.stringify(answer)}`);
+// A passive reply in safe mode: open it as WeChat would.
+const sealed = /<Encrypt><!\[CDATA\[(.*?)\]\]><\/Encrypt>/.exec(answer)?.[1] ?? (answer.startsWith("{") ? JSON.parse(answer).Encrypt : undefined);
+if (sealed && encodingAesKey) console.log(`reply (decrypted): ${decrypt(encodingAesKey, sealed).message}`);
 process.exit(res.ok ? 0 : 1);
