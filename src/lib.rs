@@ -20,7 +20,7 @@ mod webcrypto;
 
 use serde_json::json;
 use wechat_relay_core::callback::{Query, MAX_BODY_BYTES};
-use wechat_relay_core::component::{self, Platform};
+use wechat_relay_core::component;
 use wechat_relay_core::credentials::TokenSource;
 use wechat_relay_core::passthrough::{self, Call, Passed};
 use wechat_relay_core::{callback, dispatch, Clock, Error, Incoming, Route};
@@ -102,10 +102,20 @@ async fn run(
             account,
             authorizer,
         } => {
-            let creds = relay.credentials(config.account(&account)?);
             let token = match authorizer {
-                None => creds.access_token().await?,
-                Some(app_id) => Platform::new(creds)?.authorizer(&app_id).token().await?,
+                None => {
+                    relay
+                        .credentials(config.account(&account)?)
+                        .access_token()
+                        .await?
+                }
+                Some(app_id) => {
+                    relay
+                        .platform(&account)?
+                        .authorizer(&app_id)
+                        .token()
+                        .await?
+                }
             };
             respond::json(&json!({ "access_token": token.value, "expires_at": token.expires_at }))
         }
@@ -113,11 +123,16 @@ async fn run(
             account,
             authorizer,
         } => {
-            let creds = relay.credentials(config.account(&account)?);
             let r = match authorizer {
-                None => creds.force_refresh().await?,
+                None => {
+                    relay
+                        .credentials(config.account(&account)?)
+                        .force_refresh()
+                        .await?
+                }
                 Some(app_id) => {
-                    TokenSource::force_refresh(&Platform::new(creds)?.authorizer(&app_id)).await?
+                    TokenSource::force_refresh(&relay.platform(&account)?.authorizer(&app_id))
+                        .await?
                 }
             };
             respond::json(&json!({
@@ -157,11 +172,13 @@ async fn run(
                     Some(body::read_limited(&mut req, passthrough::MAX_BODY_BYTES).await?)
                 },
             };
-            let creds = relay.credentials(config.account(&account)?);
             let passed = match authorizer {
-                None => passthrough::pass_through(&relay.http, &creds, call).await?,
+                None => {
+                    let creds = relay.credentials(config.account(&account)?);
+                    passthrough::pass_through(&relay.http, &creds, call).await?
+                }
                 Some(app_id) => {
-                    let platform = Platform::new(creds)?;
+                    let platform = relay.platform(&account)?;
                     passthrough::pass_through(&relay.http, &platform.authorizer(&app_id), call)
                         .await?
                 }
@@ -176,7 +193,7 @@ async fn run(
             }
         }
         Route::AuthorizeUrl { account } => {
-            let platform = Platform::new(relay.credentials(config.account(&account)?))?;
+            let platform = relay.platform(&account)?;
             let (redirect, auth_type, biz) = (
                 query_param(&req, "redirect_uri")?,
                 query_param(&req, "auth_type")?,
@@ -188,17 +205,17 @@ async fn run(
             respond::json(&links)
         }
         Route::Authorizations { account } => {
-            let platform = Platform::new(relay.credentials(config.account(&account)?))?;
+            let platform = relay.platform(&account)?;
             let body = body::read_limited(&mut req, 64 * 1024).await?;
             let code = component::auth_code_of(&body)?;
             respond::json(&platform.exchange(&code).await?)
         }
         Route::Authorizers { account } => {
-            let platform = Platform::new(relay.credentials(config.account(&account)?))?;
+            let platform = relay.platform(&account)?;
             respond::json(&platform.authorizers().await?)
         }
         Route::SyncAuthorizers { account } => {
-            let platform = Platform::new(relay.credentials(config.account(&account)?))?;
+            let platform = relay.platform(&account)?;
             respond::json(&platform.sync().await?)
         }
         Route::DeadLetters => respond::json(&relay.dead_letters().await?),

@@ -14,13 +14,18 @@ use crate::xml;
 /// Largest body accepted. WeChat's callbacks are a few KiB at most.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// Whether a body is in WeChat's JSON format rather than XML: its first non-blank character.
+fn is_json(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// Parses a callback body in either of WeChat's formats: XML (the default) or JSON (selectable in
 /// newer push settings), told apart by the first non-blank character.
 pub fn parse_body(body: &[u8]) -> Result<xml::Element, xml::XmlError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    match first {
-        Some(b'{') => crate::json_body::parse(body),
-        _ => xml::parse(body),
+    if is_json(body) {
+        crate::json_body::parse(body)
+    } else {
+        xml::parse(body)
     }
 }
 
@@ -204,10 +209,9 @@ impl Sealed {
                 return Err(Error::WrongRecipient);
             }
         }
-        let json = opened.message.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         Ok(Opened {
             root,
-            json,
+            json: is_json(&opened.message),
             receive_id: opened.receive_id,
             account: self.account,
             now_ms: self.now_ms,
@@ -254,18 +258,6 @@ impl Opened {
     }
 }
 
-/// Normalizes a verified message (XML or JSON, already parsed).
-fn inbound(
-    root: &xml::Element,
-    message: &[u8],
-    ctx: &event::Context<'_>,
-    mode: Mode,
-) -> Result<Inbound, Error> {
-    let event = event::normalize(root, ctx)?;
-    let json = message.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    Ok(Inbound { event, mode, json })
-}
-
 /// Verifies a `POST` callback and, in plaintext mode, opens it; in safe or compatible mode
 /// returns the authenticated ciphertext for the caller to decrypt.
 pub fn begin_callback(
@@ -307,12 +299,11 @@ pub fn begin_callback(
                 app_id: account.app_id(),
                 received_at_ms: now_ms,
             };
-            Ok(Begun::Opened(inbound(
-                &parse_body(body)?,
-                body,
-                &ctx,
+            Ok(Begun::Opened(Inbound {
+                event: event::normalize(&parse_body(body)?, &ctx)?,
                 mode,
-            )?))
+                json: is_json(body),
+            }))
         }
         Mode::Encrypted => {
             let msg_sig = required(&query.msg_signature, "msg_signature")?;

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::delivery::{self, Failed};
 use crate::jobs::{self, Job};
-use crate::ports::{Destination, Store, StoreError};
+use crate::ports::{Store, StoreError};
 use crate::time;
 
 pub const PREFIX: &str = "dead:";
@@ -92,13 +92,12 @@ impl DeadLetter {
 
     /// A fresh job that replays this dead letter (a new round of attempts).
     pub fn to_job(&self) -> Job {
-        let mut job = Job::new(
+        let mut job = Job::to_target(
             &self.id,
             &self.account,
-            &Destination::Url(String::new()),
+            self.target.clone(),
             self.body.as_bytes(),
         );
-        job.target = self.target.clone();
         job.replay_of = Some(self.key());
         job
     }
@@ -139,6 +138,7 @@ pub async fn list<S: Store>(
 mod tests {
     use super::*;
     use crate::delivery::Outcome;
+    use crate::ports::Destination;
     use crate::testing::{FakeClock, MemoryStore};
 
     const ID: &str = "evt_0123456789abcdef0123456789abcdef";

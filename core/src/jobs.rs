@@ -60,11 +60,16 @@ impl std::fmt::Display for JobError {
 
 impl Job {
     pub fn new(event_id: &str, account: &str, target: &Destination, body: &[u8]) -> Job {
+        Job::to_target(event_id, account, target.to_string(), body)
+    }
+
+    /// A job for a target in its text form (as stored in a dead letter).
+    pub fn to_target(event_id: &str, account: &str, target: String, body: &[u8]) -> Job {
         Job {
             v: VERSION,
             event_id: event_id.to_owned(),
             account: account.to_owned(),
-            target: target.to_string(),
+            target,
             body: String::from_utf8_lossy(body).into_owned(),
             attempts_before: 0,
             first_attempt_at: None,

@@ -24,7 +24,7 @@ use crate::accounts::{Account, Kind, MessageFormat};
 use crate::callback::{self, Mode, Query};
 use crate::component::{self, Platform, ReleaseCheck};
 use crate::config::{Config, ForwardMode};
-use crate::credentials::{Credentials, Memory};
+use crate::credentials::{Credentials, Memory, TokenSource};
 use crate::dead_letters::{self, DeadLetter};
 use crate::delivery::{self, Failed, Outcome};
 use crate::error::Error;
@@ -118,6 +118,37 @@ where
             http: &self.http,
             memory: &self.memory,
             account,
+        }
+    }
+
+    /// A third-party platform account's flows: 404 for an unknown name, `not_available` for
+    /// an account of another kind.
+    pub fn platform(&self, account_name: &str) -> Result<Platform<'_, C, S, H>, Error> {
+        Platform::new(self.credentials(self.config.account(account_name)?))
+    }
+
+    /// Sends a message through WeChat's API (`path`, a JSON body) with `source`'s token; a
+    /// refusal comes back as WeChat's words, for the log.
+    async fn send_message<T: TokenSource>(
+        &self,
+        source: &T,
+        path: &str,
+        message: &serde_json::Value,
+    ) -> Result<(), String> {
+        let call = Call {
+            method: Method::Post,
+            wechat_path: path.to_owned(),
+            query: Vec::new(),
+            content_type: Some("application/json".to_owned()),
+            body: Some(message.to_string().into_bytes()),
+        };
+        match passthrough::pass_through(&self.http, source, call).await {
+            Ok(Passed::Read { body, .. }) => match crate::api_error::errcode_of(&body) {
+                None => Ok(()),
+                Some(e) => Err(e.to_string()),
+            },
+            Ok(Passed::Streamed(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -235,6 +266,7 @@ where
     /// the queue refuses); returns the targets to deliver right after the answer.
     async fn enqueue(
         &self,
+        mode: ForwardMode,
         account_name: &str,
         event: &Event,
         event_body: &[u8],
@@ -243,7 +275,7 @@ where
         if targets.is_empty() {
             log::info!(event_id = event.id.as_str(), r#type = event.kind.as_str(), event = event.event.as_deref().unwrap_or(""); "event matches no route; forwarded nowhere");
         }
-        let (ForwardMode::Queue, Some(queue)) = (self.config.forward_mode()?, &self.queue) else {
+        let (ForwardMode::Queue, Some(queue)) = (mode, &self.queue) else {
             return Ok(targets);
         };
         let mut now_targets = Vec::new();
@@ -294,7 +326,7 @@ where
         let event = inbound.event;
         // Every setting the rest needs, before anything is handed over.
         let targets = config.targets_for(&event)?;
-        config.forward_mode()?;
+        let mode = config.forward_mode()?;
         config.forward_secret()?;
         let reply_url = config.reply_url()?.cloned();
         let reply_timeout_ms = config.reply_timeout_ms()?;
@@ -305,7 +337,7 @@ where
         }
         let event_body = event.to_json();
         let now_targets = self
-            .enqueue(account.name(), &event, &event_body, targets)
+            .enqueue(mode, account.name(), &event, &event_body, targets)
             .await?;
 
         // The passive reply.
@@ -383,21 +415,19 @@ where
             return Ok(answer("success".to_owned(), false, None));
         }
         let targets = self.config.targets_for(&event)?;
-        self.config.forward_mode()?;
+        let mode = self.config.forward_mode()?;
         self.config.forward_secret()?;
         if self.seen(&event).await.is_some() {
             return Ok(answer("success".to_owned(), false, None));
         }
         if info == "unauthorized" {
-            if let (Some(app_id), Ok(platform)) =
-                (&event.app_id, Platform::new(self.credentials(account)))
-            {
+            if let (Some(app_id), Ok(platform)) = (&event.app_id, self.platform(account.name())) {
                 platform.revoke(app_id).await;
             }
         }
         let event_body = event.to_json();
         let now_targets = self
-            .enqueue(account.name(), &event, &event_body, targets)
+            .enqueue(mode, account.name(), &event, &event_body, targets)
             .await?;
         self.mark(&event, "").await;
         let mut background: Vec<Background> = Vec::new();
@@ -420,13 +450,11 @@ where
     }
 
     async fn exchange_in_background(&self, account_name: &str, code: &str) {
-        let Ok(account) = self.config.account(account_name) else {
-            return;
+        let result = match self.platform(account_name) {
+            Ok(platform) => platform.exchange(code).await.map(|_| ()),
+            Err(e) => Err(e),
         };
-        let Ok(platform) = Platform::new(self.credentials(account)) else {
-            return;
-        };
-        if let Err(e) = platform.exchange(code).await {
+        if let Err(e) = result {
             log::error!(account = account_name, error = e.to_string(); "authorization code exchange failed; POST /component/authorizations with the code, or /component/authorizers/sync");
         }
     }
@@ -473,10 +501,7 @@ where
     /// The release check's second half: exchange the code, then `<code>_from_api` through the
     /// customer-service API with the authorizer's token.
     async fn release_reply(&self, account_name: &str, authorizer: &str, to: &str, code: &str) {
-        let Ok(account) = self.config.account(account_name) else {
-            return;
-        };
-        let Ok(platform) = Platform::new(self.credentials(account)) else {
+        let Ok(platform) = self.platform(account_name) else {
             return;
         };
         if let Err(e) = platform.exchange(code).await {
@@ -484,23 +509,19 @@ where
             return;
         }
         let message = json!({ "touser": to, "msgtype": "text", "text": { "content": format!("{code}_from_api") } });
-        let call = Call {
-            method: Method::Post,
-            wechat_path: "cgi-bin/message/custom/send".to_owned(),
-            query: Vec::new(),
-            content_type: Some("application/json".to_owned()),
-            body: Some(message.to_string().into_bytes()),
-        };
-        match passthrough::pass_through(&self.http, &platform.authorizer(authorizer), call).await {
-            Ok(Passed::Read { body, .. }) if crate::api_error::errcode_of(&body).is_none() => {
+        match self
+            .send_message(
+                &platform.authorizer(authorizer),
+                "cgi-bin/message/custom/send",
+                &message,
+            )
+            .await
+        {
+            Ok(()) => {
                 log::info!(account = account_name; "release check: reply sent through the API")
             }
-            Ok(Passed::Read { body, .. }) => {
-                log::error!(account = account_name, answer = String::from_utf8_lossy(&body).into_owned(); "release check: customer-service API refused")
-            }
-            Ok(Passed::Streamed(_)) => {}
             Err(e) => {
-                log::error!(account = account_name, error = e.to_string(); "release check: reply not sent")
+                log::error!(account = account_name, error = e; "release check: reply not sent")
             }
         }
     }
@@ -631,38 +652,25 @@ where
             } else {
                 "cgi-bin/message/custom/send"
             };
-            let call = Call {
-                method: Method::Post,
-                wechat_path: path.to_owned(),
-                query: Vec::new(),
-                content_type: Some("application/json".to_owned()),
-                body: Some(message.to_string().into_bytes()),
-            };
-            let creds = self.credentials(account);
-            let result = match &authorizer {
-                Some(app_id) => match Platform::new(creds) {
+            let sent = match &authorizer {
+                Some(app_id) => match self.platform(&account_name) {
                     Ok(platform) => {
-                        passthrough::pass_through(&self.http, &platform.authorizer(app_id), call)
+                        self.send_message(&platform.authorizer(app_id), path, &message)
                             .await
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.to_string()),
                 },
-                None => passthrough::pass_through(&self.http, &creds, call).await,
+                None => {
+                    self.send_message(&self.credentials(account), path, &message)
+                        .await
+                }
             };
-            match result {
-                Ok(Passed::Read { body, .. }) => match crate::api_error::errcode_of(&body) {
-                    None => {
-                        log::info!(event_id = event.id.as_str(); "late reply sent through the customer-service API")
-                    }
-                    Some(e) => {
-                        log::error!(event_id = event.id.as_str(), error = e.to_string(); "late reply refused by the customer-service API")
-                    }
-                },
-                Ok(Passed::Streamed(_)) => {
+            match sent {
+                Ok(()) => {
                     log::info!(event_id = event.id.as_str(); "late reply sent through the customer-service API")
                 }
                 Err(e) => {
-                    log::error!(event_id = event.id.as_str(), error = e.to_string(); "late reply not sent")
+                    log::error!(event_id = event.id.as_str(), error = e; "late reply not sent")
                 }
             }
         })
@@ -681,7 +689,7 @@ where
     ) {
         let secret = self.config.forward_secret().ok().flatten().cloned();
         // A job must fit in a queue message (the target adds little beside the body).
-        let fits = Job::new(&event_id, &account, &Destination::Url(String::new()), &body).fits();
+        let fits = Job::to_target(&event_id, &account, String::new(), &body).fits();
         if !retry_through_queue || !fits {
             let delivery = delivery::Delivery {
                 event_id: event_id.clone(),
