@@ -72,10 +72,17 @@ impl Kind {
     /// The fields an account of this kind may have in `WECHAT_ACCOUNTS`.
     fn fields(self) -> &'static [&'static str] {
         match self {
-            Kind::Official => &["kind", "app_id", "api_base", "token_endpoint"],
-            Kind::MiniProgram => &["kind", "app_id", "format", "api_base", "token_endpoint"],
-            Kind::WeCom => &["kind", "corp_id", "agent_id", "api_base"],
-            Kind::Component => &["kind", "app_id", "api_base"],
+            Kind::Official => &["kind", "app_id", "mode", "api_base", "token_endpoint"],
+            Kind::MiniProgram => &[
+                "kind",
+                "app_id",
+                "mode",
+                "format",
+                "api_base",
+                "token_endpoint",
+            ],
+            Kind::WeCom => &["kind", "corp_id", "agent_id", "mode", "api_base"],
+            Kind::Component => &["kind", "app_id", "mode", "api_base"],
         }
     }
 
@@ -84,6 +91,100 @@ impl Kind {
         matches!(self, Kind::WeCom | Kind::Component)
     }
 }
+
+/// How an account's callbacks arrive: the console's 消息加解密方式 (message encryption).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageMode {
+    /// 明文模式: plaintext only, no EncodingAESKey needed.
+    Plain,
+    /// 兼容模式: plaintext and encrypted both, for switching a live account without a gap.
+    Compatible,
+    /// 安全模式: only `encrypt_type=aes` with a valid `msg_signature`.
+    Safe,
+}
+
+impl MessageMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageMode::Plain => "plain",
+            MessageMode::Compatible => "compatible",
+            MessageMode::Safe => "safe",
+        }
+    }
+
+    fn parse(mode: &str) -> Option<MessageMode> {
+        Some(match mode.to_ascii_lowercase().as_str() {
+            "plain" => MessageMode::Plain,
+            "compatible" => MessageMode::Compatible,
+            "safe" => MessageMode::Safe,
+            _ => return None,
+        })
+    }
+
+    /// Whether a callback without `encrypt_type=aes` is accepted.
+    pub fn accepts_plaintext(self) -> bool {
+        self != MessageMode::Safe
+    }
+
+    /// Whether an encrypted callback is accepted.
+    pub fn accepts_encrypted(self) -> bool {
+        self != MessageMode::Plain
+    }
+}
+
+/// An account's message mode: its own `mode`, else `WECHAT_MESSAGE_MODE`, else `safe` when it
+/// has an EncodingAESKey and `plain` when not. WeCom apps and platforms are always `safe`. A
+/// mode that needs a key the account lacks is an error naming both.
+fn message_mode(
+    kind: Kind,
+    own: Option<(String, String)>,
+    default: Option<String>,
+    aes_key: &Setting<Option<AesKey>>,
+    key_setting: &str,
+) -> Setting<MessageMode> {
+    let (value, setting) = match (own, kind.always_encrypted()) {
+        (Some((value, setting)), true) => {
+            return match MessageMode::parse(&value) {
+                Some(MessageMode::Safe) => Ok(MessageMode::Safe),
+                _ => Err(ConfigError::new(
+                    &setting,
+                    format!(
+                        "must be \"safe\" or unset: a {} account's callbacks are always encrypted",
+                        kind.as_str()
+                    ),
+                )),
+            };
+        }
+        (None, true) => return Ok(MessageMode::Safe),
+        (Some(own), false) => own,
+        (None, false) => match default {
+            Some(value) => (value, MODE_SETTING.to_owned()),
+            None => {
+                return aes_key.as_ref().map_err(Clone::clone).map(|key| match key {
+                    Some(_) => MessageMode::Safe,
+                    None => MessageMode::Plain,
+                })
+            }
+        },
+    };
+    let mode = MessageMode::parse(&value)
+        .ok_or_else(|| ConfigError::new(&setting, "must be one of plain, compatible, safe"))?;
+    if mode.accepts_encrypted() {
+        if let Ok(None) = aes_key {
+            return Err(ConfigError::new(
+                &setting,
+                format!(
+                    "is {}, which needs {key_setting}, and {key_setting} is not set",
+                    mode.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(mode)
+}
+
+/// The setting that gives every account its default message mode.
+pub const MODE_SETTING: &str = "WECHAT_MESSAGE_MODE";
 
 /// The message format an account's console is set to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +202,7 @@ pub struct Account {
     app_id: Option<String>,
     agent_id: Option<String>,
     format: MessageFormat,
+    mode: Setting<MessageMode>,
     token: Setting<Secret>,
     aes_key: Setting<Option<AesKey>>,
     app_secret: Setting<Secret>,
@@ -122,6 +224,7 @@ struct Defaults {
     api_base: Option<String>,
     wecom_api_base: Option<String>,
     token_endpoint: Option<String>,
+    mode: Option<String>,
 }
 
 impl Defaults {
@@ -130,6 +233,7 @@ impl Defaults {
             api_base: get("WECHAT_API_BASE"),
             wecom_api_base: get("WECOM_API_BASE"),
             token_endpoint: get("WECHAT_TOKEN_ENDPOINT"),
+            mode: get(MODE_SETTING),
         }
     }
 }
@@ -146,14 +250,22 @@ impl Account {
     /// non-empty value or `None`.
     pub(crate) fn default_from(get: &dyn Fn(&str) -> Option<String>) -> Account {
         let defaults = Defaults::from(get);
+        let key = aes_key(get, "WECHAT_ENCODING_AES_KEY");
         Account {
             name: DEFAULT_ACCOUNT.to_owned(),
             kind: Kind::Official,
             app_id: get("WECHAT_APP_ID"),
             agent_id: None,
             format: MessageFormat::Xml,
+            mode: message_mode(
+                Kind::Official,
+                None,
+                defaults.mode.clone(),
+                &key,
+                "WECHAT_ENCODING_AES_KEY",
+            ),
             token: secret(get, "WECHAT_TOKEN"),
-            aes_key: aes_key(get, "WECHAT_ENCODING_AES_KEY"),
+            aes_key: key,
             app_secret: secret(get, "WECHAT_APP_SECRET"),
             api_base: api_base(defaults.api_base, DEFAULT_API_BASE, "WECHAT_API_BASE"),
             token_endpoint: token_endpoint(defaults.token_endpoint, "WECHAT_TOKEN_ENDPOINT"),
@@ -262,14 +374,23 @@ impl Account {
         };
         let upper = name.to_ascii_uppercase();
         let setting = |what: &str| format!("WECHAT_{upper}_{what}");
+        let key = aes_key(get, &setting("ENCODING_AES_KEY"));
+        let mode = message_mode(
+            kind,
+            text("mode")?.map(|m| (m, doc("mode"))),
+            defaults.mode.clone(),
+            &key,
+            &setting("ENCODING_AES_KEY"),
+        );
         Ok(Account {
             name: name.to_owned(),
             kind,
             app_id: Some(app_id),
             agent_id,
             format,
+            mode,
             token: secret(get, &setting("TOKEN")),
-            aes_key: aes_key(get, &setting("ENCODING_AES_KEY")),
+            aes_key: key,
             app_secret: secret(get, &setting("APP_SECRET")),
             api_base: api_base(base, fallback, &base_setting),
             token_endpoint: endpoint,
@@ -292,6 +413,11 @@ impl Account {
     /// The WeCom app's AgentID, when configured.
     pub fn agent_id(&self) -> Option<&str> {
         self.agent_id.as_deref()
+    }
+
+    /// The message mode set in the console (safe for WeCom apps and platforms).
+    pub fn message_mode(&self) -> Result<MessageMode, ConfigError> {
+        self.mode.clone()
     }
 
     /// The message format set in the console (Mini Programs choose; the others push XML).
@@ -358,13 +484,20 @@ impl Account {
         [
             self.token.as_ref().err(),
             self.aes_key.as_ref().err(),
+            self.mode.as_ref().err(),
             self.api_base.as_ref().err(),
             self.token_endpoint.as_ref().err(),
         ]
         .into_iter()
         .flatten()
         .cloned()
-        .collect()
+        .fold(Vec::new(), |mut all, e| {
+            // An unset mode follows the key: a malformed key is one problem, not two.
+            if !all.contains(&e) {
+                all.push(e);
+            }
+            all
+        })
     }
 
     /// The name the token setting goes by, for messages.

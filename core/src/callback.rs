@@ -212,6 +212,7 @@ impl Sealed {
         Ok(Opened {
             root,
             json: is_json(&opened.message),
+            message: opened.message,
             receive_id: opened.receive_id,
             account: self.account,
             now_ms: self.now_ms,
@@ -224,6 +225,8 @@ pub struct Opened {
     pub root: xml::Element,
     /// Whether it was in WeChat's JSON format.
     pub json: bool,
+    /// The decrypted message, which the event id is computed over.
+    message: Vec<u8>,
     /// The id that trailed it (AppID, corp id, component AppID).
     pub receive_id: String,
     account: String,
@@ -231,12 +234,14 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// The event, with `app_id` the receive id unless another is given (a platform's
-    /// authorizer).
-    pub fn normalize(self, app_id: Option<&str>) -> Result<Inbound, Error> {
+    /// The event, with `app_id` the receive id unless a platform's merchant (authorizer) is
+    /// given.
+    pub fn normalize(self, merchant: Option<&str>) -> Result<Inbound, Error> {
         let ctx = event::Context {
             account: &self.account,
-            app_id: Some(app_id.unwrap_or(&self.receive_id)),
+            app_id: Some(merchant.unwrap_or(&self.receive_id)),
+            merchant,
+            message: &self.message,
             received_at_ms: self.now_ms,
         };
         let event = event::normalize(&self.root, &ctx)?;
@@ -252,10 +257,48 @@ impl Opened {
         let ctx = event::Context {
             account: &self.account,
             app_id: None,
+            merchant: None,
+            message: &self.message,
             received_at_ms: self.now_ms,
         };
         event::normalize_component(&self.root, &ctx)
     }
+}
+
+/// How a `POST` callback arrived, checked against the account's message mode: a safe-mode
+/// account takes only `encrypt_type=aes` (with its `msg_signature`), a plain-mode one only
+/// plaintext, a compatible one both. A callback in a mode the account is not in is refused as a
+/// bad signature: it is not what WeChat sends that account, and its `signature` alone (which
+/// every safe-mode URL shows) proves nothing about the body.
+fn arrival(account: &Account, query: &Query) -> Result<Mode, Error> {
+    let configured = account.message_mode()?;
+    let arrived = match query.encrypt_type.as_deref() {
+        // WeCom always encrypts and sends no encrypt_type: a plaintext POST is refused below
+        // (it has no msg_signature or no Encrypt).
+        _ if account.kind().always_encrypted() => return Ok(Mode::Encrypted),
+        None | Some("") | Some("raw") => Mode::Plaintext,
+        Some("aes") => Mode::Encrypted,
+        Some(_) => return Err(Error::MalformedParameter("encrypt_type")),
+    };
+    let refused = match arrived {
+        Mode::Plaintext if query.msg_signature.is_some() => {
+            Some("msg_signature without encrypt_type=aes")
+        }
+        Mode::Plaintext if !configured.accepts_plaintext() => {
+            Some("a plaintext callback (no encrypt_type=aes)")
+        }
+        Mode::Encrypted if !configured.accepts_encrypted() => {
+            // Without a key, the console's mode is ahead of the relay's settings: name the key.
+            account.require_aes_key()?;
+            Some("an encrypted callback (encrypt_type=aes)")
+        }
+        _ => None,
+    };
+    if let Some(what) = refused {
+        log::warn!(account = account.name(), mode = configured.as_str(); "{what} refused: the account is in {} mode", configured.as_str());
+        return Err(Error::BadSignature);
+    }
+    Ok(arrived)
 }
 
 /// Verifies a `POST` callback and, in plaintext mode, opens it; in safe or compatible mode
@@ -273,18 +316,11 @@ pub fn begin_callback(
             limit: MAX_BODY_BYTES,
         });
     }
-    let mode = match query.encrypt_type.as_deref() {
-        // WeCom always encrypts and sends no encrypt_type: a plaintext POST is refused below
-        // (it has no msg_signature or no Encrypt).
-        _ if account.kind().always_encrypted() => Mode::Encrypted,
-        None | Some("") | Some("raw") => Mode::Plaintext,
-        Some("aes") => Mode::Encrypted,
-        Some(_) => return Err(Error::MalformedParameter("encrypt_type")),
-    };
+    let token = account.token()?;
+    let mode = arrival(account, query)?;
     let ts = required(&query.timestamp, "timestamp")?;
     let nonce = required(&query.nonce, "nonce")?;
     let timestamp = parse_timestamp(ts)?;
-    let token = account.token()?;
     let now_secs = now_ms / 1000;
 
     match mode {
@@ -297,6 +333,8 @@ pub fn begin_callback(
             let ctx = event::Context {
                 account: account.name(),
                 app_id: account.app_id(),
+                merchant: None,
+                message: body,
                 received_at_ms: now_ms,
             };
             Ok(Begun::Opened(Inbound {

@@ -13,6 +13,8 @@ use crate::webhook::WebhookSecret;
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u64 = 300;
+/// The widest timestamp window accepted (15 minutes).
+pub const MAX_MAX_CLOCK_SKEW_SECONDS: u64 = 900;
 /// The retry schedule: 5 s, 15 s, 45 s, 2 min, 5 min, then every 15 min.
 pub const DEFAULT_RETRY_DELAYS: &str = "5s 15s 45s 2m 5m 15m";
 /// With the default schedule the last attempt comes about 22.5 hours after the first, inside
@@ -196,12 +198,15 @@ impl Config {
                 .transpose(),
             max_clock_skew: match get("MAX_CLOCK_SKEW_SECONDS") {
                 None => Ok(DEFAULT_MAX_CLOCK_SKEW_SECONDS),
-                Some(v) => v.parse::<u64>().map_err(|_| {
-                    ConfigError::new(
+                Some(v) => match v.parse::<u64>() {
+                    Ok(secs) if secs <= MAX_MAX_CLOCK_SKEW_SECONDS => Ok(secs),
+                    _ => Err(ConfigError::new(
                         "MAX_CLOCK_SKEW_SECONDS",
-                        format!("must be a whole number of seconds, got {v:?}"),
-                    )
-                }),
+                        format!(
+                            "must be a whole number of seconds from 0 to {MAX_MAX_CLOCK_SKEW_SECONDS} (a longer window lets a captured callback be replayed longer)"
+                        ),
+                    )),
+                },
             },
             token_api_key: get("TOKEN_API_KEY").map(Secret),
         }
@@ -598,7 +603,7 @@ mod tests {
             app_id: None,
             kind: "text".into(),
             event: None,
-            from: "o".into(),
+            from: Some("o".into()),
             to: "g".into(),
             created_at: 0,
             data: serde_json::Map::new(),

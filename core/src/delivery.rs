@@ -16,6 +16,9 @@ pub const ATTEMPT_TIMEOUT_MS: u64 = 5_000;
 /// The pauses between attempts while delivering inline (inside `wait_until`, which allows 30 s
 /// after the answer): four attempts and these pauses stay under it.
 pub const INLINE_BACKOFF_MS: [u64; 3] = [500, 1_500, 4_500];
+/// Everything inline (attempts and pauses) ends this long after the first attempt, so that the
+/// dead letter of what failed is written well inside `wait_until`'s 30 s.
+pub const INLINE_BUDGET_MS: u64 = 24_000;
 /// The longest `Retry-After` honoured inline; a receiver that asks for more is given up on
 /// inline (and left to the retry schedule, where there is one).
 pub const INLINE_MAX_PAUSE_MS: u64 = 10_000;
@@ -230,8 +233,15 @@ async fn deliver_to<C: Clock, H: Http>(
             return None;
         }
         if let Some(pause) = inline_pause(attempts, &outcome) {
-            clock.sleep(pause).await;
-            continue;
+            // Another attempt only if it can end inside the budget.
+            let ends = clock
+                .now_ms()
+                .saturating_add(pause)
+                .saturating_add(ATTEMPT_TIMEOUT_MS);
+            if ends <= first_attempt_ms.saturating_add(INLINE_BUDGET_MS) {
+                clock.sleep(pause).await;
+                continue;
+            }
         }
         let failed = Failed {
             target: target.clone(),

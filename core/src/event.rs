@@ -5,7 +5,7 @@
 //! yet is still forwarded whole:
 //! - names become snake_case (`Location_X` -> `location_x`, `MsgID` -> `msg_id`);
 //! - an element with child elements becomes an object; one whose children are all list items
-//!   (`<item>`, `<List>`) becomes an array, also when WeChat sends a single item;
+//!   (`<item>`, `<Item>`, `<List>`) becomes an array, also when WeChat sends a single item;
 //! - a repeated element becomes an array;
 //! - fields that WeChat documents as numbers become JSON numbers; everything else, 64-bit ids
 //!   included, stays a string, exactly as sent.
@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::xml::Element;
 
 /// Element names that always denote list entries.
-const LIST_ITEM_NAMES: &[&str] = &["item", "List"];
+const LIST_ITEM_NAMES: &[&str] = &["item", "Item", "List"];
 
 /// Element names (after snake_casing) that are always arrays, even when they occur once.
 const ALWAYS_ARRAY: &[&str] = &["fail_idx"];
@@ -57,6 +57,13 @@ const INTEGER_FIELDS: &[&str] = &[
     "is_recommend_by_friend",
     "verify_code",
     "trans_id",
+    // WeCom: batch jobs and approvals.
+    "err_code",
+    "sp_status",
+    "apply_time",
+    "sp_time",
+    "approver_attr",
+    "statu_change_event",
 ];
 
 /// Fields WeChat documents as decimal numbers.
@@ -71,7 +78,8 @@ const FLOAT_FIELDS: &[&str] = &[
 /// The normalized event: the body of every forwarded POST.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
-    /// Stable across WeChat's retries; equals the `webhook-id` header.
+    /// `evt_` + 32 hex of SHA-256 over the account (and a platform merchant's AppID) and the
+    /// whole authenticated message; stable across WeChat's retries; equals `webhook-id`.
     pub id: String,
     pub account: String,
     pub app_id: Option<String>,
@@ -80,7 +88,8 @@ pub struct Event {
     pub kind: String,
     /// `Event`, lowercased, when `type` is `"event"`.
     pub event: Option<String>,
-    pub from: String,
+    /// `FromUserName`; `None` for the pushes that carry none (WeCom's `kf_msg_or_event`).
+    pub from: Option<String>,
     pub to: String,
     /// `CreateTime`, Unix seconds.
     pub created_at: i64,
@@ -102,14 +111,31 @@ impl Event {
 pub struct Context<'a> {
     pub account: &'a str,
     pub app_id: Option<&'a str>,
+    /// For a third-party platform's merchant, its AppID: part of the event id.
+    pub merchant: Option<&'a str>,
+    /// The whole authenticated message (the plaintext once decrypted, else the body), which
+    /// the event id is computed over.
+    pub message: &'a [u8],
     pub received_at_ms: u64,
+}
+
+impl Context<'_> {
+    /// The event id of this message.
+    pub fn event_id(&self) -> String {
+        event_id(self.account, self.merchant, self.message)
+    }
 }
 
 /// Turns a parsed `<xml>` message into the normalized event.
 pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
     let required = |name: &'static str| root.child_text(name).ok_or(Error::MissingElement(name));
     let to = required("ToUserName")?.trim().to_owned();
-    let from = required("FromUserName")?.trim().to_owned();
+    // Some pushes come from no user (WeCom's 微信客服 `kf_msg_or_event`).
+    let from = root
+        .child_text("FromUserName")
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned);
     let created_at: i64 = required("CreateTime")?
         .trim()
         .parse()
@@ -139,12 +165,8 @@ pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
         .collect();
     let data = object_of(&rest, &root.text, &root.attributes);
 
-    let id = event_id(
-        ctx.account,
-        &dedup_key(root, &from, created_at, event.as_deref()),
-    );
     Ok(Event {
-        id,
+        id: ctx.event_id(),
         account: ctx.account.to_owned(),
         app_id: ctx.app_id.map(str::to_owned),
         kind,
@@ -181,20 +203,13 @@ pub fn normalize_component(root: &Element, ctx: &Context<'_>) -> Result<Event, E
         .filter(|c| !["AppId", "CreateTime", "InfoType"].contains(&c.name.as_str()))
         .collect();
     let data = object_of(&rest, &root.text, &root.attributes);
-    let field = |name: &str| root.child_text(name).unwrap_or("").trim();
-    let key = format!(
-        "cmp\n{info_type}\n{created_at}\n{}\n{}{}",
-        authorizer.as_deref().unwrap_or(""),
-        field("AuthorizationCode"),
-        field("auth_code"),
-    );
     Ok(Event {
-        id: event_id(ctx.account, &key),
+        id: ctx.event_id(),
         account: ctx.account.to_owned(),
         app_id: authorizer.clone(),
         kind: "component".to_owned(),
         event: Some(info_type),
-        from: authorizer.unwrap_or_else(|| component.clone()),
+        from: Some(authorizer.unwrap_or_else(|| component.clone())),
         to: component,
         created_at,
         data,
@@ -202,33 +217,17 @@ pub fn normalize_component(root: &Element, ctx: &Context<'_>) -> Result<Event, E
     })
 }
 
-/// The key that identifies one callback across WeChat's retries: messages by sender and MsgId,
-/// events by sender, CreateTime, Event and EventKey (plus MsgID and AgentID where present, so
-/// two job-finished events of one second, or one event per WeCom app, stay apart).
-pub fn dedup_key(root: &Element, from: &str, created_at: i64, event: Option<&str>) -> String {
-    let field = |name: &str| root.child_text(name).unwrap_or("").trim();
-    let msg_id = root
-        .child_text("MsgId")
-        .or_else(|| root.child_text("MsgID"))
-        .unwrap_or("")
-        .trim();
-    match event {
-        None if !msg_id.is_empty() => format!("msg\n{from}\n{msg_id}"),
-        None => format!("msg\n{from}\n{created_at}\n{}", field("MsgType")),
-        Some(event) => format!(
-            "evt\n{from}\n{created_at}\n{event}\n{}\n{msg_id}\n{}",
-            field("EventKey"),
-            field("AgentID")
-        ),
-    }
-}
-
-/// `evt_` + 32 hex characters of SHA-256 over the account and the dedup key.
-pub fn event_id(account: &str, key: &str) -> String {
+/// `evt_` + 32 hex characters of SHA-256 over the account, the merchant's AppID (a third-party
+/// platform's authorizer; empty otherwise) and the whole authenticated message. Every field
+/// counts, so two different callbacks never share an id, while a WeChat retry (the same
+/// message, resent or re-encrypted with a new random prefix, nonce and timestamp) keeps it.
+pub fn event_id(account: &str, merchant: Option<&str>, message: &[u8]) -> String {
     let digest = Sha256::new()
         .chain_update(account.as_bytes())
         .chain_update(b"\n")
-        .chain_update(key.as_bytes())
+        .chain_update(merchant.unwrap_or("").as_bytes())
+        .chain_update(b"\n")
+        .chain_update(message)
         .finalize();
     let mut id = String::with_capacity(36);
     id.push_str("evt_");
@@ -375,50 +374,52 @@ mod tests {
     }
 
     #[test]
-    fn event_id_is_stable_and_account_scoped() {
-        let a = event_id("default", "msg\nu\n1");
-        assert_eq!(a, event_id("default", "msg\nu\n1"));
-        assert_ne!(a, event_id("other", "msg\nu\n1"));
+    fn event_id_is_stable_and_scoped() {
+        let a = event_id("default", None, b"<xml>1</xml>");
+        assert_eq!(a, event_id("default", None, b"<xml>1</xml>"));
+        assert_ne!(a, event_id("other", None, b"<xml>1</xml>"));
+        assert_ne!(a, event_id("default", Some("wxmerchant"), b"<xml>1</xml>"));
+        assert_ne!(a, event_id("default", None, b"<xml>2</xml>"));
+        // The separators keep the parts apart.
+        assert_ne!(event_id("a", Some("b"), b"c"), event_id("a", None, b"b\nc"));
         assert_eq!(a.len(), 36);
-        assert!(a.starts_with("evt_"));
+        assert!(crate::jobs::is_event_id(&a));
     }
 
     #[test]
     fn component_pushes() {
-        let ctx = Context {
-            account: "platform",
-            app_id: None,
-            received_at_ms: 0,
+        let push = |message: &'static [u8]| {
+            let ctx = Context {
+                account: "platform",
+                app_id: None,
+                merchant: None,
+                message,
+                received_at_ms: 0,
+            };
+            normalize_component(&crate::xml::parse(message).unwrap(), &ctx)
         };
-        let authorized = crate::xml::parse(b"<xml><AppId><![CDATA[wxcomponent]]></AppId><CreateTime>1413192760</CreateTime><InfoType><![CDATA[authorized]]></InfoType><AuthorizerAppid><![CDATA[wxmerchant]]></AuthorizerAppid><AuthorizationCode><![CDATA[queryauthcode@@@abc]]></AuthorizationCode><AuthorizationCodeExpiredTime>1413196360</AuthorizationCodeExpiredTime><PreAuthCode><![CDATA[preauthcode@@@x]]></PreAuthCode></xml>").unwrap();
-        let e = normalize_component(&authorized, &ctx).unwrap();
+        let e = push(b"<xml><AppId><![CDATA[wxcomponent]]></AppId><CreateTime>1413192760</CreateTime><InfoType><![CDATA[authorized]]></InfoType><AuthorizerAppid><![CDATA[wxmerchant]]></AuthorizerAppid><AuthorizationCode><![CDATA[queryauthcode@@@abc]]></AuthorizationCode><AuthorizationCodeExpiredTime>1413196360</AuthorizationCodeExpiredTime><PreAuthCode><![CDATA[preauthcode@@@x]]></PreAuthCode></xml>").unwrap();
         assert_eq!(
             (e.kind.as_str(), e.event.as_deref()),
             ("component", Some("authorized"))
         );
         assert_eq!(
-            (e.app_id.as_deref(), e.from.as_str(), e.to.as_str()),
-            (Some("wxmerchant"), "wxmerchant", "wxcomponent")
+            (e.app_id.as_deref(), e.from.as_deref(), e.to.as_str()),
+            (Some("wxmerchant"), Some("wxmerchant"), "wxcomponent")
         );
         assert_eq!(e.created_at, 1_413_192_760);
         assert_eq!(e.data["authorization_code"], "queryauthcode@@@abc");
         assert!(!e.data.contains_key("app_id") && !e.data.contains_key("info_type"));
-        let registered = crate::xml::parse(b"<xml><AppId>wxcomponent</AppId><CreateTime>1</CreateTime><InfoType>notify_third_fasteregister</InfoType><appid>wxnew</appid><status>0</status><auth_code>xxx</auth_code><msg>OK</msg><info><name>n</name></info></xml>").unwrap();
-        let r = normalize_component(&registered, &ctx).unwrap();
+        let r = push(b"<xml><AppId>wxcomponent</AppId><CreateTime>1</CreateTime><InfoType>notify_third_fasteregister</InfoType><appid>wxnew</appid><status>0</status><auth_code>xxx</auth_code><msg>OK</msg><info><name>n</name></info></xml>").unwrap();
         assert_eq!(
             (r.app_id.as_deref(), r.event.as_deref()),
             (Some("wxnew"), Some("notify_third_fasteregister"))
         );
         assert_eq!(r.data["info"]["name"], "n");
-        let other = crate::xml::parse(b"<xml><AppId>wxcomponent</AppId><CreateTime>2</CreateTime><InfoType>wxa_nickname_audit</InfoType><ret>2</ret></xml>").unwrap();
-        let o = normalize_component(&other, &ctx).unwrap();
-        assert_eq!((o.app_id, o.from.as_str()), (None, "wxcomponent"));
+        let o = push(b"<xml><AppId>wxcomponent</AppId><CreateTime>2</CreateTime><InfoType>wxa_nickname_audit</InfoType><ret>2</ret></xml>").unwrap();
+        assert_eq!((o.app_id, o.from.as_deref()), (None, Some("wxcomponent")));
         assert_ne!(e.id, r.id);
-        assert!(normalize_component(
-            &crate::xml::parse(b"<xml><AppId>a</AppId><CreateTime>1</CreateTime></xml>").unwrap(),
-            &ctx
-        )
-        .is_err());
+        assert!(push(b"<xml><AppId>a</AppId><CreateTime>1</CreateTime></xml>").is_err());
     }
 
     #[test]

@@ -215,7 +215,7 @@ mod tests {
             app_id: None,
             kind: kind.into(),
             event: name.map(str::to_owned),
-            from: "o".into(),
+            from: Some("o".into()),
             to: "gh".into(),
             created_at: 1,
             data: Map::new(),

@@ -14,8 +14,8 @@ const WECOM_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 const WECOM_CORP: &str = "wx5823bf96d3bd56c7";
 const MP_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const MP_APP: &str = "wxba5fad812f8e6fb9";
-/// The vectors are from 2014 and 2024: a window that reaches them.
-const SKEW: &str = "999999999";
+/// The widest window; each test runs at its vector's own time.
+const SKEW: &str = "900";
 
 fn vector(name_part: &str) -> serde_json::Value {
     read_json("vectors/official.json")["decrypt"]
@@ -255,14 +255,14 @@ fn the_same_message_id_on_two_accounts_is_two_events() {
         OA_KEY,
         "wxshop00000000000",
         &xml,
-        Sent::Plain,
+        Sent::Safe,
         now,
         "n",
     );
     let shop = open_callback(&c, "shop", &q, &body, now * 1000)
         .unwrap()
         .event;
-    let (q, body) = callback("AAAAA", MP_KEY, MP_APP, &xml, Sent::Plain, now, "n");
+    let (q, body) = callback("AAAAA", MP_KEY, MP_APP, &xml, Sent::Safe, now, "n");
     let mini = open_callback(&c, "mini", &q, &body, now * 1000)
         .unwrap()
         .event;

@@ -12,6 +12,8 @@ fn normalize(xml_bytes: &[u8]) -> Value {
     let ctx = Context {
         account: "default",
         app_id: Some("wxapp"),
+        merchant: None,
+        message: xml_bytes,
         received_at_ms: 1_700_000_000_000,
     };
     serde_json::to_value(event::normalize(&root, &ctx).unwrap()).unwrap()
@@ -67,6 +69,14 @@ fn every_catalogued_type_has_a_sample() {
         "event_publishjobfinish",
         "event_kf_create_session",
         "event_unknown_future",
+        "wecom_change_contact_create_user",
+        "wecom_change_contact_update_party",
+        "wecom_change_contact_update_tag",
+        "wecom_change_external_contact_add",
+        "wecom_change_external_chat_update",
+        "wecom_batch_job_result",
+        "wecom_kf_msg_or_event",
+        "wecom_sys_approval_change",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -112,24 +122,74 @@ fn nothing_is_lost() {
     }
 }
 
+/// Five contact changes of one HR sync in one second (FromUserName `sys`, only UserID differs),
+/// and the OA's pushes whose difference is nested: each its own id. Field-based ids merged them.
 #[test]
-fn retries_share_an_id_and_different_callbacks_do_not() {
-    let a = normalize(b"<xml><ToUserName>t</ToUserName><FromUserName>u1</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>42</MsgId></xml>");
-    let again = normalize(b"<xml><ToUserName>t</ToUserName><FromUserName>u1</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>42</MsgId></xml>");
-    let other_user = normalize(b"<xml><ToUserName>t</ToUserName><FromUserName>u2</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>42</MsgId></xml>");
-    assert_eq!(a["id"], again["id"]);
-    assert_ne!(a["id"], other_user["id"]);
+fn distinct_callbacks_never_share_an_id() {
+    let contact = |user: &str| {
+        normalize(format!("<xml><ToUserName>ww</ToUserName><FromUserName>sys</FromUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_contact</Event><ChangeType>update_user</ChangeType><UserID>{user}</UserID></xml>").as_bytes())["id"].clone()
+    };
+    let external = |external: &str| {
+        normalize(format!("<xml><ToUserName>ww</ToUserName><FromUserName>sys</FromUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>add_external_contact</ChangeType><UserID>zhangsan</UserID><ExternalUserID>{external}</ExternalUserID></xml>").as_bytes())["id"].clone()
+    };
+    let sent = |msg: &str| {
+        normalize(format!("<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>subscribe_msg_sent_event</Event><SubscribeMsgSentEvent><List><TemplateId>t</TemplateId><MsgID>{msg}</MsgID><ErrorCode>0</ErrorCode><ErrorStatus>success</ErrorStatus></List></SubscribeMsgSentEvent></xml>").as_bytes())["id"].clone()
+    };
+    let publish = |id: &str| {
+        normalize(format!("<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>PUBLISHJOBFINISH</Event><PublishEventInfo><publish_id>{id}</publish_id><publish_status>0</publish_status></PublishEventInfo></xml>").as_bytes())["id"].clone()
+    };
+    let batch = |job: &str| {
+        normalize(format!("<xml><ToUserName>ww</ToUserName><FromUserName>sys</FromUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>batch_job_result</Event><BatchJob><JobId>{job}</JobId><JobType>sync_user</JobType><ErrCode>0</ErrCode><ErrMsg>ok</ErrMsg></BatchJob></xml>").as_bytes())["id"].clone()
+    };
+    let mut ids = Vec::new();
+    for f in [contact, external, sent, publish, batch] {
+        for n in ["a1", "a2", "a3", "a4", "a5"] {
+            assert_eq!(f(n), f(n), "a resent callback keeps its id");
+            ids.push(f(n));
+        }
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "every callback its own id");
+}
 
-    let ev = |key: &str, time: u32| {
-        normalize(format!("<xml><ToUserName>t</ToUserName><FromUserName>u</FromUserName><CreateTime>{time}</CreateTime><MsgType>event</MsgType><Event>CLICK</Event><EventKey>{key}</EventKey></xml>").as_bytes())["id"].clone()
+/// One changed byte anywhere in the message is another event; the account is part of the id.
+#[test]
+fn ids_follow_every_byte_of_the_message() {
+    let base = b"<xml><ToUserName>t</ToUserName><FromUserName>u1</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>42</MsgId></xml>";
+    let id = |account: &str, body: &[u8]| {
+        let ctx = Context {
+            account,
+            app_id: None,
+            merchant: None,
+            message: body,
+            received_at_ms: 0,
+        };
+        event::normalize(&xml::parse(body).unwrap(), &ctx)
+            .unwrap()
+            .id
     };
-    assert_eq!(ev("A", 5), ev("A", 5));
-    assert_ne!(ev("A", 5), ev("B", 5));
-    assert_ne!(ev("A", 5), ev("A", 6));
-    let job = |msg: u32| {
-        normalize(format!("<xml><ToUserName>t</ToUserName><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event><MsgID>{msg}</MsgID><Status>success</Status></xml>").as_bytes())["id"].clone()
-    };
-    assert_ne!(job(1), job(2));
+    let first = id("default", base);
+    assert_eq!(first, id("default", base));
+    assert_ne!(first, id("shop", base));
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..base.len() {
+        let mut mutated = base.to_vec();
+        mutated[i] ^= 0x01;
+        if let Ok(root) = xml::parse(&mutated) {
+            let ctx = Context {
+                account: "default",
+                app_id: None,
+                merchant: None,
+                message: &mutated,
+                received_at_ms: 0,
+            };
+            if let Ok(e) = event::normalize(&root, &ctx) {
+                assert_ne!(e.id, first, "byte {i} changed, id kept");
+                assert!(seen.insert(e.id), "byte {i}: id collides");
+            }
+        }
+    }
+    assert!(seen.len() > 10, "the mutations exercised normalize");
 }
 
 #[test]
@@ -141,11 +201,19 @@ fn envelope_errors() {
     let ctx = Context {
         account: "default",
         app_id: None,
+        merchant: None,
+        message: b"",
         received_at_ms: 0,
     };
+    // No FromUserName (WeCom's kf_msg_or_event): forwarded with `from` null.
+    assert_eq!(event::normalize(&root, &ctx).unwrap().from, None);
+    let root = xml::parse(
+        b"<xml><FromUserName>u</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType></xml>",
+    )
+    .unwrap();
     assert_eq!(
         event::normalize(&root, &ctx).unwrap_err().to_string(),
-        "missing element <FromUserName>"
+        "missing element <ToUserName>"
     );
     let root = xml::parse(b"<xml><ToUserName>t</ToUserName><FromUserName>u</FromUserName><CreateTime>soon</CreateTime><MsgType>text</MsgType></xml>").unwrap();
     assert_eq!(event::normalize(&root, &ctx).unwrap_err().status(), 400);

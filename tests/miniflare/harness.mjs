@@ -14,6 +14,8 @@ export const DEMO = {
   WECHAT_APP_SECRET: "app-secret-never-logged",
   FORWARD_URLS: "http://hooks.test/a",
   FORWARD_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+  // The tests send plaintext and safe-mode callbacks alike; safe mode alone has its own tests.
+  WECHAT_MESSAGE_MODE: "compatible",
 };
 
 export const QUEUE = "wechat-relay-deliveries";

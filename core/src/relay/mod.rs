@@ -352,7 +352,12 @@ where
                     // The reply must be in the format the console is set to (Mini Programs
                     // choose; the others reply in the format WeChat pushed).
                     let json = inbound.json || account.format() == MessageFormat::Json;
-                    reply_text = self.reply_message(&r, &event, json);
+                    match self.reply_message(&r, &event, json) {
+                        Some(text) => reply_text = text,
+                        None => {
+                            log::info!(event_id = event.id.as_str(); "passive reply dropped: the message has no FromUserName to answer")
+                        }
+                    }
                 }
                 Ok(ReplyResult::Nothing(why)) => {
                     log::info!(event_id = event.id.as_str(), reason = why; "no passive reply; answering success")
@@ -376,13 +381,15 @@ where
         Ok(answer(body, inbound.json, join(background)))
     }
 
-    fn reply_message(&self, reply: &Reply, event: &Event, json: bool) -> String {
+    /// The passive reply to `event`, addressed to its sender (`None` when it has none).
+    fn reply_message(&self, reply: &Reply, event: &Event, json: bool) -> Option<String> {
         let now = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
-        if json {
-            reply.to_json(&event.from, &event.to, now)
+        let from = event.from.as_deref()?;
+        Some(if json {
+            reply.to_json(from, &event.to, now)
         } else {
-            reply.to_xml(&event.from, &event.to, now)
-        }
+            reply.to_xml(from, &event.to, now)
+        })
     }
 
     /// A third-party platform's authorization push: answered `success` at once; the verify
@@ -474,7 +481,9 @@ where
                 let reply = Reply::Text {
                     content: format!("{}_callback", component::RELEASE_TEXT),
                 };
-                let message = self.reply_message(&reply, &event, inbound.json);
+                let message = self
+                    .reply_message(&reply, &event, inbound.json)
+                    .unwrap_or_default();
                 let body = self.render_reply(account, inbound.mode, &message, random)?;
                 Ok(answer(body, inbound.json, None))
             }
@@ -484,7 +493,7 @@ where
                     self.clone(),
                     account.name().to_owned(),
                     event.app_id.clone().unwrap_or_default(),
-                    event.from.clone(),
+                    event.from.clone().unwrap_or_default(),
                 );
                 let background: Background = Box::pin(async move {
                     relay.release_reply(&name, &authorizer, &to, &code).await;
@@ -634,7 +643,11 @@ where
                 log::warn!(event_id = event.id.as_str(); "reply came after the deadline; without an AppSecret it cannot go through the customer-service API");
                 return;
             }
-            let Some(mut message) = reply.custom_message(&event.from) else {
+            let Some(from) = event.from.as_deref() else {
+                log::warn!(event_id = event.id.as_str(); "late reply dropped: the message has no FromUserName to answer");
+                return;
+            };
+            let Some(mut message) = reply.custom_message(from) else {
                 log::warn!(event_id = event.id.as_str(); "late transfer_customer_service reply dropped: the customer-service API has no equivalent");
                 return;
             };

@@ -45,6 +45,8 @@ fn world(extra: &[(&str, &str)], with_queue: bool) -> T {
         ("WECHAT_API_BASE", "http://wechat.test"),
         ("FORWARD_URLS", "http://hooks.test/a"),
         ("FORWARD_SECRET", SECRET),
+        // The flows below take plaintext and safe-mode callbacks alike.
+        ("WECHAT_MESSAGE_MODE", "compatible"),
     ];
     pairs.extend_from_slice(extra);
     let wechat = Rc::new(WeChatState::default());
@@ -871,7 +873,7 @@ fn a_json_mini_program_replies_in_json() {
     let t = reply_world(&[
         (
             "WECHAT_ACCOUNTS",
-            r#"{"mini": {"kind": "miniprogram", "app_id": "wxmini", "format": "json"}}"#,
+            r#"{"mini": {"kind": "miniprogram", "app_id": "wxmini", "format": "json", "mode": "plain"}}"#,
         ),
         ("WECHAT_MINI_TOKEN", "minitoken"),
     ]);
