@@ -5,10 +5,10 @@
 //! `attempts`, which workers-rs 0.8 does not expose, and a handler must never throw (the whole
 //! batch would be retried).
 
-use futures_util::future::join_all;
 use js_sys::{Array, Date, Function, Object, Reflect};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
+use wechat_relay_core::relay::QueueMessage;
 use wechat_relay_core::Verdict;
 use worker::Env;
 
@@ -41,7 +41,8 @@ fn body_text(message: &JsValue) -> String {
     })
 }
 
-/// The `queue` handler: `(batch, env, ctx)`.
+/// The `queue` handler: `(batch, env, ctx)`. Every message gets its own verdict from the core,
+/// which runs at most six attempts at once.
 #[wasm_bindgen]
 pub async fn queue(batch: JsValue, env: Env, _ctx: JsValue) -> Result<JsValue, JsValue> {
     logging::install();
@@ -49,35 +50,38 @@ pub async fn queue(batch: JsValue, env: Env, _ctx: JsValue) -> Result<JsValue, J
     let dead_letter_queue =
         get(&batch, "queue").as_string().unwrap_or_default() == config.dead_letter_queue();
     let relay = platform::relay(&env, config);
-    let messages: Array = get(&batch, "messages").dyn_into().unwrap_or_default();
-    let handled = messages.iter().map(|message| {
-        let relay = &relay;
-        async move {
-            let text = body_text(&message);
-            let attempts = get(&message, "attempts")
+    let messages: Vec<JsValue> = get(&batch, "messages")
+        .dyn_into::<Array>()
+        .unwrap_or_default()
+        .iter()
+        .collect();
+    let read: Vec<QueueMessage> = messages
+        .iter()
+        .map(|message| QueueMessage {
+            text: body_text(message),
+            attempts: get(message, "attempts")
                 .as_f64()
                 .map_or(1, |n| n as u32)
-                .max(1);
-            let enqueued_ms = get(&message, "timestamp")
+                .max(1),
+            enqueued_ms: get(message, "timestamp")
                 .dyn_into::<Date>()
                 .map(|d| d.get_time() as u64)
-                .unwrap_or_else(|_| Date::now() as u64);
-            let verdict = if dead_letter_queue {
-                relay.consume_dead(&text, enqueued_ms).await
-            } else {
-                relay.consume(&text, attempts, enqueued_ms).await
-            };
-            match verdict {
-                Verdict::Ack => call(&message, "ack", &Array::new()),
-                Verdict::Retry { delay_secs } => {
-                    let options = Object::new();
-                    let _ =
-                        Reflect::set(&options, &"delaySeconds".into(), &JsValue::from(delay_secs));
-                    call(&message, "retry", &Array::of1(&options));
-                }
+                .unwrap_or_else(|_| Date::now() as u64),
+        })
+        .collect();
+    let settle = |i: usize, verdict: Verdict| {
+        let Some(message) = messages.get(i) else {
+            return;
+        };
+        match verdict {
+            Verdict::Ack => call(message, "ack", &Array::new()),
+            Verdict::Retry { delay_secs } => {
+                let options = Object::new();
+                let _ = Reflect::set(&options, &"delaySeconds".into(), &JsValue::from(delay_secs));
+                call(message, "retry", &Array::of1(&options));
             }
         }
-    });
-    join_all(handled).await;
+    };
+    relay.consume_batch(read, dead_letter_queue, settle).await;
     Ok(JsValue::UNDEFINED)
 }

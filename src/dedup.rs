@@ -11,7 +11,7 @@
 //! works on a custom domain or route. The core treats a failing cache as "not seen": a
 //! duplicate is better than a lost event.
 
-use wechat_relay_core::{Store, StoreError};
+use wechat_relay_core::{Page, Store, StoreError};
 use worker::{Cache, Headers, Response};
 
 fn key(id: &str) -> String {
@@ -62,6 +62,15 @@ impl Store for CacheMarks {
     }
 
     async fn list(&self, _prefix: &str) -> Result<Vec<String>, StoreError> {
+        Err(StoreError("the Cache API cannot list".into()))
+    }
+
+    async fn list_page(
+        &self,
+        _prefix: &str,
+        _cursor: Option<&str>,
+        _limit: usize,
+    ) -> Result<Page, StoreError> {
         Err(StoreError("the Cache API cannot list".into()))
     }
 }

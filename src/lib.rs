@@ -218,10 +218,22 @@ async fn run(
             let platform = relay.platform(&account)?;
             respond::json(&platform.sync().await?)
         }
-        Route::DeadLetters => respond::json(&relay.dead_letters().await?),
+        Route::DeadLetters => {
+            let (limit, cursor) = (query_param(&req, "limit")?, query_param(&req, "cursor")?);
+            respond::json(
+                &relay
+                    .dead_letters(limit.as_deref(), cursor.as_deref())
+                    .await?,
+            )
+        }
         Route::Replay => {
             let id = query_param(&req, "id")?;
-            respond::json(&relay.replay(id.as_deref()).await?)
+            let (limit, cursor) = (query_param(&req, "limit")?, query_param(&req, "cursor")?);
+            respond::json(
+                &relay
+                    .replay(id.as_deref(), limit.as_deref(), cursor.as_deref())
+                    .await?,
+            )
         }
     }
 }

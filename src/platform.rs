@@ -12,8 +12,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wechat_relay_core::config::{bindings, Config};
 use wechat_relay_core::{
-    Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Memory, Queue, Relay, Store,
-    StoreError,
+    Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Memory, Page, Queue, Relay,
+    Store, StoreError,
 };
 
 use crate::dedup::CacheMarks;
@@ -132,6 +132,27 @@ impl Store for Kv {
             }
         }
     }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let mut list = self
+            .store()?
+            .list()
+            .prefix(prefix.to_owned())
+            .limit(limit.clamp(1, 1000) as u64);
+        if let Some(c) = cursor {
+            list = list.cursor(c.to_owned());
+        }
+        let page = list.execute().await.map_err(store_error)?;
+        Ok(Page {
+            keys: page.keys.into_iter().map(|k| k.name).collect(),
+            cursor: page.cursor.filter(|_| !page.list_complete),
+        })
+    }
 }
 
 /// `fetch` to the internet, and Service Bindings to other Workers.
@@ -246,24 +267,51 @@ fn js_error(e: JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-impl Queue for WorkerQueue {
-    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String> {
-        let send: Function = Reflect::get(&self.0, &JsValue::from_str("send"))
+impl WorkerQueue {
+    /// Calls the binding's method `name` with `args` and waits for it.
+    async fn call(&self, name: &str, args: &js_sys::Array) -> Result<(), String> {
+        let method: Function = Reflect::get(&self.0, &JsValue::from_str(name))
             .map_err(js_error)?
             .dyn_into()
-            .map_err(|_| "FORWARD_QUEUE has no send method".to_owned())?;
-        let options = Object::new();
-        Reflect::set(&options, &"contentType".into(), &"text".into()).map_err(js_error)?;
-        if delay_secs > 0 {
-            Reflect::set(&options, &"delaySeconds".into(), &JsValue::from(delay_secs))
-                .map_err(js_error)?;
-        }
-        // Reflect.apply, not send.call(...): on an RPC stub `call` would be a remote method.
-        let args = js_sys::Array::of2(&JsValue::from_str(message), &options);
-        let result = Reflect::apply(&send, &self.0, &args).map_err(js_error)?;
+            .map_err(|_| format!("FORWARD_QUEUE has no {name} method"))?;
+        // Reflect.apply, not method.call(...): on an RPC stub `call` would be a remote method.
+        let result = Reflect::apply(&method, &self.0, args).map_err(js_error)?;
         JsFuture::from(Promise::resolve(&result))
             .await
             .map(|_| ())
             .map_err(js_error)
+    }
+}
+
+/// `{contentType: "text", delaySeconds}`, the options of one message.
+fn message_options(target: &Object, delay_secs: u32) -> Result<(), String> {
+    Reflect::set(target, &"contentType".into(), &"text".into()).map_err(js_error)?;
+    if delay_secs > 0 {
+        Reflect::set(target, &"delaySeconds".into(), &JsValue::from(delay_secs))
+            .map_err(js_error)?;
+    }
+    Ok(())
+}
+
+impl Queue for WorkerQueue {
+    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String> {
+        let options = Object::new();
+        message_options(&options, delay_secs)?;
+        self.call(
+            "send",
+            &js_sys::Array::of2(&JsValue::from_str(message), &options),
+        )
+        .await
+    }
+
+    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), String> {
+        let batch = js_sys::Array::new();
+        for (message, delay_secs) in messages {
+            let entry = Object::new();
+            Reflect::set(&entry, &"body".into(), &JsValue::from_str(message)).map_err(js_error)?;
+            message_options(&entry, *delay_secs)?;
+            batch.push(&entry);
+        }
+        self.call("sendBatch", &js_sys::Array::of1(&batch)).await
     }
 }

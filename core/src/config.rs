@@ -7,6 +7,7 @@
 use crate::accounts::{Account, Accounts, DEFAULT_ACCOUNT};
 use crate::error::Error;
 use crate::event::Event;
+use crate::jobs::Schedule;
 use crate::ports::Destination;
 use crate::routing::{self, Routes};
 use crate::webhook::WebhookSecret;
@@ -28,6 +29,10 @@ pub const DEFAULT_REPLY_TIMEOUT_MS: u64 = 3_000;
 /// The most a passive reply may take, so that WeChat's 5 s always hold.
 pub const MAX_REPLY_TIMEOUT_MS: u64 = 4_500;
 pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "wechat-relay-dead-letters";
+/// How long the queue keeps a message: fixed at 24 hours on the free plan.
+pub const DEFAULT_QUEUE_RETENTION: &str = "24h";
+/// The longest retention Cloudflare Queues offer (Workers Paid).
+pub const MAX_QUEUE_RETENTION_SECS: u64 = 14 * 86_400;
 
 /// The names of the bindings that are not settings: the shell looks them up by these.
 pub mod bindings {
@@ -107,6 +112,8 @@ pub struct Config {
     forward_mode: Setting<ForwardMode>,
     retry_delays: Setting<Vec<u32>>,
     max_attempts: Setting<u32>,
+    /// The retry schedule, checked against `QUEUE_RETENTION`.
+    schedule: Setting<Schedule>,
     dead_letter_queue: String,
     reply_url: Setting<Option<Destination>>,
     reply_timeout_ms: Setting<u64>,
@@ -132,6 +139,26 @@ impl Config {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
+        let retry_delays = parse_delays(
+            get("FORWARD_RETRY_DELAYS")
+                .as_deref()
+                .unwrap_or(DEFAULT_RETRY_DELAYS),
+        );
+        let max_attempts = match get("FORWARD_MAX_ATTEMPTS") {
+            None => Ok(DEFAULT_MAX_ATTEMPTS),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=MAX_MAX_ATTEMPTS).contains(&n) => Ok(n),
+                _ => Err(ConfigError::new(
+                    "FORWARD_MAX_ATTEMPTS",
+                    format!("must be a whole number from 1 to {MAX_MAX_ATTEMPTS}"),
+                )),
+            },
+        };
+        let retention = parse_retention(
+            get("QUEUE_RETENTION")
+                .as_deref()
+                .unwrap_or(DEFAULT_QUEUE_RETENTION),
+        );
         Config {
             default_account: Account::default_from(&get),
             accounts: get("WECHAT_ACCOUNTS")
@@ -154,21 +181,9 @@ impl Config {
                     format!("must be \"queue\" or \"direct\", got {other:?}"),
                 )),
             },
-            retry_delays: parse_delays(
-                get("FORWARD_RETRY_DELAYS")
-                    .as_deref()
-                    .unwrap_or(DEFAULT_RETRY_DELAYS),
-            ),
-            max_attempts: match get("FORWARD_MAX_ATTEMPTS") {
-                None => Ok(DEFAULT_MAX_ATTEMPTS),
-                Some(v) => match v.parse::<u32>() {
-                    Ok(n) if (1..=MAX_MAX_ATTEMPTS).contains(&n) => Ok(n),
-                    _ => Err(ConfigError::new(
-                        "FORWARD_MAX_ATTEMPTS",
-                        format!("must be a whole number from 1 to {MAX_MAX_ATTEMPTS}, got {v:?}"),
-                    )),
-                },
-            },
+            schedule: schedule(&retry_delays, &max_attempts, &retention),
+            retry_delays,
+            max_attempts,
             dead_letter_queue: get("DEAD_LETTER_QUEUE")
                 .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.to_owned()),
             reply_url: get("REPLY_URL")
@@ -290,6 +305,11 @@ impl Config {
         self.max_attempts.clone()
     }
 
+    /// The retry schedule, which must fit in the queue's retention.
+    pub fn schedule(&self) -> Result<&Schedule, ConfigError> {
+        self.schedule.as_ref().map_err(Clone::clone)
+    }
+
     /// The name of the dead-letter queue, which the consumer tells apart by it.
     pub fn dead_letter_queue(&self) -> &str {
         &self.dead_letter_queue
@@ -364,6 +384,12 @@ impl Config {
             .flatten()
             .cloned(),
         );
+        // The schedule carries its parts' errors, and its own (retention, fit) once.
+        if let Err(e) = &self.schedule {
+            if !problems.contains(e) {
+                problems.push(e.clone());
+            }
+        }
         problems
     }
 }
@@ -385,26 +411,82 @@ fn parse_target_list(list: &str, is_bound: &dyn Fn(&str) -> bool) -> Setting<Vec
 
 /// `"5s 15s 45s 2m 5m 15m"`: durations in s, m or h (bare numbers are seconds), separated by
 /// commas or white space.
+impl Default for Schedule {
+    /// The default settings' schedule (and the retention assumed when the settings are broken:
+    /// the free plan's, the shortest).
+    fn default() -> Self {
+        Schedule {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            delays: parse_delays(DEFAULT_RETRY_DELAYS).unwrap_or_else(|_| vec![900]),
+            retention_secs: 86_400,
+        }
+    }
+}
+
+/// A duration such as `90`, `5s`, `2m`, `1h` or `4d`, in seconds.
+fn parse_duration(text: &str) -> Option<u64> {
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+}
+
+fn parse_retention(text: &str) -> Setting<u64> {
+    match parse_duration(text) {
+        Some(secs) if (3_600..=MAX_QUEUE_RETENTION_SECS).contains(&secs) => Ok(secs),
+        _ => Err(ConfigError::new(
+            "QUEUE_RETENTION",
+            "must be a duration from 1h to 14d, such as 24h (the free plan's) or 4d",
+        )),
+    }
+}
+
+/// The schedule, when its delays and attempts fit in the retention.
+fn schedule(
+    delays: &Setting<Vec<u32>>,
+    max_attempts: &Setting<u32>,
+    retention: &Setting<u64>,
+) -> Setting<Schedule> {
+    let schedule = Schedule {
+        delays: delays.clone()?,
+        max_attempts: max_attempts.clone()?,
+        retention_secs: retention.clone()?,
+    };
+    let usable = schedule
+        .retention_secs
+        .saturating_sub(Schedule::MARGIN_SECS);
+    if schedule.span_secs() > usable {
+        return Err(ConfigError::new(
+            "FORWARD_RETRY_DELAYS",
+            format!(
+                "with FORWARD_MAX_ATTEMPTS spans {}s, longer than QUEUE_RETENTION ({}s) less {}s: fewer attempts, shorter delays or a longer retention",
+                schedule.span_secs(),
+                schedule.retention_secs,
+                Schedule::MARGIN_SECS
+            ),
+        ));
+    }
+    Ok(schedule)
+}
+
 fn parse_delays(list: &str) -> Setting<Vec<u32>> {
     let err = |p: String| ConfigError::new("FORWARD_RETRY_DELAYS", p);
     let delays: Vec<u32> = list
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(|d| {
-            let (number, unit) = match d.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-                Some((i, _)) => d.split_at(i),
-                None => (d, "s"),
-            };
-            let n: u32 = number
-                .parse()
-                .map_err(|_| err(format!("{d:?} is not a duration such as 5s, 2m or 1h")))?;
-            let secs = match unit {
-                "s" => Some(n),
-                "m" => n.checked_mul(60),
-                "h" => n.checked_mul(3600),
-                _ => None,
-            }
-            .ok_or_else(|| err(format!("{d:?} is not a duration such as 5s, 2m or 1h")))?;
+            let secs = parse_duration(d)
+                .filter(|_| !d.ends_with('d'))
+                .ok_or_else(|| err(format!("{d:?} is not a duration such as 5s, 2m or 1h")))?;
+            let secs = u32::try_from(secs).unwrap_or(u32::MAX);
             if secs > MAX_DELAY_SECS {
                 return Err(err(format!(
                     "{d:?} is longer than the 12 hours a queue may delay"

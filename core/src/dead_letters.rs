@@ -33,6 +33,10 @@ pub struct DeadLetter {
     pub first_attempt_at: u64,
     /// Unix ms.
     pub last_attempt_at: u64,
+    /// A queue message the consumer could not read as a job: `body` is its whole text, kept for
+    /// a person to recover; it is listed, never replayed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 /// The store key of the dead letter of `event_id` for `target`.
@@ -64,6 +68,24 @@ impl DeadLetter {
             last_error: failed.last.reason(),
             first_attempt_at: failed.first_attempt_ms,
             last_attempt_at: failed.last_attempt_ms,
+            unreadable: false,
+        }
+    }
+
+    /// The dead letter of a queue message that is not a job: its whole text, under an id of
+    /// its own (the same text, the same dead letter).
+    pub fn unreadable(text: &str, why: &str, now_ms: u64) -> DeadLetter {
+        DeadLetter {
+            id: crate::event::event_id("", None, text.as_bytes()),
+            account: String::new(),
+            target: String::new(),
+            body: text.to_owned(),
+            attempts: 0,
+            last_status: None,
+            last_error: format!("unreadable queue message: {why}"),
+            first_attempt_at: now_ms,
+            last_attempt_at: now_ms,
+            unreadable: true,
         }
     }
 
@@ -76,9 +98,10 @@ impl DeadLetter {
     pub fn summary(&self) -> serde_json::Value {
         let target = match crate::routing::parse_target(&self.target, &|_| true) {
             Ok(d) => delivery::redact(&d),
+            Err(_) if self.unreadable => "<unreadable queue message>".to_owned(),
             Err(_) => "<unparseable target>".to_owned(),
         };
-        serde_json::json!({
+        let mut summary = serde_json::json!({
             "id": self.id,
             "account": self.account,
             "target": target,
@@ -87,7 +110,11 @@ impl DeadLetter {
             "last_error": self.last_error,
             "first_attempt_at": time::rfc3339_millis(self.first_attempt_at),
             "last_attempt_at": time::rfc3339_millis(self.last_attempt_at),
-        })
+        });
+        if let (true, Some(map)) = (self.unreadable, summary.as_object_mut()) {
+            map.insert("unreadable".into(), true.into());
+        }
+        summary
     }
 
     /// A fresh job that replays this dead letter (a new round of attempts).
@@ -109,30 +136,72 @@ pub async fn put<S: Store>(store: &S, letter: &DeadLetter) -> Result<(), StoreEr
     store.put(&letter.key(), &text, Some(TTL_SECS)).await
 }
 
-/// Every dead letter, optionally only those of one event, with its key. Records that cannot be
-/// read are logged and skipped.
-pub async fn list<S: Store>(
+/// A stored dead letter, or the reason its record could not be read (shown, never hidden).
+pub type Entry = (String, Result<DeadLetter, String>);
+
+/// One page of dead letters (optionally only those of one event) from `cursor`, with the next
+/// page's cursor: one list operation and one read per record, whatever the backlog.
+pub async fn page<S: Store>(
     store: &S,
     event_id: Option<&str>,
-) -> Result<Vec<(String, DeadLetter)>, StoreError> {
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Entry>, Option<String>), StoreError> {
     let prefix = match event_id {
         Some(id) => format!("{PREFIX}{id}:"),
         None => PREFIX.to_owned(),
     };
-    let mut out = Vec::new();
-    for key in store.list(&prefix).await? {
-        let Some(text) = store.get(&key).await? else {
-            continue;
+    let page = store.list_page(&prefix, cursor, limit).await?;
+    let mut out = Vec::with_capacity(page.keys.len());
+    for key in page.keys {
+        let read = match store.get(&key).await {
+            // Expired between the listing and the read.
+            Ok(None) => continue,
+            Ok(Some(text)) => serde_json::from_str::<DeadLetter>(&text)
+                .map_err(|e| format!("unreadable dead letter record: {e}")),
+            Err(e) => Err(format!("dead letter record not read: {e}")),
         };
-        match serde_json::from_str::<DeadLetter>(&text) {
-            Ok(letter) => out.push((key, letter)),
-            Err(e) => {
-                log::warn!(key = key.as_str(), error = e.to_string(); "unreadable dead letter skipped")
-            }
+        out.push((key, read));
+    }
+    Ok((out, page.cursor))
+}
+
+/// How many dead letters there are, counting keys only (1,000 a list operation).
+pub async fn count<S: Store>(store: &S) -> Result<usize, StoreError> {
+    let mut cursor: Option<String> = None;
+    let mut n = 0;
+    loop {
+        let page = store.list_page(PREFIX, cursor.as_deref(), 1000).await?;
+        n += page.keys.len();
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(n),
         }
     }
-    Ok(out)
 }
+
+/// A page size from `?limit=`: default 100, at most 1,000.
+pub fn limit_of(limit: Option<&str>) -> Result<usize, crate::error::Error> {
+    match limit {
+        None | Some("") => Ok(DEFAULT_PAGE),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            _ => Err(crate::error::Error::MalformedParameter("limit")),
+        },
+    }
+}
+
+/// A cursor from `?cursor=`: a key this listing returned.
+pub fn cursor_of(cursor: Option<&str>) -> Result<Option<&str>, crate::error::Error> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) if c.starts_with(PREFIX) && c.len() <= 128 => Ok(Some(c)),
+        Some(_) => Err(crate::error::Error::MalformedParameter("cursor")),
+    }
+}
+
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1_000;
 
 #[cfg(test)]
 mod tests {
@@ -194,13 +263,30 @@ mod tests {
             store.expiry_of(&a.key()),
             Some(1_800_000_000_000 + TTL_SECS * 1000)
         );
-        let all = clock.run(list(&store, None)).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(clock.run(list(&store, Some(ID))).unwrap().len(), 2);
+        let (all, cursor) = clock.run(page(&store, None, None, 100)).unwrap();
+        assert_eq!(cursor, None);
+        // The unreadable record is shown as such, not skipped.
+        assert_eq!(all.len(), 3);
+        assert_eq!(all.iter().filter(|(_, r)| r.is_err()).count(), 1);
+        assert_eq!(
+            clock
+                .run(page(&store, Some(ID), None, 100))
+                .unwrap()
+                .0
+                .len(),
+            3
+        );
         assert!(clock
-            .run(list(&store, Some("evt_ffffffffffffffffffffffffffffffff")))
+            .run(page(
+                &store,
+                Some("evt_ffffffffffffffffffffffffffffffff"),
+                None,
+                100
+            ))
             .unwrap()
+            .0
             .is_empty());
+        assert_eq!(clock.run(count(&store)).unwrap(), 3);
         let s = a.summary();
         assert_eq!(s["target"], "https://a.example/x");
         assert_eq!(s["last_status"], 410);

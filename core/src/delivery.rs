@@ -482,6 +482,8 @@ mod tests {
             &delivery(&["http://h.test/slow"]),
         ));
         assert_eq!(failed[0].last.reason(), "timeout");
-        assert_eq!(failed[0].attempts, 4);
+        // Three attempts and their pauses fit in the budget; a fourth would not.
+        assert_eq!(failed[0].attempts, 3);
+        assert!(clock.now_ms() - NOW * 1000 <= INLINE_BUDGET_MS);
     }
 }

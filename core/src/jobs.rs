@@ -2,13 +2,16 @@
 //! consumer follows.
 //!
 //! A job's text is JSON (`{"v": 1, "event_id", "account", "target", "body", ...}`); it comes back
-//! from the queue and is parsed like any outside input. The event's body travels in the job, the
+//! from the queue and is parsed like any outside input. Fields it does not know are ignored, so
+//! jobs of an older or newer version read during a deploy. The event's body travels in the job
+//! (or, for an event too large for a queue message, in the store, the job carrying its key); the
 //! webhook secret does not: the consumer signs each attempt with the current `FORWARD_SECRET`.
 //!
 //! The schedule: after attempt n fails with a retryable outcome, the next comes after
 //! `FORWARD_RETRY_DELAYS[n - 1]` (the last delay repeating), or after the receiver's
 //! `Retry-After` when that is longer (at most 12 hours, the queue's limit); after
-//! `FORWARD_MAX_ATTEMPTS` attempts, or at once for a refusal, the job becomes a dead letter.
+//! `FORWARD_MAX_ATTEMPTS` attempts, at once for a refusal, or when the next attempt would fall
+//! past `QUEUE_RETENTION`, the job becomes a dead letter.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,17 +24,30 @@ pub const VERSION: u8 = 1;
 /// Cloudflare Queues take messages up to 128 KB; a job must leave room for the queue's own.
 pub const MAX_JOB_BYTES: usize = 120 * 1024;
 
+/// The store key prefix of an event's body kept for its jobs.
+pub const BODY_PREFIX: &str = "body:";
+/// How long a kept body lives: past the longest queue retention (14 days).
+pub const BODY_TTL_SECS: u64 = 15 * 86_400;
+
+/// The store key of the kept body of `event_id`.
+pub fn body_key(event_id: &str) -> String {
+    format!("{BODY_PREFIX}{event_id}")
+}
+
 /// One event for one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Job {
     pub v: u8,
     pub event_id: String,
     pub account: String,
     /// An `http(s)://` URL or `service:<BINDING>/path`.
     pub target: String,
-    /// The event, as forwarded.
+    /// The event, as forwarded (empty when it is kept in the store, see `body_ref`).
+    #[serde(default)]
     pub body: String,
+    /// The store key of the event's body, for an event too large for a queue message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_ref: Option<String>,
     /// Attempts made before the job was enqueued (direct mode makes one).
     #[serde(default)]
     pub attempts_before: u32,
@@ -71,6 +87,7 @@ impl Job {
             account: account.to_owned(),
             target,
             body: String::from_utf8_lossy(body).into_owned(),
+            body_ref: None,
             attempts_before: 0,
             first_attempt_at: None,
             last_status: None,
@@ -98,8 +115,8 @@ impl Job {
             let why: String = e.to_string().chars().take(120).collect();
             JobError(format!("not a delivery job ({why})"))
         })?;
-        if job.v != VERSION {
-            return Err(JobError(format!("unknown job version {}", job.v)));
+        if job.v == 0 {
+            return Err(JobError("job version 0".into()));
         }
         if !is_event_id(&job.event_id) {
             return Err(JobError("event_id is not an event id".into()));
@@ -111,6 +128,11 @@ impl Job {
         if let Some(key) = &job.replay_of {
             if !crate::dead_letters::is_key(key) {
                 return Err(JobError("replay_of is not a dead letter key".into()));
+            }
+        }
+        if let Some(key) = &job.body_ref {
+            if *key != body_key(&job.event_id) {
+                return Err(JobError("body_ref is not this event's body".into()));
             }
         }
         Ok(job)
@@ -142,6 +164,9 @@ pub enum Next {
     Retry { delay_secs: u32 },
     /// Refused, or out of attempts: store a dead letter and acknowledge.
     DeadLetter,
+    /// Worth another attempt, but it would come after the queue deletes the message: store a
+    /// dead letter now instead.
+    PastRetention { delay_secs: u32 },
 }
 
 /// The delay before the attempt that follows attempt `attempts` (1-based).
@@ -154,21 +179,60 @@ pub fn delay_after(attempts: u32, delays: &[u32]) -> u32 {
         .unwrap_or(0)
 }
 
-/// The decision after attempt number `attempts` (counting every attempt the event has had for
-/// this target) came to `outcome`.
-pub fn next(outcome: &Outcome, attempts: u32, max_attempts: u32, delays: &[u32]) -> Next {
-    match outcome {
-        Outcome::Delivered => Next::Done,
-        Outcome::Refused { .. } => Next::DeadLetter,
-        Outcome::Retry { .. } if attempts >= max_attempts => Next::DeadLetter,
-        Outcome::Retry { retry_after, .. } => {
-            let planned = delay_after(attempts, delays);
-            let asked = retry_after
-                .map(|s| u32::try_from(s).unwrap_or(u32::MAX))
-                .unwrap_or(0);
-            Next::Retry {
-                delay_secs: planned.max(asked).min(MAX_DELAY_SECS),
+/// The retry schedule: `FORWARD_MAX_ATTEMPTS` attempts, `FORWARD_RETRY_DELAYS` between them,
+/// all inside `QUEUE_RETENTION` (a queue deletes a message older than that, without a trace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub max_attempts: u32,
+    pub delays: Vec<u32>,
+    pub retention_secs: u64,
+}
+
+impl Schedule {
+    /// How long before the queue's retention runs out the last attempt must be due: room for
+    /// a backlog in the consumer and the dead letter's write.
+    pub const MARGIN_SECS: u64 = 900;
+
+    /// The sum of the delays between the first and the last attempt.
+    pub fn span_secs(&self) -> u64 {
+        (1..self.max_attempts)
+            .map(|n| u64::from(delay_after(n, &self.delays)))
+            .sum()
+    }
+
+    /// The latest time (Unix ms) an attempt of a job first tried (or enqueued) at `first_ms`
+    /// may be scheduled for.
+    pub fn deadline_ms(&self, first_ms: u64) -> u64 {
+        let usable = self.retention_secs.saturating_sub(Self::MARGIN_SECS);
+        first_ms.saturating_add(usable.saturating_mul(1000))
+    }
+
+    /// The decision after attempt number `attempts` (counting every attempt the event has had
+    /// for this target) came to `outcome` at `now_ms`, for a job whose queue message (or first
+    /// attempt, whichever was earlier) dates from `first_ms`.
+    pub fn next(&self, outcome: &Outcome, attempts: u32, first_ms: u64, now_ms: u64) -> Next {
+        match outcome {
+            Outcome::Delivered => Next::Done,
+            Outcome::Refused { .. } => Next::DeadLetter,
+            Outcome::Retry { .. } if attempts >= self.max_attempts => Next::DeadLetter,
+            Outcome::Retry { retry_after, .. } => {
+                let planned = delay_after(attempts, &self.delays);
+                let asked = retry_after
+                    .map(|s| u32::try_from(s).unwrap_or(u32::MAX))
+                    .unwrap_or(0);
+                let delay_secs = planned.max(asked).min(MAX_DELAY_SECS);
+                self.retry_or_dead(delay_secs, first_ms, now_ms)
             }
+        }
+    }
+
+    /// A retry after `delay_secs`, unless it would fall past the retention.
+    pub fn retry_or_dead(&self, delay_secs: u32, first_ms: u64, now_ms: u64) -> Next {
+        let due = now_ms.saturating_add(u64::from(delay_secs).saturating_mul(1000));
+        if due > self.deadline_ms(first_ms) {
+            Next::PastRetention { delay_secs }
+        } else {
+            Next::Retry { delay_secs }
         }
     }
 }
@@ -233,13 +297,16 @@ mod tests {
             "null".into(),
             "[]".into(),
             "{}".into(),
-            good.replace("\"v\":1", "\"v\":2"),
+            good.replace("\"v\":1", "\"v\":0"),
             good.replace(ID, "evt_XYZ"),
             good.replace(ID, "../../etc"),
             good.replace("\"default\"", "\"Not Valid\""),
             good.replace("https://h.example/x", "ftp://x"),
             good.replace("https://h.example/x", "service:"),
-            good.replace("\"v\":1", "\"v\":1,\"extra\":true"),
+            good.replace(
+                "\"v\":1",
+                "\"v\":1,\"body_ref\":\"credential:default:access_token\"",
+            ),
             good.replace(
                 "\"v\":1",
                 "\"v\":1,\"replay_of\":\"credential:default:access_token\"",
@@ -249,6 +316,9 @@ mod tests {
         for text in cases {
             assert!(Job::parse(&text).is_err(), "{text:.200}");
         }
+        // A job of a newer version, with fields this one does not know, is still delivered.
+        let newer = good.replace("\"v\":1", "\"v\":2,\"priority\":\"high\",\"extra\":[1]");
+        assert_eq!(Job::parse(&newer).unwrap().event_id, ID);
         let mut state = 0x2545F4914F6CDD1Du64;
         for _ in 0..3_000 {
             let mut bytes = good.as_bytes().to_vec();
@@ -279,35 +349,79 @@ mod tests {
         assert!(delay_after(1, &d) + delay_after(2, &d) + delay_after(3, &d) < 120);
     }
 
+    fn schedule(max: u32, delays: &[u32]) -> Schedule {
+        Schedule {
+            max_attempts: max,
+            delays: delays.to_vec(),
+            retention_secs: 86_400,
+        }
+    }
+
     #[test]
     fn decisions() {
-        let d = [5, 15];
+        let s = schedule(5, &[5, 15]);
+        let next = |o: &Outcome, n| s.next(o, n, 0, 0);
         let retry = |after| Outcome::Retry {
             status: Some(503),
             reason: String::new(),
             retry_after: after,
         };
-        assert_eq!(next(&Outcome::Delivered, 3, 5, &d), Next::Done);
+        assert_eq!(next(&Outcome::Delivered, 3), Next::Done);
+        assert_eq!(next(&Outcome::Refused { status: 410 }, 1), Next::DeadLetter);
+        assert_eq!(next(&retry(None), 1), Next::Retry { delay_secs: 5 });
+        assert_eq!(next(&retry(None), 4), Next::Retry { delay_secs: 15 });
+        assert_eq!(next(&retry(None), 5), Next::DeadLetter);
+        assert_eq!(next(&retry(Some(60)), 1), Next::Retry { delay_secs: 60 });
+        assert_eq!(next(&retry(Some(1)), 2), Next::Retry { delay_secs: 15 });
         assert_eq!(
-            next(&Outcome::Refused { status: 410 }, 1, 5, &d),
-            Next::DeadLetter
-        );
-        assert_eq!(next(&retry(None), 1, 5, &d), Next::Retry { delay_secs: 5 });
-        assert_eq!(next(&retry(None), 4, 5, &d), Next::Retry { delay_secs: 15 });
-        assert_eq!(next(&retry(None), 5, 5, &d), Next::DeadLetter);
-        assert_eq!(
-            next(&retry(Some(60)), 1, 5, &d),
-            Next::Retry { delay_secs: 60 }
-        );
-        assert_eq!(
-            next(&retry(Some(1)), 2, 5, &d),
-            Next::Retry { delay_secs: 15 }
-        );
-        assert_eq!(
-            next(&retry(Some(10_000_000)), 1, 5, &d),
+            next(&retry(Some(10_000_000)), 1),
             Next::Retry {
                 delay_secs: MAX_DELAY_SECS
             }
         );
+    }
+
+    /// A `Retry-After: 90000` (or a schedule) that would reach past the queue's retention is a
+    /// dead letter now, not a message the platform deletes.
+    #[test]
+    fn nothing_is_scheduled_past_the_retention() {
+        let s = schedule(96, &[5, 15, 45, 120, 300, 900]);
+        let hour = 3_600_000u64;
+        let asked = |secs| Outcome::Retry {
+            status: Some(503),
+            reason: "HTTP 503".into(),
+            retry_after: Some(secs),
+        };
+        // 12 h (the queue's longest delay) from the first hour: fine; from hour 12: too late.
+        assert_eq!(
+            s.next(&asked(90_000), 1, 0, hour),
+            Next::Retry {
+                delay_secs: MAX_DELAY_SECS
+            }
+        );
+        assert_eq!(
+            s.next(&asked(90_000), 2, 0, 12 * hour),
+            Next::PastRetention {
+                delay_secs: MAX_DELAY_SECS
+            }
+        );
+        // The schedule's own 15 minutes, late in the day.
+        let plain = asked(0);
+        assert_eq!(
+            s.next(&plain, 50, 0, 23 * hour + 40 * 60_000),
+            Next::PastRetention { delay_secs: 900 }
+        );
+        assert_eq!(
+            s.next(&plain, 50, 0, 22 * hour),
+            Next::Retry { delay_secs: 900 }
+        );
+        // Counted from when the job was first tried, not from this message.
+        assert_eq!(
+            s.next(&plain, 50, 10 * hour, 23 * hour),
+            Next::Retry { delay_secs: 900 }
+        );
+        // The default schedule fits in a day with the margin; 14 days takes longer schedules.
+        assert!(s.span_secs() <= 86_400 - Schedule::MARGIN_SECS);
+        assert!(schedule(101, &[900]).span_secs() > 86_400 - Schedule::MARGIN_SECS);
     }
 }

@@ -73,8 +73,8 @@ pub use config::Config;
 pub use credentials::{Credentials, Memory};
 pub use error::{Error, Format};
 pub use ports::{
-    Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Queue, SoftwareCipher,
-    Store, StoreError,
+    Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Page, Queue,
+    SoftwareCipher, Store, StoreError,
 };
 pub use relay::{Answer, Relay, Verdict};
 pub use routes::{dispatch, Incoming, Method, Route};

@@ -40,6 +40,32 @@ pub trait Store {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Every key that starts with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// At most `limit` keys that start with `prefix`, in key order, from where `cursor` left off;
+    /// and the cursor of the next page, `None` after the last.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+    /// Reads and removes an entry, so that of two callers taking one key only one gets it (as
+    /// far as the store can promise: Workers KV reads its own location's writes, a Durable
+    /// Object is exact).
+    async fn take(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let found = self.get(key).await?;
+        if found.is_some() {
+            self.delete(key).await?;
+        }
+        Ok(found)
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub keys: Vec<String>,
+    /// Where the next page starts; `None` when this was the last.
+    pub cursor: Option<String>,
 }
 
 /// Where an outbound request goes.
@@ -139,6 +165,9 @@ pub trait Http {
 pub trait Queue {
     /// Enqueues `message` (text), to be delivered after `delay_secs`.
     async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String>;
+    /// Enqueues every message (text, delay) or none (`sendBatch`: at most 100 messages and
+    /// 256 KB together).
+    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), String>;
 }
 
 /// AES-256-CBC decryption of whole blocks, no padding removed (WeChat's padding is checked by

@@ -147,6 +147,8 @@ pub struct MemoryStore {
     pub fail_writes: Rc<Cell<bool>>,
     /// Every key written, in order.
     pub writes: Rc<RefCell<Vec<String>>>,
+    /// Operations (get, put, delete, one per list page) since the last [`MemoryStore::reset_ops`].
+    pub ops: Rc<Cell<u32>>,
 }
 
 impl MemoryStore {
@@ -157,7 +159,17 @@ impl MemoryStore {
             fail_reads: Rc::default(),
             fail_writes: Rc::default(),
             writes: Rc::default(),
+            ops: Rc::default(),
         }
+    }
+
+    /// Starts counting operations afresh; returns the count so far.
+    pub fn reset_ops(&self) -> u32 {
+        self.ops.replace(0)
+    }
+
+    fn count(&self) {
+        self.ops.set(self.ops.get() + 1);
     }
 
     /// Reads an entry directly (no failure switches), if it has not expired.
@@ -199,6 +211,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.count();
         if self.fail_reads.get() {
             return Err(StoreError("store read failed (fake)".into()));
         }
@@ -206,6 +219,7 @@ impl Store for MemoryStore {
     }
 
     async fn put(&self, key: &str, value: &str, ttl_secs: Option<u64>) -> Result<(), StoreError> {
+        self.count();
         if self.fail_writes.get() {
             return Err(StoreError("store write failed (fake)".into()));
         }
@@ -218,6 +232,7 @@ impl Store for MemoryStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.count();
         if self.fail_writes.get() {
             return Err(StoreError("store write failed (fake)".into()));
         }
@@ -229,11 +244,39 @@ impl Store for MemoryStore {
         if self.fail_reads.get() {
             return Err(StoreError("store read failed (fake)".into()));
         }
-        Ok(self
+        let keys: Vec<String> = self
             .keys()
             .into_iter()
             .filter(|k| k.starts_with(prefix))
-            .collect())
+            .collect();
+        // Workers KV lists 1,000 keys an operation.
+        for _ in 0..keys.len().div_ceil(1000).max(1) {
+            self.count();
+        }
+        Ok(keys)
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::ports::Page, StoreError> {
+        self.count();
+        if self.fail_reads.get() {
+            return Err(StoreError("store read failed (fake)".into()));
+        }
+        let limit = limit.clamp(1, 1000);
+        let mut keys: Vec<String> = self
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with(prefix) && cursor.is_none_or(|c| k.as_str() > c))
+            .take(limit + 1)
+            .collect();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let cursor = more.then(|| keys.last().cloned()).flatten();
+        Ok(crate::ports::Page { keys, cursor })
     }
 }
 
@@ -344,6 +387,20 @@ pub struct FakeHttp {
     handler: Rc<RefCell<Handler>>,
     pub seen: Rc<RefCell<Vec<Seen>>>,
     pub delay_ms: Rc<Cell<u64>>,
+    /// A delay of its own for the requests to one path.
+    pub delay_for: Rc<RefCell<BTreeMap<String, u64>>>,
+    /// Requests in flight now, and the most ever at once.
+    pub in_flight: Rc<Cell<u32>>,
+    pub max_in_flight: Rc<Cell<u32>>,
+}
+
+/// Counts a request out of flight when it ends, however it ends.
+struct InFlight(Rc<Cell<u32>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 impl FakeHttp {
@@ -356,6 +413,9 @@ impl FakeHttp {
             handler: Rc::new(RefCell::new(Box::new(handler))),
             seen: Rc::default(),
             delay_ms: Rc::default(),
+            delay_for: Rc::default(),
+            in_flight: Rc::default(),
+            max_in_flight: Rc::default(),
         }
     }
 
@@ -385,7 +445,16 @@ impl Http for FakeHttp {
             at_ms: self.clock.now_ms(),
         };
         self.seen.borrow_mut().push(seen.clone());
-        let delay = self.delay_ms.get();
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.max_in_flight
+            .set(self.max_in_flight.get().max(self.in_flight.get()));
+        let _in_flight = InFlight(self.in_flight.clone());
+        let delay = self
+            .delay_for
+            .borrow()
+            .get(&seen.path())
+            .copied()
+            .unwrap_or(self.delay_ms.get());
         if delay > timeout_ms {
             self.clock.sleep(timeout_ms).await;
             return Err(FetchError::Timeout);
@@ -696,6 +765,10 @@ pub struct FakeQueue {
     pub fail_next: Rc<Cell<u32>>,
     /// Every successful send: (text, delay_secs).
     pub sent: Rc<RefCell<Vec<(String, u32)>>>,
+    /// How long a message is kept (Cloudflare: 24 h on the free plan); older ones vanish.
+    pub retention_ms: Rc<Cell<u64>>,
+    /// Messages that vanished past the retention.
+    pub expired: Rc<RefCell<Vec<Queued>>>,
 }
 
 impl FakeQueue {
@@ -706,7 +779,31 @@ impl FakeQueue {
             dead: Rc::default(),
             fail_next: Rc::default(),
             sent: Rc::default(),
+            retention_ms: Rc::new(Cell::new(86_400_000)),
+            expired: Rc::default(),
         }
+    }
+
+    /// Up to `n` messages visible now (or, if none is, the earliest ones once visible), taken
+    /// out of the queue as one batch. Messages past the retention vanish on the way.
+    pub fn take_batch(&self, n: usize) -> Vec<Queued> {
+        let Some(first) = self.take_next() else {
+            return Vec::new();
+        };
+        let visible = first.visible_at_ms.max(self.clock.now_ms());
+        let mut batch = vec![first];
+        while batch.len() < n {
+            let next = self
+                .messages
+                .borrow()
+                .iter()
+                .position(|m| m.visible_at_ms <= visible);
+            match next {
+                Some(i) => batch.push(self.messages.borrow_mut().remove(i)),
+                None => break,
+            }
+        }
+        batch
     }
 
     pub fn len(&self) -> usize {
@@ -717,9 +814,16 @@ impl FakeQueue {
         self.len() == 0
     }
 
-    /// The earliest visible message, taken out of the queue.
+    /// The earliest visible message, taken out of the queue. Messages past the retention
+    /// vanish on the way, as on Cloudflare: not dead-lettered, just gone.
     pub fn take_next(&self) -> Option<Queued> {
+        let retention = self.retention_ms.get();
         let mut messages = self.messages.borrow_mut();
+        let (kept, gone): (Vec<Queued>, Vec<Queued>) = messages
+            .drain(..)
+            .partition(|m| m.visible_at_ms <= m.enqueued_ms.saturating_add(retention));
+        *messages = kept;
+        self.expired.borrow_mut().extend(gone);
         let (i, _) = messages
             .iter()
             .enumerate()
@@ -735,10 +839,34 @@ impl FakeQueue {
 }
 
 impl crate::ports::Queue for FakeQueue {
+    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), String> {
+        if messages.len() > 100 || messages.iter().map(|(m, _)| m.len()).sum::<usize>() > 256_000 {
+            return Err("batch larger than 100 messages or 256 KB (fake)".into());
+        }
+        if self.fail_next.get() > 0 {
+            self.fail_next.set(self.fail_next.get() - 1);
+            return Err("queue unavailable (fake)".into());
+        }
+        for (message, delay) in messages {
+            self.push(message, *delay);
+        }
+        Ok(())
+    }
+
     async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String> {
         if self.fail_next.get() > 0 {
             self.fail_next.set(self.fail_next.get() - 1);
             return Err("queue unavailable (fake)".into());
+        }
+        self.push(message, delay_secs);
+        Ok(())
+    }
+}
+
+impl FakeQueue {
+    fn push(&self, message: &str, delay_secs: u32) {
+        if message.len() > 128_000 {
+            panic!("a queue message over 128 KB (Cloudflare refuses it)");
         }
         let now = self.clock.now_ms();
         self.sent
@@ -750,7 +878,6 @@ impl crate::ports::Queue for FakeQueue {
             enqueued_ms: now,
             attempts: 0,
         });
-        Ok(())
     }
 }
 

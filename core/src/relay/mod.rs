@@ -29,7 +29,7 @@ use crate::dead_letters::{self, DeadLetter};
 use crate::delivery::{self, Failed, Outcome};
 use crate::error::Error;
 use crate::event::Event;
-use crate::jobs::{self, Job, Next};
+use crate::jobs::{self, Job, Next, Schedule};
 use crate::passthrough::{self, Call, Passed};
 use crate::ports::{Cipher, Clock, Destination, Http, HttpAnswer, Queue, Store};
 use crate::reply::{self, Reply};
@@ -262,8 +262,9 @@ where
         }
     }
 
-    /// The durable hand-off: in queue mode every (event, target) job is enqueued now (an error if
-    /// the queue refuses); returns the targets to deliver right after the answer.
+    /// The durable hand-off: in queue mode every (event, target) job is enqueued now, in one
+    /// batch (an error if the queue or, for a large event, the store refuses); returns the
+    /// targets to deliver right after the answer.
     async fn enqueue(
         &self,
         mode: ForwardMode,
@@ -278,20 +279,24 @@ where
         let (ForwardMode::Queue, Some(queue)) = (mode, &self.queue) else {
             return Ok(targets);
         };
-        let mut now_targets = Vec::new();
-        for target in targets {
-            let job = Job::new(&event.id, account_name, &target, event_body);
-            if !job.fits() {
-                log::warn!(event_id = event.id.as_str(); "event too large for a queue message; delivered inline");
-                now_targets.push(target);
-                continue;
-            }
-            queue.send(&job.to_text(), 0).await.map_err(|e| {
+        if targets.is_empty() {
+            return Ok(targets);
+        }
+        let jobs: Vec<Job> = targets
+            .iter()
+            .map(|t| Job::new(&event.id, account_name, t, event_body))
+            .collect();
+        let jobs = self.fit(jobs, event_body).await.map_err(|e| {
+            log::error!(event_id = event.id.as_str(), error = e.to_string(); "large event not kept; WeChat will retry");
+            Error::QueueUnavailable(format!("keeping the event: {e}"))
+        })?;
+        for batch in batches(&jobs, 0) {
+            queue.send_batch(&batch).await.map_err(|e| {
                 log::error!(event_id = event.id.as_str(), error = e.as_str(); "enqueue failed; WeChat will retry");
                 Error::QueueUnavailable(e)
             })?;
         }
-        Ok(now_targets)
+        Ok(Vec::new())
     }
 
     fn deliver_after(
@@ -688,321 +693,6 @@ where
             }
         })
     }
-
-    /// Delivery right after the answer. With a queue: one attempt per target, and the retry
-    /// schedule for a failure. Without: four attempts inline. What still fails becomes a dead
-    /// letter.
-    async fn deliver_now(
-        self,
-        event_id: String,
-        account: String,
-        body: Vec<u8>,
-        targets: Vec<Destination>,
-        retry_through_queue: bool,
-    ) {
-        let secret = self.config.forward_secret().ok().flatten().cloned();
-        // A job must fit in a queue message (the target adds little beside the body).
-        let fits = Job::to_target(&event_id, &account, String::new(), &body).fits();
-        if !retry_through_queue || !fits {
-            let delivery = delivery::Delivery {
-                event_id: event_id.clone(),
-                body: body.clone(),
-                targets,
-                secret,
-            };
-            for failed in delivery::deliver_inline(&self.clock, &self.http, &delivery).await {
-                let job = Job::new(&event_id, &account, &failed.target, &body);
-                self.store_dead_letter(&job, &failed).await;
-            }
-            return;
-        }
-        let attempts = targets.into_iter().map(|target| {
-            let relay = &self;
-            let (event_id, account, body, secret) = (&event_id, &account, &body, &secret);
-            async move {
-                let (outcome, first) = relay
-                    .attempt(&target, event_id, body, secret.as_ref())
-                    .await;
-                let failed = Failed {
-                    target: target.clone(),
-                    attempts: 1,
-                    last: outcome,
-                    first_attempt_ms: first,
-                    last_attempt_ms: first,
-                };
-                let mut job = Job::new(event_id, account, &target, body);
-                job.attempts_before = 1;
-                job.first_attempt_at = Some(first);
-                job.last_status = failed.last.status();
-                job.last_error = Some(failed.last.reason());
-                relay.after_attempt(&job, failed, 1).await;
-            }
-        });
-        join_all(attempts).await;
-    }
-
-    /// What follows an attempt outside the consumer: nothing, the retry schedule through the
-    /// queue, or a dead letter (also when the queue refuses the retry).
-    async fn after_attempt(&self, job: &Job, failed: Failed, attempts: u32) {
-        let (max, delays) = self.schedule();
-        match jobs::next(&failed.last, attempts, max, &delays) {
-            Next::Done => {}
-            Next::DeadLetter => {
-                delivery::log_failed(&job.event_id, &failed);
-                self.store_dead_letter(job, &failed).await;
-            }
-            Next::Retry { delay_secs } => {
-                let sent = match &self.queue {
-                    Some(queue) if job.fits() => queue.send(&job.to_text(), delay_secs).await,
-                    Some(_) => Err("event too large for a queue message".to_owned()),
-                    None => Err("no queue".to_owned()),
-                };
-                if let Err(e) = sent {
-                    log::error!(event_id = job.event_id.as_str(), error = e.as_str(); "could not schedule a retry; storing a dead letter");
-                    delivery::log_failed(&job.event_id, &failed);
-                    self.store_dead_letter(job, &failed).await;
-                }
-            }
-        }
-    }
-
-    /// One attempt of an event at a target, signed with the current secret: the outcome, and
-    /// when it was made.
-    async fn attempt(
-        &self,
-        target: &Destination,
-        event_id: &str,
-        body: &[u8],
-        secret: Option<&crate::webhook::WebhookSecret>,
-    ) -> (Outcome, u64) {
-        let at = self.clock.now_ms();
-        let outcome =
-            delivery::attempt(&self.clock, &self.http, target, event_id, body, secret).await;
-        (outcome, at)
-    }
-
-    /// A replayed dead letter, delivered at last, is removed.
-    async fn remove_delivered(&self, key: &str) {
-        if let Err(e) = self.store.delete(key).await {
-            log::warn!(key = key, error = e.to_string(); "replayed dead letter delivered but not removed");
-        }
-    }
-
-    fn schedule(&self) -> (u32, Vec<u32>) {
-        let max = self
-            .config
-            .max_attempts()
-            .unwrap_or(crate::config::DEFAULT_MAX_ATTEMPTS);
-        let delays = self
-            .config
-            .retry_delays()
-            .map(<[u32]>::to_vec)
-            .unwrap_or_else(|_| vec![5, 15, 45, 120, 300, 900]);
-        (max, delays)
-    }
-
-    async fn store_dead_letter(&self, job: &Job, failed: &Failed) -> bool {
-        let letter = DeadLetter::from_job(job, failed);
-        match dead_letters::put(&self.store, &letter).await {
-            Ok(()) => {
-                log::error!(event_id = job.event_id.as_str(), target = delivery::redact(&failed.target), attempts = failed.attempts.to_string(); "dead letter stored");
-                true
-            }
-            Err(e) => {
-                log::error!(event_id = job.event_id.as_str(), error = e.to_string(); "dead letter could not be stored");
-                false
-            }
-        }
-    }
-
-    /// The delivery queue's consumer: one attempt for a job that has had `attempts` deliveries
-    /// from the queue (this one included), enqueued at `enqueued_ms`.
-    pub async fn consume(&self, text: &str, attempts: u32, enqueued_ms: u64) -> Verdict {
-        let job = match Job::parse(text) {
-            Ok(job) => job,
-            Err(e) => {
-                log::error!(error = e.to_string(); "unreadable delivery job dropped");
-                return Verdict::Ack;
-            }
-        };
-        let (max, delays) = self.schedule();
-        let total = job.attempts_before.saturating_add(attempts);
-        let secret = match self.config.forward_secret() {
-            Ok(secret) => secret.cloned(),
-            Err(e) => {
-                // A broken FORWARD_SECRET may be fixed before the next attempt.
-                log::error!(event_id = job.event_id.as_str(), error = e.to_string(); "delivery postponed");
-                return Verdict::Retry {
-                    delay_secs: jobs::delay_after(total, &delays),
-                };
-            }
-        };
-        let Ok(target) = job.destination() else {
-            return Verdict::Ack;
-        };
-        let (outcome, now) = self
-            .attempt(&target, &job.event_id, job.body.as_bytes(), secret.as_ref())
-            .await;
-        let failed = Failed {
-            target,
-            attempts: total,
-            last: outcome,
-            first_attempt_ms: job.first_attempt_at.unwrap_or(enqueued_ms),
-            last_attempt_ms: now,
-        };
-        match jobs::next(&failed.last, total, max, &delays) {
-            Next::Done => {
-                if let Some(key) = &job.replay_of {
-                    self.remove_delivered(key).await;
-                }
-                Verdict::Ack
-            }
-            Next::Retry { delay_secs } => {
-                log::info!(event_id = job.event_id.as_str(), target = delivery::redact(&failed.target), attempts = total.to_string(), reason = failed.last.reason(), retry_in = delay_secs.to_string(); "delivery failed; retrying");
-                Verdict::Retry { delay_secs }
-            }
-            Next::DeadLetter => {
-                delivery::log_failed(&job.event_id, &failed);
-                if self.store_dead_letter(&job, &failed).await {
-                    Verdict::Ack
-                } else {
-                    Verdict::Retry {
-                        delay_secs: jobs::delay_after(total, &delays),
-                    }
-                }
-            }
-        }
-    }
-
-    /// The dead-letter queue's consumer: a job the queue gave up on (its own `max_retries` ran
-    /// out before the relay's schedule did, or the consumer kept failing). One last attempt;
-    /// if that fails, a dead letter.
-    pub async fn consume_dead(&self, text: &str, enqueued_ms: u64) -> Verdict {
-        let job = match Job::parse(text) {
-            Ok(job) => job,
-            Err(e) => {
-                log::error!(error = e.to_string(); "unreadable dead-letter queue message dropped");
-                return Verdict::Ack;
-            }
-        };
-        let Ok(target) = job.destination() else {
-            return Verdict::Ack;
-        };
-        let secret = self.config.forward_secret().ok().flatten().cloned();
-        let (outcome, now) = self
-            .attempt(&target, &job.event_id, job.body.as_bytes(), secret.as_ref())
-            .await;
-        if outcome == Outcome::Delivered {
-            if let Some(key) = &job.replay_of {
-                self.remove_delivered(key).await;
-            }
-            return Verdict::Ack;
-        }
-        let reason = format!("{} (the queue's retries ran out)", outcome.reason());
-        let failed = Failed {
-            target,
-            attempts: job.attempts_before.saturating_add(1),
-            last: Outcome::Retry {
-                status: outcome.status(),
-                reason,
-                retry_after: None,
-            },
-            first_attempt_ms: job.first_attempt_at.unwrap_or(enqueued_ms),
-            last_attempt_ms: now,
-        };
-        delivery::log_failed(&job.event_id, &failed);
-        if self.store_dead_letter(&job, &failed).await {
-            Verdict::Ack
-        } else {
-            Verdict::Retry { delay_secs: 60 }
-        }
-    }
-
-    /// `GET /admin/dead-letters`
-    pub async fn dead_letters(&self) -> Result<serde_json::Value, Error> {
-        let letters = dead_letters::list(&self.store, None)
-            .await
-            .map_err(|e| Error::Internal(format!("listing dead letters: {e}")))?;
-        let list: Vec<serde_json::Value> = letters.iter().map(|(_, l)| l.summary()).collect();
-        Ok(serde_json::json!({ "dead_letters": list }))
-    }
-
-    /// `POST /admin/replay[?id=]`: every dead letter (or one event's) sent again, through the
-    /// queue when there is one (removed once delivered), else with one attempt each now.
-    pub async fn replay(&self, id: Option<&str>) -> Result<serde_json::Value, Error> {
-        if let Some(id) = id {
-            if !jobs::is_event_id(id) {
-                return Err(Error::MalformedParameter("id"));
-            }
-        }
-        let letters = dead_letters::list(&self.store, id)
-            .await
-            .map_err(|e| Error::Internal(format!("listing dead letters: {e}")))?;
-        if id.is_some() && letters.is_empty() {
-            return Err(Error::NotFound);
-        }
-        let limit = if self.queue.is_some() {
-            MAX_QUEUED_REPLAYS
-        } else {
-            MAX_INLINE_REPLAYS
-        };
-        let remaining = letters.len().saturating_sub(limit);
-        let secret = self.config.forward_secret()?.cloned();
-        let mut results = Vec::new();
-        let (mut queued, mut delivered, mut failed_count) = (0, 0, 0);
-        for (key, letter) in letters.into_iter().take(limit) {
-            let summary = letter.summary();
-            let (result, error) = match &self.queue {
-                Some(queue) => match queue.send(&letter.to_job().to_text(), 0).await {
-                    Ok(()) => ("queued", None),
-                    Err(e) => ("failed", Some(e)),
-                },
-                None => {
-                    let Ok(target) = letter.to_job().destination() else {
-                        continue;
-                    };
-                    let (outcome, now) = self
-                        .attempt(&target, &letter.id, letter.body.as_bytes(), secret.as_ref())
-                        .await;
-                    if outcome == Outcome::Delivered {
-                        self.remove_delivered(&key).await;
-                        ("delivered", None)
-                    } else {
-                        let mut again = letter.clone();
-                        again.attempts = again.attempts.saturating_add(1);
-                        again.last_status = outcome.status();
-                        again.last_error = outcome.reason();
-                        again.last_attempt_at = now;
-                        let _ = dead_letters::put(&self.store, &again).await;
-                        ("failed", Some(outcome.reason()))
-                    }
-                }
-            };
-            match result {
-                "queued" => queued += 1,
-                "delivered" => delivered += 1,
-                _ => failed_count += 1,
-            }
-            let mut entry = serde_json::Map::new();
-            entry.insert("id".into(), letter.id.clone().into());
-            entry.insert(
-                "target".into(),
-                summary.get("target").cloned().unwrap_or_default(),
-            );
-            entry.insert("result".into(), result.into());
-            if let Some(e) = error {
-                entry.insert("error".into(), e.into());
-            }
-            results.push(serde_json::Value::Object(entry));
-        }
-        Ok(serde_json::json!({
-            "replayed": results,
-            "queued": queued,
-            "delivered": delivered,
-            "failed": failed_count,
-            "remaining": remaining,
-        }))
-    }
 }
 
 /// All the background work as one.
@@ -1030,5 +720,31 @@ fn answer(body: String, json: bool, background: Option<Background>) -> Answer {
     }
 }
 
+mod admin;
+mod queue;
 #[cfg(test)]
 mod tests;
+
+pub use queue::{QueueMessage, MAX_PARALLEL_ATTEMPTS};
+
+/// The queue messages of `jobs`, each after `delay_secs`, in batches Cloudflare takes (at most
+/// 100 messages and 256 KB each; one event's jobs fit in one unless it has over 100 targets).
+fn batches(jobs: &[Job], delay_secs: u32) -> Vec<Vec<(String, u32)>> {
+    let mut out: Vec<Vec<(String, u32)>> = Vec::new();
+    let mut size = 0;
+    for job in jobs {
+        let text = job.to_text();
+        let full = out
+            .last()
+            .is_none_or(|b| b.len() >= 100 || size + text.len() > queue::MAX_BATCH_BYTES);
+        if full {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += text.len();
+        if let Some(batch) = out.last_mut() {
+            batch.push((text, delay_secs));
+        }
+    }
+    out
+}

@@ -178,7 +178,7 @@ impl T {
     }
 
     fn dead_letters(&self) -> Vec<serde_json::Value> {
-        let v = self.clock.run(self.relay.dead_letters()).unwrap();
+        let v = self.clock.run(self.relay.dead_letters(None, None)).unwrap();
         v["dead_letters"].as_array().unwrap().clone()
     }
 }
@@ -286,7 +286,7 @@ fn a_refusal_is_a_dead_letter_at_once_and_replay_delivers_it_once_back() {
         .ends_with('Z'));
     // The receiver is back: replay through the queue, delivered, removed.
     t.receive_with(|_| Ok(FakeAnswer::status(200)));
-    let replay = t.clock.run(t.relay.replay(None)).unwrap();
+    let replay = t.clock.run(t.relay.replay(None, None, None)).unwrap();
     assert_eq!(replay["queued"], 1);
     assert_eq!(replay["replayed"][0]["result"], "queued");
     t.drain(100);
@@ -400,14 +400,45 @@ fn duplicates_are_answered_and_not_delivered_again() {
 }
 
 #[test]
-fn an_event_too_large_for_a_queue_message_is_delivered_inline() {
-    let t = world(&[], true);
-    let big = "长".repeat(50_000);
+fn an_event_too_large_for_a_queue_message_is_kept_and_queued_by_reference() {
+    let t = world(
+        &[("FORWARD_URLS", "http://hooks.test/a http://hooks.test/b")],
+        true,
+    );
+    // 180 KB of event: larger than a queue message.
+    let big = "长".repeat(60_000);
     let xml = text_message("o_big", &big, 1, NOW);
     let (q, b) = callback(TOKEN, KEY, APP_ID, &xml, Sent::Plain, NOW, "1");
+    // The receivers are down for 40 minutes: longer than any inline schedule.
+    let back_at = (NOW + 2_400) * 1000;
+    let clock = t.clock.clone();
+    t.receive_with(move |_| {
+        Ok(FakeAnswer::status(if clock.now_ms() < back_at {
+            503
+        } else {
+            200
+        }))
+    });
     t.receive_all(&q, &b).unwrap();
-    assert!(t.queue.sent.borrow().is_empty());
-    assert_eq!(t.deliveries().len(), 1);
+    let sent = t.queue.sent.borrow().clone();
+    assert_eq!(sent.len(), 2, "one job per target, in one batch");
+    assert!(
+        sent.iter().all(|(text, _)| text.len() < 1_000),
+        "jobs carry a reference"
+    );
+    let event_id = Job::parse(&sent[0].0).unwrap().event_id;
+    assert!(t.store.peek(&jobs::body_key(&event_id)).is_some());
+    t.drain(100);
+    let ok: Vec<_> = t
+        .deliveries()
+        .into_iter()
+        .filter(|s| s.at_ms >= back_at)
+        .collect();
+    assert_eq!(ok.len(), 2, "each target once after the outage");
+    for s in &ok {
+        assert_eq!(event_of(s)["data"]["content"], big.as_str());
+    }
+    assert!(t.dead_letters().is_empty());
 }
 
 // --- direct mode and no queue -----------------------------------------------------------------
@@ -465,16 +496,20 @@ fn without_a_queue_four_attempts_inline_then_a_dead_letter_that_replay_delivers(
     assert_eq!(letters[0]["attempts"], 4);
     t.receive_with(|_| Ok(FakeAnswer::status(200)));
     let id = letters[0]["id"].as_str().unwrap().to_owned();
-    let replay = t.clock.run(t.relay.replay(Some(&id))).unwrap();
+    let replay = t.clock.run(t.relay.replay(Some(&id), None, None)).unwrap();
     assert_eq!(replay["delivered"], 1);
     assert_eq!(t.deliveries().len(), 5);
     assert!(t.dead_letters().is_empty());
     assert_eq!(
-        t.clock.run(t.relay.replay(Some(&id))).unwrap_err(),
+        t.clock
+            .run(t.relay.replay(Some(&id), None, None))
+            .unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
-        t.clock.run(t.relay.replay(Some("../x"))).unwrap_err(),
+        t.clock
+            .run(t.relay.replay(Some("../x"), None, None))
+            .unwrap_err(),
         Error::MalformedParameter("id")
     );
 }
@@ -891,3 +926,6 @@ fn a_json_mini_program_replies_in_json() {
         (Some("transfer_customer_service"), Some("o_mp"))
     );
 }
+
+#[path = "integrity_tests.rs"]
+mod integrity;

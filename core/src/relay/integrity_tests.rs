@@ -1,0 +1,445 @@
+//! Nothing dropped, nothing duplicated, at the edges production reaches: batches with failing
+//! and slow jobs, the queue's retention, dead-letter storage failures, unreadable and newer
+//! jobs, concurrent replays, large backlogs, broken settings.
+
+use super::*;
+use crate::relay::QueueMessage;
+
+fn job_to(target: &str, n: u32) -> Job {
+    let id = crate::event::event_id("default", None, format!("event {n}").as_bytes());
+    Job::new(
+        &id,
+        "default",
+        &Destination::Url(target.into()),
+        format!(r#"{{"id":"{id}"}}"#).as_bytes(),
+    )
+}
+
+fn message(job: &Job, attempts: u32, enqueued_ms: u64) -> QueueMessage {
+    QueueMessage {
+        text: job.to_text(),
+        attempts,
+        enqueued_ms,
+    }
+}
+
+/// Hands every message to the consumer as batches of `size`, as Cloudflare Queues would.
+fn drain_batches(t: &T, size: usize) {
+    for _ in 0..10_000 {
+        let batch = t.queue.take_batch(size);
+        if batch.is_empty() {
+            return;
+        }
+        let now = t.clock.now_ms();
+        if let Some(wait) = batch.iter().map(|m| m.visible_at_ms).min() {
+            if wait > now {
+                t.clock.run(t.clock.sleep(wait - now));
+            }
+        }
+        let messages: Vec<QueueMessage> = batch
+            .iter()
+            .map(|m| QueueMessage {
+                text: m.text.clone(),
+                attempts: m.attempts + 1,
+                enqueued_ms: m.enqueued_ms,
+            })
+            .collect();
+        let verdicts = t
+            .clock
+            .run(t.relay.consume_batch(messages, false, |_, _| {}));
+        for (mut m, verdict) in batch.into_iter().zip(verdicts) {
+            m.attempts += 1;
+            match verdict {
+                Verdict::Ack => {}
+                Verdict::Retry { .. } if m.attempts > 100 => t.queue.dead.borrow_mut().push(m),
+                Verdict::Retry { delay_secs } => t.queue.retry(m, delay_secs),
+            }
+        }
+    }
+    panic!("the queue never drained");
+}
+
+#[test]
+fn a_failing_a_slow_and_a_healthy_job_each_get_their_own_verdict() {
+    let t = world(&[], true);
+    t.receive_with(|seen| match seen.path().as_str() {
+        "/unresolvable" => Err(FetchError::Network("internal error".into())),
+        _ => Ok(FakeAnswer::status(204)),
+    });
+    let started = t.clock.now_ms();
+    // Every request takes a while; the slow one longer than an attempt may.
+    t.http.delay_ms.set(100);
+    t.http
+        .delay_for
+        .borrow_mut()
+        .insert("/slow".into(), crate::delivery::ATTEMPT_TIMEOUT_MS + 1);
+    let mut jobs = Vec::new();
+    for n in 0..4 {
+        jobs.push(job_to("http://bad.test/unresolvable", n));
+        jobs.push(job_to("http://hooks.test/slow", n));
+        jobs.push(job_to("http://hooks.test/healthy", n));
+    }
+    let settled = RefCell::new(Vec::new());
+    let messages: Vec<QueueMessage> = jobs.iter().map(|j| message(j, 1, NOW * 1000)).collect();
+    let verdicts = t.clock.run(
+        t.relay
+            .consume_batch(messages, false, |i, v| settled.borrow_mut().push((i, v))),
+    );
+    assert_eq!(verdicts.len(), 12);
+    for (i, verdict) in verdicts.iter().enumerate() {
+        match i % 3 {
+            2 => assert_eq!(*verdict, Verdict::Ack, "healthy job {i}"),
+            _ => assert!(
+                matches!(verdict, Verdict::Retry { .. }),
+                "job {i}: {verdict:?}"
+            ),
+        }
+    }
+    // Each message settled once, as it finished.
+    let mut order: Vec<usize> = settled.borrow().iter().map(|(i, _)| *i).collect();
+    order.sort_unstable();
+    assert_eq!(order, (0..12).collect::<Vec<_>>());
+    // Never more than six requests at once, and each healthy target got its event once.
+    assert!(t.http.max_in_flight.get() <= MAX_PARALLEL_ATTEMPTS as u32);
+    assert_eq!(t.http.max_in_flight.get(), MAX_PARALLEL_ATTEMPTS as u32);
+    assert_eq!(t.http.count("/healthy"), 4);
+    assert!(t.store.keys().iter().all(|k| !k.starts_with("dead:")));
+    // The slow ones ran in turn, each with its own full time limit.
+    assert!(t.clock.now_ms() - started > crate::delivery::ATTEMPT_TIMEOUT_MS);
+}
+
+#[test]
+fn a_failing_target_beside_a_healthy_one_duplicates_nothing() {
+    let t = world(
+        &[(
+            "FORWARD_URLS",
+            "http://bad.test/unresolvable http://hooks.test/a",
+        )],
+        true,
+    );
+    t.receive_with(|seen| match seen.path().as_str() {
+        "/unresolvable" => Err(FetchError::Network("internal error".into())),
+        _ => Ok(FakeAnswer::status(204)),
+    });
+    for _ in 0..25 {
+        let (q, b, _) = t.message(Sent::Plain);
+        t.receive_all(&q, &b).unwrap();
+    }
+    // A day of retries for the failing target, in batches of ten.
+    drain_batches(&t, 10);
+    let healthy: Vec<String> = t
+        .http
+        .requests()
+        .iter()
+        .filter(|s| s.path() == "/a")
+        .map(|s| event_of(s)["id"].as_str().unwrap().to_owned())
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = healthy.iter().collect();
+    assert_eq!((healthy.len(), distinct.len()), (25, 25));
+    // The failing target's jobs end as dead letters, none lost to the retention.
+    assert_eq!(t.dead_letters().len(), 25);
+    assert!(t.queue.expired.borrow().is_empty());
+}
+
+#[test]
+fn no_retry_is_scheduled_past_the_queue_retention() {
+    // A receiver asking for 25 hours.
+    let t = world(&[], true);
+    t.receive_with(|_| {
+        Ok(FakeAnswer {
+            status: 503,
+            headers: vec![("retry-after".into(), "90000".into())],
+            body: Vec::new(),
+        })
+    });
+    let (q, b, _) = t.message(Sent::Plain);
+    t.receive_all(&q, &b).unwrap();
+    t.drain(100);
+    assert!(t.queue.expired.borrow().is_empty(), "nothing vanished");
+    let letters = t.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["last_status"], 503);
+    // The first retry came after the queue's longest delay, the second would have been late.
+    assert_eq!(t.deliveries().len(), 2);
+    assert!(t.clock.now_ms() - NOW * 1000 < 24 * 3_600_000);
+
+    // The schedule alone: every 15 minutes, FORWARD_MAX_ATTEMPTS high, QUEUE_RETENTION 4h.
+    let t = world(
+        &[
+            ("FORWARD_RETRY_DELAYS", "15m"),
+            ("FORWARD_MAX_ATTEMPTS", "15"),
+            ("QUEUE_RETENTION", "4h"),
+        ],
+        true,
+    );
+    t.queue.retention_ms.set(4 * 3_600_000);
+    t.receive_with(|_| Ok(FakeAnswer::status(500)));
+    let (q, b, _) = t.message(Sent::Plain);
+    t.receive_all(&q, &b).unwrap();
+    t.drain(100);
+    assert!(t.queue.expired.borrow().is_empty());
+    assert_eq!(t.dead_letters().len(), 1);
+    assert_eq!(t.deliveries().len(), 15);
+
+    // A schedule that cannot fit is a configuration error naming both settings.
+    let t = world(
+        &[
+            ("FORWARD_RETRY_DELAYS", "1h"),
+            ("FORWARD_MAX_ATTEMPTS", "30"),
+        ],
+        true,
+    );
+    let e = t.relay.config.schedule().unwrap_err();
+    assert!(
+        e.to_string().contains("FORWARD_RETRY_DELAYS")
+            && e.to_string().contains("FORWARD_MAX_ATTEMPTS"),
+        "{e}"
+    );
+    assert!(t.relay.config.problems().contains(&e));
+}
+
+#[test]
+fn a_dead_letter_that_cannot_be_stored_keeps_its_message_until_it_can() {
+    let t = world(
+        &[
+            ("FORWARD_MAX_ATTEMPTS", "2"),
+            ("FORWARD_RETRY_DELAYS", "1s"),
+        ],
+        true,
+    );
+    t.receive_with(|_| Ok(FakeAnswer::status(500)));
+    let (q, b, _) = t.message(Sent::Plain);
+    t.receive_all(&q, &b).unwrap();
+    t.store.fail_writes.set(true);
+    for _ in 0..5 {
+        let (m, verdict) = t.step().unwrap();
+        assert!(matches!(verdict, Verdict::Retry { .. }), "{verdict:?}");
+        t.queue.retry(m, 0);
+    }
+    assert_eq!(t.queue.len(), 1, "still queued");
+    t.store.fail_writes.set(false);
+    t.drain(100);
+    assert_eq!(t.dead_letters().len(), 1);
+    assert!(t.queue.is_empty());
+    // The dead-letter queue's consumer does the same.
+    let job = job_to("http://hooks.test/a", 9);
+    t.store.fail_writes.set(true);
+    assert!(matches!(
+        t.clock
+            .run(t.relay.consume_dead(&job.to_text(), NOW * 1000)),
+        Verdict::Retry { .. }
+    ));
+    t.store.fail_writes.set(false);
+    assert_eq!(
+        t.clock
+            .run(t.relay.consume_dead(&job.to_text(), NOW * 1000)),
+        Verdict::Ack
+    );
+    assert_eq!(t.dead_letters().len(), 2);
+}
+
+#[test]
+fn unreadable_messages_become_dead_letters_and_newer_jobs_are_delivered() {
+    let t = world(&[], true);
+    for garbage in ["{oops", "null", r#"{"v":1,"event_id":"evt_x"}"#] {
+        assert_eq!(t.clock.run(t.relay.consume(garbage, 1, 0)), Verdict::Ack);
+    }
+    assert_eq!(t.clock.run(t.relay.consume_dead("[]", 0)), Verdict::Ack);
+    let letters = t.dead_letters();
+    assert_eq!(letters.len(), 4);
+    assert!(letters.iter().all(|l| l["unreadable"] == true));
+    // Kept whole in the store, for a person; never replayed.
+    assert!(t
+        .store
+        .keys()
+        .iter()
+        .any(|k| t.store.peek(k).is_some_and(|v| v.contains("oops"))));
+    let replay = t.clock.run(t.relay.replay(None, None, None)).unwrap();
+    assert_eq!(replay["queued"], 0);
+    assert_eq!(replay["remaining"], 4);
+    // Storage down: not acked.
+    t.store.fail_writes.set(true);
+    assert!(matches!(
+        t.clock.run(t.relay.consume("{other", 1, 0)),
+        Verdict::Retry { .. }
+    ));
+    t.store.fail_writes.set(false);
+    // A job of a newer version, with fields this one does not know.
+    let newer = job_to("http://hooks.test/a", 1)
+        .to_text()
+        .replace("\"v\":1", "\"v\":2,\"trace\":{\"span\":\"x\"}");
+    assert_eq!(t.clock.run(t.relay.consume(&newer, 1, 0)), Verdict::Ack);
+    assert_eq!(t.deliveries().len(), 1);
+}
+
+#[test]
+fn concurrent_replays_deliver_a_dead_letter_once() {
+    for with_queue in [true, false] {
+        let t = world(&[("FORWARD_MAX_ATTEMPTS", "1")], with_queue);
+        t.receive_with(|_| Ok(FakeAnswer::status(500)));
+        let (q, b, _) = t.message(Sent::Plain);
+        t.receive_all(&q, &b).unwrap();
+        t.drain(100);
+        let id = t.dead_letters()[0]["id"].as_str().unwrap().to_owned();
+        t.receive_with(|_| Ok(FakeAnswer::status(204)));
+        t.http.delay_ms.set(50);
+        let before = t.deliveries().len();
+        let (a, b) = t
+            .clock
+            .run(futures_util::future::join3(
+                t.relay.replay(Some(&id), None, None),
+                t.relay.replay(Some(&id), None, None),
+                t.relay.replay(None, None, None),
+            ))
+            .into_tuple();
+        let _ = (a, b);
+        t.http.delay_ms.set(0);
+        t.drain(100);
+        assert_eq!(t.deliveries().len() - before, 1, "queue: {with_queue}");
+        assert!(t.dead_letters().is_empty());
+        // A replay whose delivery fails leaves one dead letter, not two.
+        t.receive_with(|_| Ok(FakeAnswer::status(500)));
+        let (q, b, _) = t.message(Sent::Plain);
+        t.receive_all(&q, &b).unwrap();
+        t.drain(100);
+        t.clock.run(t.relay.replay(None, None, None)).unwrap();
+        t.drain(100);
+        assert_eq!(t.dead_letters().len(), 1, "queue: {with_queue}");
+    }
+}
+
+trait IntoTuple<A, B> {
+    fn into_tuple(self) -> (A, B);
+}
+
+impl<A, B, C> IntoTuple<A, B> for (A, B, C) {
+    fn into_tuple(self) -> (A, B) {
+        (self.0, self.1)
+    }
+}
+
+#[test]
+fn paging_and_draining_a_large_backlog_stays_under_the_operation_limit() {
+    let t = world(&[], true);
+    for n in 0..2_500 {
+        let job = job_to(&format!("http://hooks.test/{}", n % 3), n);
+        let failed = Failed {
+            target: job.destination().unwrap(),
+            attempts: 96,
+            last: Outcome::Refused { status: 410 },
+            first_attempt_ms: NOW * 1000,
+            last_attempt_ms: NOW * 1000,
+        };
+        t.clock
+            .run(dead_letters::put(
+                &t.store,
+                &DeadLetter::from_job(&job, &failed),
+            ))
+            .unwrap();
+    }
+    // Pages of at most 1,000, each reading only itself.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        t.store.reset_ops();
+        let page = t
+            .clock
+            .run(t.relay.dead_letters(Some("1000"), cursor.as_deref()))
+            .unwrap();
+        assert!(
+            t.store.reset_ops() <= 1_001 + 1,
+            "one list and one read each"
+        );
+        for l in page["dead_letters"].as_array().unwrap() {
+            assert!(seen.insert(format!("{}{}", l["id"], l["target"])));
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 2_500);
+    let first = t.clock.run(t.relay.dead_letters(None, None)).unwrap();
+    assert_eq!(first["dead_letters"].as_array().unwrap().len(), 100);
+    for bad in ["0", "1001", "x"] {
+        assert_eq!(
+            t.clock
+                .run(t.relay.dead_letters(Some(bad), None))
+                .unwrap_err(),
+            Error::MalformedParameter("limit")
+        );
+    }
+    // Replay until nothing remains: each event once, each call under 1,000 operations.
+    let mut calls = 0;
+    loop {
+        t.store.reset_ops();
+        let r = t.clock.run(t.relay.replay(None, None, None)).unwrap();
+        assert!(t.store.reset_ops() < 1_000, "{r}");
+        calls += 1;
+        if r["remaining"] == 0 {
+            break;
+        }
+        assert!(calls < 100, "replay never drained");
+    }
+    t.drain(100);
+    let ids: Vec<String> = t
+        .deliveries()
+        .iter()
+        .map(|s| format!("{}{}", event_of(s)["id"], s.path()))
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (2_500, 2_500));
+}
+
+#[test]
+fn a_malformed_forward_secret_never_delivers_unsigned() {
+    let t = world(&[("FORWARD_SECRET", "not-a-secret")], true);
+    let job = job_to("http://hooks.test/a", 1);
+    // The main consumer postpones; the dead-letter queue's keeps a dead letter.
+    assert!(matches!(
+        t.clock.run(t.relay.consume(&job.to_text(), 1, NOW * 1000)),
+        Verdict::Retry {
+            delay_secs: super::super::queue::POSTPONE_SECS
+        }
+    ));
+    assert_eq!(
+        t.clock
+            .run(t.relay.consume_dead(&job.to_text(), NOW * 1000)),
+        Verdict::Ack
+    );
+    assert!(t.deliveries().is_empty());
+    assert_eq!(t.dead_letters().len(), 1);
+    assert!(t.dead_letters()[0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("FORWARD_SECRET"));
+    // Postponed near the retention's end: a dead letter rather than a lost job.
+    let late = NOW * 1000 + 23 * 3_600_000 + 50 * 60_000;
+    t.clock.set_secs(late / 1000);
+    let other = job_to("http://hooks.test/b", 2);
+    assert_eq!(
+        t.clock
+            .run(t.relay.consume(&other.to_text(), 1, NOW * 1000)),
+        Verdict::Ack
+    );
+    assert_eq!(t.dead_letters().len(), 2);
+    assert!(t.deliveries().is_empty());
+}
+
+#[test]
+fn one_callbacks_jobs_are_enqueued_all_or_none() {
+    let t = world(
+        &[(
+            "FORWARD_URLS",
+            "http://hooks.test/a http://hooks.test/b http://hooks.test/c",
+        )],
+        true,
+    );
+    let (q, b, _) = t.message(Sent::Plain);
+    t.queue.fail_next.set(1);
+    let refused = t.receive(&q, &b).err().map(|e| e.status());
+    assert_eq!(refused, Some(503));
+    assert!(t.queue.is_empty(), "none of the three");
+    t.receive_all(&q, &b).unwrap();
+    assert_eq!(t.queue.len(), 3);
+}
