@@ -191,11 +191,11 @@ pub fn limit_of(limit: Option<&str>) -> Result<usize, crate::error::Error> {
     }
 }
 
-/// A cursor from `?cursor=`: a key this listing returned.
+/// A cursor from `?cursor=`: what a listing answered (opaque: the store's own), printable ASCII.
 pub fn cursor_of(cursor: Option<&str>) -> Result<Option<&str>, crate::error::Error> {
     match cursor {
         None | Some("") => Ok(None),
-        Some(c) if c.starts_with(PREFIX) && c.len() <= 128 => Ok(Some(c)),
+        Some(c) if c.len() <= 1024 && c.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(c)),
         Some(_) => Err(crate::error::Error::MalformedParameter("cursor")),
     }
 }

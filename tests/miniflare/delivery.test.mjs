@@ -146,6 +146,11 @@ describe("queue mode", () => {
             if (calls === 1) throw new Error("queue is down");
             await this.env.REAL.send(body, options);
           }
+          async sendBatch(messages) {
+            calls += 1;
+            if (calls === 1) throw new Error("queue is down");
+            await this.env.REAL.sendBatch(messages);
+          }
         }
         export default { fetch() { return new Response("a queue stand-in"); } };`,
       queueProducers: { REAL: QUEUE },
