@@ -212,11 +212,17 @@ async fn run(
         }
         Route::Authorizers { account } => {
             let platform = relay.platform(&account)?;
-            respond::json(&platform.authorizers().await?)
+            let (limit, cursor) = (query_param(&req, "limit")?, query_param(&req, "cursor")?);
+            respond::json(
+                &platform
+                    .authorizers(limit.as_deref(), cursor.as_deref())
+                    .await?,
+            )
         }
         Route::SyncAuthorizers { account } => {
             let platform = relay.platform(&account)?;
-            respond::json(&platform.sync().await?)
+            let offset = query_param(&req, "offset")?;
+            respond::json(&platform.sync(offset.as_deref()).await?)
         }
         Route::DeadLetters => {
             let (limit, cursor) = (query_param(&req, "limit")?, query_param(&req, "cursor")?);

@@ -35,7 +35,7 @@ impl std::str::FromStr for TokenEndpoint {
         match s.trim().to_ascii_lowercase().as_str() {
             "stable" => Ok(TokenEndpoint::Stable),
             "classic" => Ok(TokenEndpoint::Classic),
-            other => Err(format!("must be \"stable\" or \"classic\", got {other:?}")),
+            _ => Err("must be \"stable\" or \"classic\"".to_owned()),
         }
     }
 }

@@ -324,7 +324,7 @@ impl Account {
         let kind = Kind::parse(&kind_text).ok_or_else(|| {
             err(
                 "kind",
-                format!("{kind_text:?} is not one of official, wecom, miniprogram"),
+                "is not one of official, wecom, miniprogram, component".to_owned(),
             )
         })?;
         if let Some(unknown) = fields.keys().find(|k| !kind.fields().contains(&k.as_str())) {
@@ -346,13 +346,13 @@ impl Account {
         let agent_id = text("agent_id")?;
         if let Some(a) = &agent_id {
             if !a.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(err("agent_id", format!("{a:?} is not a number")));
+                return Err(err("agent_id", "is not a number".into()));
             }
         }
         let format = match text("format")?.as_deref() {
             None | Some("xml") => MessageFormat::Xml,
             Some("json") => MessageFormat::Json,
-            Some(other) => return Err(err("format", format!("{other:?} is not xml or json"))),
+            Some(_) => return Err(err("format", "is not xml or json".into())),
         };
         let defaults = Defaults::from(get);
         let (base, fallback, base_setting) = match (text("api_base")?, kind) {

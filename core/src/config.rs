@@ -176,9 +176,9 @@ impl Config {
             {
                 None | Some("queue") => Ok(ForwardMode::Queue),
                 Some("direct") => Ok(ForwardMode::Direct),
-                Some(other) => Err(ConfigError::new(
+                Some(_) => Err(ConfigError::new(
                     "FORWARD_MODE",
-                    format!("must be \"queue\" or \"direct\", got {other:?}"),
+                    "must be \"queue\" or \"direct\"",
                 )),
             },
             schedule: schedule(&retry_delays, &max_attempts, &retention),
@@ -200,7 +200,7 @@ impl Config {
                     .map_err(|_| {
                         ConfigError::new(
                             "REPLY_TIMEOUT_MS",
-                            format!("must be a whole number of milliseconds, got {v:?}"),
+                            "must be a whole number of milliseconds",
                         )
                     }),
             },
@@ -398,9 +398,11 @@ fn parse_target_list(list: &str, is_bound: &dyn Fn(&str) -> bool) -> Setting<Vec
     let urls: Vec<Destination> = list
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|u| {
+        .enumerate()
+        .map(|(i, u)| {
+            // The position, never the URL: webhook URLs carry tokens in their queries.
             routing::parse_target(u, is_bound)
-                .map_err(|p| ConfigError::new("FORWARD_URLS", format!("{u:?}: {p}")))
+                .map_err(|p| ConfigError::new("FORWARD_URLS", format!("entry {}: {p}", i + 1)))
         })
         .collect::<Result<_, _>>()?;
     if urls.is_empty() {
@@ -409,8 +411,6 @@ fn parse_target_list(list: &str, is_bound: &dyn Fn(&str) -> bool) -> Setting<Vec
     Ok(urls)
 }
 
-/// `"5s 15s 45s 2m 5m 15m"`: durations in s, m or h (bare numbers are seconds), separated by
-/// commas or white space.
 impl Default for Schedule {
     /// The default settings' schedule (and the retention assumed when the settings are broken:
     /// the free plan's, the shortest).
@@ -477,19 +477,23 @@ fn schedule(
     Ok(schedule)
 }
 
+/// `"5s 15s 45s 2m 5m 15m"`: durations in s, m or h (bare numbers are seconds), separated by
+/// commas or white space.
 fn parse_delays(list: &str) -> Setting<Vec<u32>> {
     let err = |p: String| ConfigError::new("FORWARD_RETRY_DELAYS", p);
     let delays: Vec<u32> = list
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|d| {
+        .enumerate()
+        .map(|(i, d)| {
+            let n = i + 1;
             let secs = parse_duration(d)
                 .filter(|_| !d.ends_with('d'))
-                .ok_or_else(|| err(format!("{d:?} is not a duration such as 5s, 2m or 1h")))?;
+                .ok_or_else(|| err(format!("entry {n} is not a duration such as 5s, 2m or 1h")))?;
             let secs = u32::try_from(secs).unwrap_or(u32::MAX);
             if secs > MAX_DELAY_SECS {
                 return Err(err(format!(
-                    "{d:?} is longer than the 12 hours a queue may delay"
+                    "entry {n} is longer than the 12 hours a queue may delay"
                 )));
             }
             Ok(secs)
@@ -749,5 +753,45 @@ mod tests {
         assert!(!debug.contains("MfKQ9r8"));
         assert!(!debug.contains("tok-secret"));
         assert!(!debug.contains("bearer-key-value"));
+    }
+
+    /// A configuration error names the setting and what is wrong, never the value: webhook
+    /// URLs carry tokens in their queries, API bases passwords in their user info.
+    #[test]
+    fn errors_never_echo_a_value() {
+        let c = load(&[
+            ("WECHAT_TOKEN", "t"),
+            (
+                "FORWARD_URLS",
+                "https://ok.example/a ftp://user:SEKRIT1@h.example/x?token=SEKRIT2",
+            ),
+            (
+                "FORWARD_ROUTES",
+                r#"{"text": ["gopher://h.example/?token=SEKRIT3"]}"#,
+            ),
+            ("WECHAT_API_BASE", "ftp://admin:SEKRIT4@api.example/"),
+            ("FORWARD_RETRY_DELAYS", "5s SEKRIT5"),
+            ("FORWARD_MODE", "SEKRIT6"),
+            ("REPLY_TIMEOUT_MS", "SEKRIT7"),
+            ("MAX_CLOCK_SKEW_SECONDS", "SEKRIT8"),
+            ("WECHAT_TOKEN_ENDPOINT", "SEKRIT9"),
+            ("QUEUE_RETENTION", "SEKRIT10"),
+            ("WECHAT_MESSAGE_MODE", "SEKRIT11"),
+            (
+                "WECHAT_ACCOUNTS",
+                r#"{"a": {"kind": "SEKRIT12", "app_id": "x"}, "b": {"kind": "wecom", "corp_id": "w", "agent_id": "SEKRIT13"}}"#,
+            ),
+        ]);
+        let problems = c.problems();
+        assert!(problems.len() >= 10, "{problems:?}");
+        for p in &problems {
+            let text = p.to_string();
+            assert!(!text.contains("SEKRIT"), "{text}");
+        }
+        let forward = problems
+            .iter()
+            .find(|p| p.setting == "FORWARD_URLS")
+            .unwrap();
+        assert!(forward.problem.contains("entry 2"), "{forward}");
     }
 }

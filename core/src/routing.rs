@@ -77,9 +77,11 @@ impl Routes {
             }
             let targets = list
                 .into_iter()
-                .map(|t| {
+                .enumerate()
+                .map(|(i, t)| {
+                    // The position, never the URL: webhook URLs carry tokens in their queries.
                     parse_target(t, is_bound)
-                        .map_err(|p| err(format!("key {key:?}: target {t:?} {p}")))
+                        .map_err(|p| err(format!("key {key:?}: target {} {p}", i + 1)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             rules.push(Rule {

@@ -36,8 +36,8 @@ pub const PUSH_REQUEST_INTERVAL_SECS: u64 = 3600;
 pub const CODE_TTL_SECS: u64 = 3600;
 /// How long a path that lost the exchange race waits for the winner's record.
 pub const EXCHANGE_WAIT_MS: u64 = 3_000;
-/// `api_get_authorizer_list` pages.
-pub const SYNC_PAGE: u64 = 500;
+/// Authorizers per sync call: two store operations each, well inside an invocation's 1,000.
+pub const SYNC_PAGE: u64 = 200;
 
 /// WeChat's release-check (全网发布) test accounts: Official Accounts and Mini Programs.
 pub const RELEASE_TEST_ACCOUNTS: [&str; 10] = [
@@ -336,13 +336,13 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
     }
 
     /// Writes an authorizer's record (twice if the first write fails: a lost refresh token
-    /// means the merchant must authorize again, or a sync).
-    async fn save_authorizer(&self, record: &Authorizer) {
+    /// means the merchant must authorize again, or a sync); whether it was stored.
+    async fn save_authorizer(&self, record: &Authorizer) -> bool {
         let key = authorizer_key(self.name(), &record.app_id);
         let text = serde_json::to_string(record).unwrap_or_default();
         for attempt in 1..=2 {
             match self.creds.store.put(&key, &text, None).await {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(e) if attempt == 2 => {
                     log::error!(account = self.name(), authorizer = record.app_id.as_str(), error = e.to_string();
                         "authorizer record not stored: its refresh token may be lost; POST /component/authorizers/sync recovers it")
@@ -350,6 +350,7 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
                 Err(_) => {}
             }
         }
+        false
     }
 
     /// Exchanges an authorization code (`api_query_auth`), once per code.
@@ -568,88 +569,127 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
         }))
     }
 
-    /// `GET /component/authorizers`
-    pub async fn authorizers(&self) -> Result<Value, Error> {
+    /// `GET /component/authorizers?limit=&cursor=`: one page of the stored authorizers (100 by
+    /// default, at most 1,000) and the next page's cursor. A record that cannot be read is
+    /// listed with its AppID and the reason, never left out.
+    pub async fn authorizers(
+        &self,
+        limit: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<Value, Error> {
+        let limit = crate::dead_letters::limit_of(limit)?;
+        let cursor = crate::dead_letters::cursor_of(cursor)?;
         let store = self.creds.store;
-        let keys = store
-            .list(&authorizer_prefix(self.name()))
+        let prefix = authorizer_prefix(self.name());
+        let page = store
+            .list_page(&prefix, cursor, limit)
             .await
             .map_err(|e| Error::Internal(format!("listing authorizers: {e}")))?;
-        let mut list = Vec::new();
-        for key in keys {
-            if let Ok(Some(text)) = store.get(&key).await {
-                if let Ok(record) = serde_json::from_str::<Authorizer>(&text) {
-                    list.push(record.summary());
-                }
-            }
+        let mut list = Vec::with_capacity(page.keys.len());
+        for key in &page.keys {
+            let app_id = key.strip_prefix(&prefix).unwrap_or(key);
+            let shown = match store.get(key).await {
+                Ok(None) => continue,
+                Ok(Some(text)) => match serde_json::from_str::<Authorizer>(&text) {
+                    Ok(record) => record.summary(),
+                    Err(_) => {
+                        json!({ "app_id": app_id, "error": "unreadable record: POST /component/authorizers/sync restores it" })
+                    }
+                },
+                Err(e) => json!({ "app_id": app_id, "error": format!("not read: {e}") }),
+            };
+            list.push(shown);
         }
-        Ok(json!({ "authorizers": list }))
+        Ok(json!({ "authorizers": list, "cursor": page.cursor }))
     }
 
-    /// `POST /component/authorizers/sync`: every authorizer WeChat knows
-    /// (`api_get_authorizer_list`), its refresh token stored or replaced.
-    pub async fn sync(&self) -> Result<Value, Error> {
+    /// `POST /component/authorizers/sync[?offset=]`: one window of the authorizers WeChat knows
+    /// (`api_get_authorizer_list`, [`SYNC_PAGE`] from `offset`), each refresh token stored or
+    /// replaced; small enough for one invocation's subrequests. Answers `next_offset` (null when
+    /// done) to call again with, and counts only what it stored.
+    pub async fn sync(&self, offset: Option<&str>) -> Result<Value, Error> {
         let component = self.creds.account.require_app_id()?;
-        let (mut offset, mut created, mut updated, mut total) = (0u64, 0u64, 0u64, 0u64);
-        loop {
-            let answer = self
-                .call(
-                    "api_get_authorizer_list",
-                    &json!({ "component_appid": component, "offset": offset, "count": SYNC_PAGE }),
-                )
-                .await?;
-            total = answer
-                .get("total_count")
-                .and_then(Value::as_u64)
-                .unwrap_or(total);
-            let list = answer
-                .get("list")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for item in &list {
-                let text = |f: &str| {
-                    item.get(f)
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                };
-                let (Some(app_id), Some(refresh)) =
-                    (text("authorizer_appid"), text("refresh_token"))
-                else {
+        let offset: u64 = match offset {
+            None | Some("") => 0,
+            Some(text) => text
+                .parse()
+                .map_err(|_| Error::MalformedParameter("offset"))?,
+        };
+        let answer = self
+            .call(
+                "api_get_authorizer_list",
+                &json!({ "component_appid": component, "offset": offset, "count": SYNC_PAGE }),
+            )
+            .await?;
+        let total = answer
+            .get("total_count")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let list = answer
+            .get("list")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let (mut created, mut updated, mut unchanged, mut failed) = (0u64, 0u64, 0u64, 0u64);
+        for item in &list {
+            let text = |f: &str| {
+                item.get(f)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            };
+            let (Some(app_id), Some(refresh)) = (text("authorizer_appid"), text("refresh_token"))
+            else {
+                failed += 1;
+                continue;
+            };
+            let record = match self.load_authorizer(app_id).await {
+                Ok(record) => record,
+                Err(e) => {
+                    log::warn!(account = self.name(), authorizer = app_id, error = e.to_string(); "sync: authorizer not read; skipped");
+                    failed += 1;
                     continue;
-                };
-                match self.load_authorizer(app_id).await? {
-                    Some(mut record) if record.refresh_token != refresh => {
-                        record.refresh_token = refresh.to_owned();
-                        self.save_authorizer(&record).await;
-                        updated += 1;
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.save_authorizer(&Authorizer {
-                            app_id: app_id.to_owned(),
-                            refresh_token: refresh.to_owned(),
-                            access_token: None,
-                            expires_at: 0,
-                            fetched_at: 0,
-                            forced_at: None,
-                            func_info: Value::Array(Vec::new()),
-                            authorized_at: item
-                                .get("auth_time")
-                                .and_then(Value::as_u64)
-                                .unwrap_or(0),
-                        })
-                        .await;
-                        created += 1;
-                    }
                 }
-            }
-            offset += SYNC_PAGE;
-            if list.is_empty() || offset >= total {
-                break;
+            };
+            let (record, new) = match record {
+                Some(record) if record.refresh_token == refresh => {
+                    unchanged += 1;
+                    continue;
+                }
+                Some(mut record) => {
+                    record.refresh_token = refresh.to_owned();
+                    (record, false)
+                }
+                None => (
+                    Authorizer {
+                        app_id: app_id.to_owned(),
+                        refresh_token: refresh.to_owned(),
+                        access_token: None,
+                        expires_at: 0,
+                        fetched_at: 0,
+                        forced_at: None,
+                        func_info: Value::Array(Vec::new()),
+                        authorized_at: item.get("auth_time").and_then(Value::as_u64).unwrap_or(0),
+                    },
+                    true,
+                ),
+            };
+            match (self.save_authorizer(&record).await, new) {
+                (false, _) => failed += 1,
+                (true, true) => created += 1,
+                (true, false) => updated += 1,
             }
         }
-        Ok(json!({ "total": total, "created": created, "updated": updated }))
+        let next = offset.saturating_add(list.len() as u64);
+        let next_offset = (!list.is_empty() && next < total).then_some(next);
+        Ok(json!({
+            "total": total,
+            "offset": offset,
+            "next_offset": next_offset,
+            "created": created,
+            "updated": updated,
+            "unchanged": unchanged,
+            "failed": failed,
+        }))
     }
 }
 

@@ -122,8 +122,11 @@ impl Api {
                 )
             }
             "/cgi-bin/component/api_get_authorizer_list" => {
-                let list: Vec<Value> = self.authorizers.borrow().iter().map(|(app, (_, refresh))| json!({"authorizer_appid": app, "refresh_token": refresh, "auth_time": 1_700_000_000})).collect();
-                FakeAnswer::json(json!({"total_count": list.len(), "list": list}))
+                let offset = body["offset"].as_u64().unwrap_or(0) as usize;
+                let count = (body["count"].as_u64().unwrap_or(500) as usize).min(500);
+                let all = self.authorizers.borrow();
+                let list: Vec<Value> = all.iter().skip(offset).take(count).map(|(app, (_, refresh))| json!({"authorizer_appid": app, "refresh_token": refresh, "auth_time": 1_700_000_000})).collect();
+                FakeAnswer::json(json!({"total_count": all.len(), "list": list}))
             }
             "/cgi-bin/message/custom/send" => {
                 let token = seen.query("access_token");
@@ -744,7 +747,7 @@ fn the_authorize_url_the_authorizers_and_sync() {
     }
 
     p.authorized(MERCHANT, "queryauthcode@@@s").unwrap();
-    let listed = p.clock.run(p.platform().authorizers()).unwrap();
+    let listed = p.clock.run(p.platform().authorizers(None, None)).unwrap();
     assert_eq!(listed["authorizers"][0]["app_id"], MERCHANT);
     assert!(
         listed.to_string().find("refreshtoken").is_none(),
@@ -757,7 +760,7 @@ fn the_authorize_url_the_authorizers_and_sync() {
         "wx1111111111111111".into(),
         ("A".into(), "refreshtoken@@@other".into()),
     );
-    let s = p.clock.run(p.platform().sync()).unwrap();
+    let s = p.clock.run(p.platform().sync(None)).unwrap();
     assert_eq!(s["total"], 2);
     let record: Authorizer = serde_json::from_str(
         &p.store
@@ -847,4 +850,79 @@ fn hostile_pushes_never_panic() {
         ))
         .unwrap_err();
     assert_eq!(e.status(), 400);
+}
+
+#[test]
+fn twelve_hundred_merchants_sync_and_page_within_one_invocations_operations() {
+    let p = platform(&[]);
+    p.ticket("ticket@@@newest", NOW).unwrap();
+    for n in 0..1_200 {
+        p.api.authorizers.borrow_mut().insert(
+            format!("wx{n:016}"),
+            (format!("A{n}"), format!("refreshtoken@@@{n}")),
+        );
+    }
+    // Sync window by window, resuming at next_offset; each call well under 1,000 operations.
+    let mut offset: Option<String> = None;
+    let (mut created, mut calls) = (0, 0);
+    loop {
+        p.store.reset_ops();
+        let s = p.clock.run(p.platform().sync(offset.as_deref())).unwrap();
+        assert!(p.store.reset_ops() < 1_000, "{s}");
+        assert_eq!(s["total"], 1_200);
+        created += s["created"].as_u64().unwrap();
+        calls += 1;
+        match s["next_offset"].as_u64() {
+            Some(next) => offset = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!((created, calls), (1_200, 6));
+    // A second pass changes nothing and says so.
+    let again = p.clock.run(p.platform().sync(Some("1000"))).unwrap();
+    assert_eq!(
+        (again["unchanged"].as_u64(), again["created"].as_u64()),
+        (Some(200), Some(0))
+    );
+    // Writes failing: counted as failed, not as saved.
+    p.api.authorizers.borrow_mut().insert(
+        "wx9999999999999999".into(),
+        ("A".into(), "refreshtoken@@@new".into()),
+    );
+    p.store.fail_writes.set(true);
+    // The new merchant sorts last: the window from 1,001 reaches it.
+    let s = p.clock.run(p.platform().sync(Some("1001"))).unwrap();
+    p.store.fail_writes.set(false);
+    assert_eq!(
+        (s["created"].as_u64(), s["failed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(p.clock.run(p.platform().sync(Some("soon"))).is_err());
+
+    // Listing: pages of at most 1,000, each reading only itself; a broken record is shown.
+    p.store
+        .insert(&authorizer_key("platform", "wx0000000000000007"), "garbage");
+    let mut seen = 0;
+    let mut broken = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        p.store.reset_ops();
+        let page = p
+            .clock
+            .run(p.platform().authorizers(Some("1000"), cursor.as_deref()))
+            .unwrap();
+        assert!(p.store.reset_ops() <= 1_001);
+        for a in page["authorizers"].as_array().unwrap() {
+            seen += 1;
+            if a.get("error").is_some() {
+                broken += 1;
+                assert_eq!(a["app_id"], "wx0000000000000007");
+            }
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!((seen, broken), (1_200, 1));
 }
