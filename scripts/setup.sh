@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need, from the project's own files, skipping what
 # is already there at the right version: the wasm32 target, worker-build, wasm-bindgen-cli at the
-# version Cargo.lock pins, and the npm packages from package-lock.json (wrangler, miniflare,
-# esbuild, binaryen's wasm-opt, standardwebhooks).
+# version Cargo.lock pins, the nightly toolchain and cargo-fuzz (for the fuzz targets), and the
+# npm packages from package-lock.json (wrangler, miniflare, esbuild, binaryen's wasm-opt,
+# standardwebhooks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORKER_BUILD_VERSION=0.8.7
+CARGO_FUZZ_VERSION=0.13.2
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -24,6 +26,16 @@ fi
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $NF}')" != "$WASM_BINDGEN_VERSION" ]; then
   say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 1.5 min)"
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+fi
+
+# The fuzz targets (scripts/fuzz.sh) need nightly and cargo-fuzz.
+if ! rustup toolchain list | grep -q '^nightly'; then
+  say "installing the nightly toolchain (for cargo-fuzz; about 1 min)"
+  rustup toolchain install nightly --profile minimal
+fi
+if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_FUZZ_VERSION" ]; then
+  say "installing cargo-fuzz $CARGO_FUZZ_VERSION (about 1.5 min)"
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
 # npm ci only when node_modules is missing or older than the lockfile.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test: formatting and lints (host and wasm32), the native core tests, then the Miniflare
-# tests against the built worker.
+# Every test: formatting and lints (host and wasm32), the native core tests, every fuzz target
+# for 30 s, then the Miniflare tests against the built worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,6 +18,9 @@ cargo clippy --workspace --lib --target wasm32-unknown-unknown --locked -- -D wa
 
 step "native tests"
 cargo test --workspace --locked
+
+step "fuzz every parser of outside input (FUZZ_SECONDS=${FUZZ_SECONDS:-30} each)"
+bash scripts/fuzz.sh
 
 step "build the worker"
 bash scripts/build.sh

@@ -11,6 +11,8 @@ fuzz_target!(|body: &[u8]| {
         "WECHAT_TOKEN" => Some("fuzz".into()),
         "WECHAT_ENCODING_AES_KEY" => Some("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into()),
         "WECHAT_APP_ID" => Some("wxfuzz".into()),
+        // Both modes reach the parsers.
+        "WECHAT_MESSAGE_MODE" => Some("compatible".into()),
         _ => None,
     });
     // Plaintext mode with a valid signature, so the body reaches the parser.

@@ -6,9 +6,20 @@ use wechat_relay_core::{event, xml};
 
 fuzz_target!(|body: &[u8]| {
     if let Ok(root) = xml::parse(body) {
-        let ctx = event::Context { account: "platform", app_id: None, received_at_ms: 0 };
+        let ctx = event::Context {
+            account: "platform",
+            app_id: None,
+            merchant: None,
+            message: body,
+            received_at_ms: 0,
+        };
         if let Ok(e) = event::normalize_component(&root, &ctx) {
             let _ = e.to_json();
+        }
+        // The same message as a merchant's message or event.
+        let merchant = event::Context { merchant: Some("wxmerchant"), ..ctx };
+        if let Ok(e) = event::normalize(&root, &merchant) {
+            assert!(e.id.starts_with("evt_") && e.id.len() == 36);
         }
     }
     let _ = wechat_relay_core::component::auth_code_of(body);
