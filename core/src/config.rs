@@ -114,6 +114,7 @@ pub struct Config {
     max_attempts: Setting<u32>,
     /// The retry schedule, checked against `QUEUE_RETENTION`.
     schedule: Setting<Schedule>,
+    queue_retention: Setting<u64>,
     dead_letter_queue: String,
     reply_url: Setting<Option<Destination>>,
     reply_timeout_ms: Setting<u64>,
@@ -182,6 +183,7 @@ impl Config {
                 )),
             },
             schedule: schedule(&retry_delays, &max_attempts, &retention),
+            queue_retention: retention,
             retry_delays,
             max_attempts,
             dead_letter_queue: get("DEAD_LETTER_QUEUE")
@@ -303,6 +305,12 @@ impl Config {
 
     pub fn max_attempts(&self) -> Result<u32, ConfigError> {
         self.max_attempts.clone()
+    }
+
+    /// `QUEUE_RETENTION` in seconds; when it is malformed, the shortest it may be (1 hour),
+    /// so that nothing waits past the real one.
+    pub fn queue_retention_secs(&self) -> u64 {
+        self.queue_retention.clone().unwrap_or(3_600)
     }
 
     /// The retry schedule, which must fit in the queue's retention.

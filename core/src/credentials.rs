@@ -69,9 +69,20 @@ pub struct Memory {
     pub(crate) authorizer_flights: Flights<FlightKey, Result<Stored, Error>>,
     pub(crate) exchanges: Flights<String, Result<crate::component::Authorization, Error>>,
     last_forced: RefCell<HashMap<String, u64>>,
+    /// Dead letters this isolate is replaying now (so two replays here never both send one).
+    replaying: RefCell<std::collections::HashSet<String>>,
 }
 
 impl Memory {
+    /// Claims `key` for this isolate; `false` when it is claimed already.
+    pub(crate) fn claim_replay(&self, key: &str) -> bool {
+        self.replaying.borrow_mut().insert(key.to_owned())
+    }
+
+    pub(crate) fn release_replay(&self, key: &str) {
+        self.replaying.borrow_mut().remove(key);
+    }
+
     /// Whether this isolate forced a refresh of `key` in the last minute.
     pub(crate) fn forced_recently(&self, key: &str, now: u64) -> bool {
         self.last_forced

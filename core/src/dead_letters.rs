@@ -13,6 +13,11 @@ use crate::ports::{Store, StoreError};
 use crate::time;
 
 pub const PREFIX: &str = "dead:";
+/// Where the replayable dead letters are: every key of an event's dead letter.
+pub const EVENT_PREFIX: &str = "dead:evt_";
+/// Unreadable queue messages sort after every event's dead letters (`~` > `e`), so a replay,
+/// which pages from the start, meets them last and `remaining` does not count them.
+pub const UNREADABLE_PREFIX: &str = "dead:~unreadable:";
 /// How long a dead letter is kept.
 pub const TTL_SECS: u64 = 30 * 86_400;
 
@@ -90,7 +95,11 @@ impl DeadLetter {
     }
 
     pub fn key(&self) -> String {
-        key(&self.id, &self.target)
+        if self.unreadable {
+            format!("{UNREADABLE_PREFIX}{}", self.id)
+        } else {
+            key(&self.id, &self.target)
+        }
     }
 
     /// What `GET /admin/dead-letters` shows: no body, the target without query or user info,
@@ -166,12 +175,15 @@ pub async fn page<S: Store>(
     Ok((out, page.cursor))
 }
 
-/// How many dead letters there are, counting keys only (1,000 a list operation).
+/// How many replayable dead letters there are (unreadable messages not counted), counting keys
+/// only (1,000 a list operation).
 pub async fn count<S: Store>(store: &S) -> Result<usize, StoreError> {
     let mut cursor: Option<String> = None;
     let mut n = 0;
     loop {
-        let page = store.list_page(PREFIX, cursor.as_deref(), 1000).await?;
+        let page = store
+            .list_page(EVENT_PREFIX, cursor.as_deref(), 1000)
+            .await?;
         n += page.keys.len();
         match page.cursor {
             Some(c) => cursor = Some(c),
@@ -287,6 +299,15 @@ mod tests {
             .0
             .is_empty());
         assert_eq!(clock.run(count(&store)).unwrap(), 3);
+        let raw = DeadLetter::unreadable("{oops", "not json", 1);
+        assert!(raw.key().starts_with(UNREADABLE_PREFIX) && raw.key() > a.key());
+        clock.run(put(&store, &raw)).unwrap();
+        assert_eq!(
+            clock.run(count(&store)).unwrap(),
+            3,
+            "not replayable, not counted"
+        );
+        assert_eq!(clock.run(page(&store, None, None, 100)).unwrap().0.len(), 4);
         let s = a.summary();
         assert_eq!(s["target"], "https://a.example/x");
         assert_eq!(s["last_status"], 410);

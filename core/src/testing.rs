@@ -193,6 +193,11 @@ impl MemoryStore {
             .insert(key.to_owned(), (value.to_owned(), None));
     }
 
+    /// Removes an entry directly (no failure switches, no operation counted).
+    pub fn clock_delete(&self, key: &str) {
+        self.entries.borrow_mut().remove(key);
+    }
+
     /// The expiry (Unix ms) of an entry.
     pub fn expiry_of(&self, key: &str) -> Option<u64> {
         self.entries.borrow().get(key).and_then(|(_, e)| *e)

@@ -24,7 +24,7 @@ export const DEAD_LETTER_QUEUE = "wechat-relay-dead-letters";
 /** The queue configuration of wrangler.toml, with batches handed over at once. */
 export const QUEUE_CONSUMERS = {
   [QUEUE]: { maxBatchSize: 10, maxBatchTimeout: 0, maxRetries: 100, deadLetterQueue: DEAD_LETTER_QUEUE },
-  [DEAD_LETTER_QUEUE]: { maxBatchSize: 10, maxBatchTimeout: 0, maxRetries: 10 },
+  [DEAD_LETTER_QUEUE]: { maxBatchSize: 10, maxBatchTimeout: 0, maxRetries: 100 },
 };
 
 /**

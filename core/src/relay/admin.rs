@@ -124,6 +124,22 @@ where
         letter: &DeadLetter,
         secret: Option<&crate::webhook::WebhookSecret>,
     ) -> (&'static str, Option<String>) {
+        // Claimed in this isolate first, so two replays here never both read it before either
+        // takes it; then taken out of the store.
+        if !self.memory.claim_replay(key) {
+            return ("taken", None);
+        }
+        let result = self.replay_claimed(key, letter, secret).await;
+        self.memory.release_replay(key);
+        result
+    }
+
+    async fn replay_claimed(
+        &self,
+        key: &str,
+        letter: &DeadLetter,
+        secret: Option<&crate::webhook::WebhookSecret>,
+    ) -> (&'static str, Option<String>) {
         match self.store.take(key).await {
             Ok(Some(_)) => {}
             Ok(None) => return ("taken", None),
@@ -171,9 +187,15 @@ where
         }
     }
 
-    /// A dead letter back in the list after a replay that did not go out.
+    /// A dead letter back in the list after a replay that did not go out (tried twice; then
+    /// the whole record is in the error log line).
     async fn put_back(&self, letter: &DeadLetter) {
-        if let Err(e) = dead_letters::put(&self.store, letter).await {
+        let first = dead_letters::put(&self.store, letter).await;
+        let second = match first {
+            Ok(()) => return,
+            Err(_) => dead_letters::put(&self.store, letter).await,
+        };
+        if let Err(e) = second {
             log::error!(event_id = letter.id.as_str(), error = e.to_string(), letter = serde_json::to_string(letter).unwrap_or_default(); "dead letter not put back after a failed replay (the whole record is in this line)");
         }
     }

@@ -2,6 +2,7 @@
 //! and slow jobs, the queue's retention, dead-letter storage failures, unreadable and newer
 //! jobs, concurrent replays, large backlogs, broken settings.
 
+use super::super::queue::{store_retry_delay, BODY_PATIENCE_MS, STORE_RETRY_MAX_SECS};
 use super::*;
 use crate::relay::QueueMessage;
 
@@ -226,13 +227,13 @@ fn a_dead_letter_that_cannot_be_stored_keeps_its_message_until_it_can() {
     t.store.fail_writes.set(true);
     assert!(matches!(
         t.clock
-            .run(t.relay.consume_dead(&job.to_text(), NOW * 1000)),
+            .run(t.relay.consume_dead(&job.to_text(), 1, NOW * 1000)),
         Verdict::Retry { .. }
     ));
     t.store.fail_writes.set(false);
     assert_eq!(
         t.clock
-            .run(t.relay.consume_dead(&job.to_text(), NOW * 1000)),
+            .run(t.relay.consume_dead(&job.to_text(), 1, NOW * 1000)),
         Verdict::Ack
     );
     assert_eq!(t.dead_letters().len(), 2);
@@ -244,7 +245,7 @@ fn unreadable_messages_become_dead_letters_and_newer_jobs_are_delivered() {
     for garbage in ["{oops", "null", r#"{"v":1,"event_id":"evt_x"}"#] {
         assert_eq!(t.clock.run(t.relay.consume(garbage, 1, 0)), Verdict::Ack);
     }
-    assert_eq!(t.clock.run(t.relay.consume_dead("[]", 0)), Verdict::Ack);
+    assert_eq!(t.clock.run(t.relay.consume_dead("[]", 1, 0)), Verdict::Ack);
     let letters = t.dead_letters();
     assert_eq!(letters.len(), 4);
     assert!(letters.iter().all(|l| l["unreadable"] == true));
@@ -256,7 +257,11 @@ fn unreadable_messages_become_dead_letters_and_newer_jobs_are_delivered() {
         .any(|k| t.store.peek(k).is_some_and(|v| v.contains("oops"))));
     let replay = t.clock.run(t.relay.replay(None, None, None)).unwrap();
     assert_eq!(replay["queued"], 0);
-    assert_eq!(replay["remaining"], 4);
+    // Listed last, never replayed, not counted as remaining (a drain loop ends).
+    assert_eq!(replay["remaining"], 0);
+    let results = replay["replayed"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert!(results.iter().all(|r| r["result"] == "unreadable"));
     // Storage down: not acked.
     t.store.fail_writes.set(true);
     assert!(matches!(
@@ -404,7 +409,7 @@ fn a_malformed_forward_secret_never_delivers_unsigned() {
     ));
     assert_eq!(
         t.clock
-            .run(t.relay.consume_dead(&job.to_text(), NOW * 1000)),
+            .run(t.relay.consume_dead(&job.to_text(), 1, NOW * 1000)),
         Verdict::Ack
     );
     assert!(t.deliveries().is_empty());
@@ -442,4 +447,64 @@ fn one_callbacks_jobs_are_enqueued_all_or_none() {
     assert!(t.queue.is_empty(), "none of the three");
     t.receive_all(&q, &b).unwrap();
     assert_eq!(t.queue.len(), 3);
+}
+
+#[test]
+fn a_kept_body_not_yet_visible_is_waited_for_and_a_lost_one_never_replays_empty() {
+    let t = world(&[], true);
+    let big = "长".repeat(60_000);
+    let xml = text_message("o_big", &big, 1, NOW);
+    let (q, b) = callback(TOKEN, KEY, APP_ID, &xml, Sent::Plain, NOW, "1");
+    t.receive_all(&q, &b).unwrap();
+    let job_text = t.queue.sent.borrow()[0].0.clone();
+    let key = jobs::body_key(&Job::parse(&job_text).unwrap().event_id);
+    let kept = t.store.peek(&key).unwrap();
+    // Another location has not seen the write yet: retried, not dead-lettered.
+    t.store.clock_delete(&key);
+    assert!(matches!(
+        t.clock.run(t.relay.consume(&job_text, 1, NOW * 1000)),
+        Verdict::Retry { .. }
+    ));
+    assert!(t.dead_letters().is_empty());
+    t.store.insert(&key, &kept);
+    assert_eq!(
+        t.clock.run(t.relay.consume(&job_text, 2, NOW * 1000)),
+        Verdict::Ack
+    );
+    // Gone for good (deleted by hand, long after): the job is kept whole, unreplayable.
+    t.store.clock_delete(&key);
+    t.clock.advance(BODY_PATIENCE_MS + 1);
+    assert_eq!(
+        t.clock.run(t.relay.consume(&job_text, 3, NOW * 1000)),
+        Verdict::Ack
+    );
+    let letters = t.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["unreadable"], true);
+    let before = t.deliveries().len();
+    t.clock.run(t.relay.replay(None, None, None)).unwrap();
+    t.drain(10);
+    assert_eq!(
+        t.deliveries().len(),
+        before,
+        "never sent with an empty body"
+    );
+}
+
+#[test]
+fn a_store_that_keeps_failing_is_retried_ever_less_often() {
+    let delays: Vec<u32> = (1..=10).map(store_retry_delay).collect();
+    assert_eq!(&delays[..4], &[60, 120, 240, 480]);
+    assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(delays[9], STORE_RETRY_MAX_SECS);
+    // Direct mode: a dead letter that cannot be stored after the answer goes to the queue.
+    let t = world(&[("FORWARD_MODE", "direct")], true);
+    t.receive_with(|_| Ok(FakeAnswer::status(410)));
+    t.store.fail_writes.set(true);
+    let (q, b, _) = t.message(Sent::Plain);
+    t.receive_all(&q, &b).unwrap();
+    assert_eq!(t.queue.len(), 1, "the job went back to the queue");
+    t.store.fail_writes.set(false);
+    t.drain(100);
+    assert_eq!(t.dead_letters().len(), 1);
 }

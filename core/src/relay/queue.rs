@@ -21,8 +21,20 @@ use crate::webhook::WebhookSecret;
 pub const MAX_PARALLEL_ATTEMPTS: usize = 6;
 /// How long a job waits for a broken setting to be fixed before it is looked at again.
 pub const POSTPONE_SECS: u32 = 300;
-/// How long a job waits when its dead letter (or its kept body) could not be read or stored.
+/// How long a job waits, at first, when its dead letter (or its kept body) could not be read or
+/// stored; the wait doubles with each delivery of the message, up to [`STORE_RETRY_MAX_SECS`].
 pub const STORE_RETRY_SECS: u32 = 60;
+pub const STORE_RETRY_MAX_SECS: u32 = 3_600;
+/// How long a kept body that cannot be found is looked for again (Workers KV shows another
+/// location's write after about a minute).
+pub const BODY_PATIENCE_MS: u64 = 10 * 60_000;
+
+/// The wait before the next try of a store that failed on delivery `attempts` of a message.
+pub fn store_retry_delay(attempts: u32) -> u32 {
+    STORE_RETRY_SECS
+        .saturating_mul(1 << attempts.saturating_sub(1).min(6))
+        .min(STORE_RETRY_MAX_SECS)
+}
 /// A `sendBatch` takes 256 KB; the rest is left for the queue's own framing.
 pub const MAX_BATCH_BYTES: usize = 240 * 1024;
 
@@ -58,7 +70,7 @@ where
         let done = stream::iter(messages.into_iter().enumerate())
             .map(|(i, m)| async move {
                 let verdict = if dead_letter_queue {
-                    self.consume_dead(&m.text, m.enqueued_ms).await
+                    self.consume_dead(&m.text, m.attempts, m.enqueued_ms).await
                 } else {
                     self.consume(&m.text, m.attempts, m.enqueued_ms).await
                 };
@@ -88,13 +100,15 @@ where
             return Ok(jobs);
         };
         let key = jobs::body_key(&first.event_id);
-        self.store
-            .put(
-                &key,
-                &String::from_utf8_lossy(body),
-                Some(jobs::BODY_TTL_SECS),
-            )
-            .await?;
+        let text = String::from_utf8_lossy(body);
+        // Kept already (a replay of another target of the event): one write per key a second
+        // is all Workers KV allows.
+        let kept = matches!(self.store.get(&key).await, Ok(Some(found)) if found == text);
+        if !kept {
+            self.store
+                .put(&key, &text, Some(jobs::BODY_TTL_SECS))
+                .await?;
+        }
         for job in &mut jobs {
             job.body = String::new();
             job.body_ref = Some(key.clone());
@@ -103,8 +117,15 @@ where
     }
 
     /// A job with its body in hand: `Err` is the verdict when the kept body cannot be read
-    /// now, or is gone.
-    async fn resolve(&self, mut job: Job) -> Result<Job, Verdict> {
+    /// now (retried), or is gone for good (the job kept whole as an unreadable dead letter: a
+    /// replay must never send the event's id with another body).
+    async fn resolve(
+        &self,
+        mut job: Job,
+        text: &str,
+        attempts: u32,
+        enqueued_ms: u64,
+    ) -> Result<Job, Verdict> {
         let Some(key) = job.body_ref.take() else {
             return Ok(job);
         };
@@ -113,16 +134,23 @@ where
                 job.body = body;
                 Ok(job)
             }
+            Ok(None) if self.clock.now_ms().saturating_sub(enqueued_ms) < BODY_PATIENCE_MS => {
+                // Written elsewhere a moment ago: not visible here yet.
+                log::info!(event_id = job.event_id.as_str(); "the event's kept body is not visible yet; retrying");
+                Err(Verdict::Retry {
+                    delay_secs: STORE_RETRY_SECS,
+                })
+            }
             Ok(None) => {
-                // Kept longer than any queue keeps a message: only a deleted key gets here.
-                log::error!(event_id = job.event_id.as_str(), key = key.as_str(); "the event's kept body is gone; storing a dead letter without it");
-                let failed = self.not_attempted(&job, 1, 0, "the event's kept body is gone");
-                Err(self.dead_letter_verdict(&job, &failed).await)
+                log::error!(event_id = job.event_id.as_str(), key = key.as_str(); "the event's kept body is gone; the job is kept as an unreadable dead letter");
+                Err(self
+                    .keep_unreadable(text, "the event's kept body is gone", attempts)
+                    .await)
             }
             Err(e) => {
                 log::warn!(event_id = job.event_id.as_str(), error = e.to_string(); "the event's kept body could not be read; retrying");
                 Err(Verdict::Retry {
-                    delay_secs: STORE_RETRY_SECS,
+                    delay_secs: store_retry_delay(attempts),
                 })
             }
         }
@@ -135,7 +163,7 @@ where
         Ok((schedule, secret))
     }
 
-    /// A failure record for a job that was not attempted (a broken setting, a lost body).
+    /// A failure record for a job that was not attempted (a broken setting).
     fn not_attempted(&self, job: &Job, attempts: u32, first_ms: u64, why: &str) -> Failed {
         let now = self.clock.now_ms();
         Failed {
@@ -162,9 +190,9 @@ where
     pub async fn consume(&self, text: &str, attempts: u32, enqueued_ms: u64) -> Verdict {
         let job = match Job::parse(text) {
             Ok(job) => job,
-            Err(e) => return self.keep_unreadable(text, &e.to_string()).await,
+            Err(e) => return self.keep_unreadable(text, &e.to_string(), attempts).await,
         };
-        let job = match self.resolve(job).await {
+        let job = match self.resolve(job, text, attempts, enqueued_ms).await {
             Ok(job) => job,
             Err(verdict) => return verdict,
         };
@@ -178,18 +206,22 @@ where
             Ok(settings) => settings,
             Err(e) => {
                 log::error!(event_id = job.event_id.as_str(), setting = e.setting.as_str(), error = e.to_string(); "delivery postponed until the setting is fixed");
-                let fallback = Schedule::default();
+                // The real retention when it parses, else the shortest there can be.
+                let fallback = Schedule {
+                    retention_secs: self.config.queue_retention_secs(),
+                    ..Schedule::default()
+                };
                 return match fallback.retry_or_dead(POSTPONE_SECS, first_ms, self.clock.now_ms()) {
                     Next::Retry { delay_secs } => Verdict::Retry { delay_secs },
                     _ => {
                         let failed = self.not_attempted(&job, total, first_ms, &format!("{e}"));
-                        self.dead_letter_verdict(&job, &failed).await
+                        self.dead_letter_verdict(&job, &failed, attempts).await
                     }
                 };
             }
         };
         let Ok(target) = job.destination() else {
-            return self.keep_unreadable(text, "no destination").await;
+            return self.keep_unreadable(text, "no destination", attempts).await;
         };
         let (outcome, at) = self
             .attempt(&target, &job.event_id, job.body.as_bytes(), secret.as_ref())
@@ -212,10 +244,10 @@ where
                 log::info!(event_id = job.event_id.as_str(), target = delivery::redact(&failed.target), attempts = total.to_string(), reason = failed.last.reason(), retry_in = delay_secs.to_string(); "delivery failed; retrying");
                 Verdict::Retry { delay_secs }
             }
-            Next::DeadLetter => self.dead_letter_verdict(&job, &failed).await,
+            Next::DeadLetter => self.dead_letter_verdict(&job, &failed, attempts).await,
             Next::PastRetention { delay_secs } => {
                 log::warn!(event_id = job.event_id.as_str(), target = delivery::redact(&failed.target), retry_in = delay_secs.to_string(); "the next attempt would come after the queue's retention (QUEUE_RETENTION); storing a dead letter now");
-                self.dead_letter_verdict(&job, &failed).await
+                self.dead_letter_verdict(&job, &failed, attempts).await
             }
         }
     }
@@ -223,12 +255,12 @@ where
     /// The dead-letter queue's consumer: a job the queue gave up on (its own `max_retries` ran
     /// out before the relay's schedule did, or the consumer kept failing). One last attempt;
     /// if that fails, a dead letter.
-    pub async fn consume_dead(&self, text: &str, enqueued_ms: u64) -> Verdict {
+    pub async fn consume_dead(&self, text: &str, deliveries: u32, enqueued_ms: u64) -> Verdict {
         let job = match Job::parse(text) {
             Ok(job) => job,
-            Err(e) => return self.keep_unreadable(text, &e.to_string()).await,
+            Err(e) => return self.keep_unreadable(text, &e.to_string(), deliveries).await,
         };
-        let job = match self.resolve(job).await {
+        let job = match self.resolve(job, text, deliveries, enqueued_ms).await {
             Ok(job) => job,
             Err(verdict) => return verdict,
         };
@@ -239,11 +271,13 @@ where
             Err(e) => {
                 log::error!(event_id = job.event_id.as_str(), setting = e.setting.as_str(), error = e.to_string(); "not delivered until the setting is fixed; storing a dead letter to replay then");
                 let failed = self.not_attempted(&job, attempts, enqueued_ms, &format!("{e}"));
-                return self.dead_letter_verdict(&job, &failed).await;
+                return self.dead_letter_verdict(&job, &failed, deliveries).await;
             }
         };
         let Ok(target) = job.destination() else {
-            return self.keep_unreadable(text, "no destination").await;
+            return self
+                .keep_unreadable(text, "no destination", deliveries)
+                .await;
         };
         let (outcome, now) = self
             .attempt(&target, &job.event_id, job.body.as_bytes(), secret.as_ref())
@@ -266,11 +300,11 @@ where
             first_attempt_ms: job.first_attempt_at.unwrap_or(enqueued_ms),
             last_attempt_ms: now,
         };
-        self.dead_letter_verdict(&job, &failed).await
+        self.dead_letter_verdict(&job, &failed, deliveries).await
     }
 
     /// A message that is not a job: kept as a dead letter of its text, never silently acked.
-    async fn keep_unreadable(&self, text: &str, why: &str) -> Verdict {
+    async fn keep_unreadable(&self, text: &str, why: &str, attempts: u32) -> Verdict {
         let letter = DeadLetter::unreadable(text, why, self.clock.now_ms());
         match dead_letters::put(&self.store, &letter).await {
             Ok(()) => {
@@ -280,20 +314,53 @@ where
             Err(e) => {
                 log::error!(reason = why, error = e.to_string(), message = text; "unreadable queue message not stored; retrying (its whole text is in this line)");
                 Verdict::Retry {
-                    delay_secs: STORE_RETRY_SECS,
+                    delay_secs: store_retry_delay(attempts),
                 }
             }
         }
     }
 
-    /// Stores the dead letter: acknowledged once stored, retried until it is.
-    async fn dead_letter_verdict(&self, job: &Job, failed: &Failed) -> Verdict {
+    /// Stores the dead letter: acknowledged once stored, retried (ever less often) until it is.
+    async fn dead_letter_verdict(&self, job: &Job, failed: &Failed, attempts: u32) -> Verdict {
         delivery::log_failed(&job.event_id, failed);
         if self.store_dead_letter(job, failed).await {
             Verdict::Ack
         } else {
             Verdict::Retry {
-                delay_secs: STORE_RETRY_SECS,
+                delay_secs: store_retry_delay(attempts),
+            }
+        }
+    }
+
+    /// A dead letter stored outside the consumer (after the answer): tried three times; if the
+    /// store still fails, the job goes to the queue (when there is one), whose consumer tries
+    /// the delivery again and keeps the message until its dead letter is stored.
+    pub(super) async fn keep_failed(&self, job: &Job, failed: &Failed) {
+        for pause_ms in [250, 1_000, 0] {
+            if self.store_dead_letter(job, failed).await {
+                return;
+            }
+            if pause_ms > 0 {
+                self.clock.sleep(pause_ms).await;
+            }
+        }
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let body = job.body.clone().into_bytes();
+        let sent = match self.fit(vec![job.clone()], &body).await {
+            Ok(jobs) => match jobs.first() {
+                Some(job) => queue.send(&job.to_text(), STORE_RETRY_SECS).await,
+                None => Err("no job".to_owned()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match sent {
+            Ok(()) => {
+                log::warn!(event_id = job.event_id.as_str(); "dead letter not stored; the job went back to the queue instead")
+            }
+            Err(e) => {
+                log::error!(event_id = job.event_id.as_str(), error = e.as_str(), job = job.to_text(); "dead letter not stored and the job not queued (the whole job is in this line)")
             }
         }
     }
@@ -363,7 +430,7 @@ where
             };
             for failed in delivery::deliver_inline(&self.clock, &self.http, &delivery).await {
                 let job = Job::new(&event_id, &account, &failed.target, &body);
-                self.store_dead_letter(&job, &failed).await;
+                self.keep_failed(&job, &failed).await;
             }
             return;
         }
@@ -399,7 +466,7 @@ where
                 Next::Retry { delay_secs } => retries.push((job, failed, delay_secs)),
                 Next::DeadLetter | Next::PastRetention { .. } => {
                     delivery::log_failed(&event_id, &failed);
-                    self.store_dead_letter(&job, &failed).await;
+                    self.keep_failed(&job, &failed).await;
                 }
             }
         }
@@ -456,7 +523,7 @@ where
         for (job, failed, _) in retries {
             log::error!(event_id = job.event_id.as_str(), error = error; "could not schedule a retry; storing a dead letter");
             delivery::log_failed(&job.event_id, failed);
-            self.store_dead_letter(job, failed).await;
+            self.keep_failed(job, failed).await;
         }
     }
 }

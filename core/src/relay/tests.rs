@@ -528,7 +528,7 @@ fn the_dead_letter_queue_consumer_tries_once_more_then_stores() {
     );
     assert_eq!(
         t.clock
-            .run(t.relay.consume_dead(&job.to_text(), NOW * 1000)),
+            .run(t.relay.consume_dead(&job.to_text(), 1, NOW * 1000)),
         Verdict::Ack
     );
     let letters = t.dead_letters();
@@ -546,13 +546,16 @@ fn the_dead_letter_queue_consumer_tries_once_more_then_stores() {
     );
     assert_eq!(
         t.clock
-            .run(t.relay.consume_dead(&job2.to_text(), NOW * 1000)),
+            .run(t.relay.consume_dead(&job2.to_text(), 1, NOW * 1000)),
         Verdict::Ack
     );
     assert_eq!(t.dead_letters().len(), 1);
     // Garbage is dropped, not retried forever.
     assert_eq!(t.clock.run(t.relay.consume("{oops", 1, 0)), Verdict::Ack);
-    assert_eq!(t.clock.run(t.relay.consume_dead("null", 0)), Verdict::Ack);
+    assert_eq!(
+        t.clock.run(t.relay.consume_dead("null", 1, 0)),
+        Verdict::Ack
+    );
 }
 
 #[test]
