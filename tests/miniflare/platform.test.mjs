@@ -278,7 +278,7 @@ describe("third-party platform", () => {
     const synced = await (await relay.fetch("/component/authorizers/sync?account=platform", { method: "POST", headers: AUTH })).json();
     // WeChat still knows the merchant and the release check's test account; only the
     // merchant's record was lost.
-    assert.deepEqual(synced, { total: 2, created: 1, updated: 0 });
+    assert.deepEqual(synced, { total: 2, offset: 0, next_offset: null, created: 1, updated: 0, unchanged: 1, failed: 0 });
     assert.equal((await kv.get(`authorizer:platform:${MERCHANT}`, "json")).refresh_token, api.state.authorizers[MERCHANT].refresh);
     await push(infoXml("notify_third_fasteregister", "<appid>wx2222222222222222</appid><status>0</status><auth_code>c</auth_code><msg>OK</msg>"));
     const registered = await eventually(() => forwarded().find((e) => e.event === "notify_third_fasteregister"));
