@@ -1,9 +1,10 @@
 //! Access tokens and JS-SDK tickets: what to ask WeChat, how to read the answer, what to store
 //! in KV, and when a stored one must be refreshed. No I/O: the shell does the fetches.
 
-use crate::accounts::{Account, Kind};
+use crate::accounts::Account;
 use crate::api_error::{errcode_of, ApiError};
 use crate::error::Error;
+pub use crate::kind::{Kind, TokenEndpoint};
 use crate::ports::HttpRequest;
 
 /// Serve a stored credential only while more than this remains; fetch a new one after.
@@ -18,27 +19,6 @@ pub const FORCED_REFRESH_INTERVAL_SECS: u64 = 60;
 /// KV entries expire this long before the credential does (and never under KV's 60 s minimum).
 pub const KV_TTL_MARGIN_SECS: u64 = 120;
 pub const KV_MIN_TTL_SECS: u64 = 60;
-
-/// Which endpoint issues access tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenEndpoint {
-    /// `POST /cgi-bin/stable_token`: the same token to every caller while it is valid, so
-    /// concurrent refreshes from several locations cannot invalidate each other.
-    Stable,
-    /// `GET /cgi-bin/token`: every call invalidates the previous token (after 5 minutes).
-    Classic,
-}
-
-impl std::str::FromStr for TokenEndpoint {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "stable" => Ok(TokenEndpoint::Stable),
-            "classic" => Ok(TokenEndpoint::Classic),
-            _ => Err("must be \"stable\" or \"classic\"".to_owned()),
-        }
-    }
-}
 
 fn encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()

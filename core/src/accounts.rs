@@ -16,11 +16,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::access_token::TokenEndpoint;
-use crate::config::{parse_http_url, ConfigError, Secret, Setting, DEFAULT_API_BASE};
 use crate::crypto::AesKey;
+pub use crate::kind::{Kind, TokenEndpoint};
+use crate::settings::{parse_http_url, ConfigError, Secret, Setting};
 
 pub const DEFAULT_ACCOUNT: &str = "default";
+/// WeChat's API.
+pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 /// WeCom's API.
 pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 /// Largest `WECHAT_ACCOUNTS` document accepted.
@@ -33,63 +35,6 @@ pub fn is_valid_name(name: &str) -> bool {
     bytes.next().is_some_and(|b| b.is_ascii_lowercase())
         && name.len() <= 32
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// The kinds of WeChat account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A service or subscription Official Account, verified or not.
-    Official,
-    /// An enterprise account's self-built app (WeCom): always encrypted, echostr encrypted too.
-    WeCom,
-    /// A Mini Program's message push.
-    MiniProgram,
-    /// A third-party platform (开放平台 component): its authorization pushes, and the messages
-    /// of the accounts that authorized it.
-    Component,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Official => "official",
-            Kind::WeCom => "wecom",
-            Kind::MiniProgram => "miniprogram",
-            Kind::Component => "component",
-        }
-    }
-
-    fn parse(kind: &str) -> Option<Kind> {
-        Some(match kind {
-            "official" => Kind::Official,
-            "wecom" => Kind::WeCom,
-            "miniprogram" => Kind::MiniProgram,
-            "component" => Kind::Component,
-            _ => return None,
-        })
-    }
-
-    /// The fields an account of this kind may have in `WECHAT_ACCOUNTS`.
-    fn fields(self) -> &'static [&'static str] {
-        match self {
-            Kind::Official => &["kind", "app_id", "mode", "api_base", "token_endpoint"],
-            Kind::MiniProgram => &[
-                "kind",
-                "app_id",
-                "mode",
-                "format",
-                "api_base",
-                "token_endpoint",
-            ],
-            Kind::WeCom => &["kind", "corp_id", "agent_id", "mode", "api_base"],
-            Kind::Component => &["kind", "app_id", "mode", "api_base"],
-        }
-    }
-
-    /// Whether WeChat always encrypts this kind's callbacks (a plaintext one is refused).
-    pub fn always_encrypted(self) -> bool {
-        matches!(self, Kind::WeCom | Kind::Component)
-    }
 }
 
 /// How an account's callbacks arrive: the console's 消息加解密方式 (message encryption).
@@ -520,7 +465,7 @@ impl Accounts {
         document: &str,
         get: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Accounts, ConfigError> {
-        let map = crate::config::json_object(
+        let map = crate::settings::json_object(
             "WECHAT_ACCOUNTS",
             document,
             MAX_DOCUMENT_BYTES,

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::accounts::Kind;
+use crate::kind::Kind;
 
 /// Why a call to WeChat's API did not give us what we asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,11 +8,14 @@ use crate::accounts::{Account, Accounts, DEFAULT_ACCOUNT};
 use crate::error::Error;
 use crate::event::Event;
 use crate::jobs::Schedule;
+pub use crate::jobs::MAX_DELAY_SECS;
 use crate::ports::Destination;
 use crate::routing::{self, Routes};
+use crate::settings::Setting;
+pub use crate::settings::{ConfigError, Secret};
 use crate::webhook::WebhookSecret;
 
-pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+pub use crate::accounts::DEFAULT_API_BASE;
 pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u64 = 300;
 /// The widest timestamp window accepted (15 minutes).
 pub const MAX_MAX_CLOCK_SKEW_SECONDS: u64 = 900;
@@ -23,8 +26,6 @@ pub const DEFAULT_RETRY_DELAYS: &str = "5s 15s 45s 2m 5m 15m";
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 96;
 /// Cloudflare Queues retry a message at most 100 times: 101 deliveries.
 pub const MAX_MAX_ATTEMPTS: u32 = 101;
-/// The longest delay Cloudflare Queues accept (12 hours).
-pub const MAX_DELAY_SECS: u32 = 43_200;
 pub const DEFAULT_REPLY_TIMEOUT_MS: u64 = 3_000;
 /// The most a passive reply may take, so that WeChat's 5 s always hold.
 pub const MAX_REPLY_TIMEOUT_MS: u64 = 4_500;
@@ -49,54 +50,6 @@ pub enum ForwardMode {
     Queue,
     /// One attempt per target right after the answer; only failures are enqueued.
     Direct,
-}
-
-/// A missing or malformed setting, named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub setting: String,
-    pub problem: String,
-}
-
-impl ConfigError {
-    pub fn new(setting: &str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            setting: setting.to_owned(),
-            problem: problem.into(),
-        }
-    }
-    pub fn missing(setting: &str) -> Self {
-        ConfigError::new(setting, "is not set")
-    }
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "setting {} {}", self.setting, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-pub(crate) type Setting<T> = Result<T, ConfigError>;
-
-/// A secret string whose `Debug` output is redacted.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }
 
 /// Every setting of the relay. Secrets never appear in `Debug` output.
@@ -206,7 +159,7 @@ impl Config {
                         )
                     }),
             },
-            admin_api_key: get("ADMIN_API_KEY").map(Secret),
+            admin_api_key: get("ADMIN_API_KEY").map(Secret::new),
             forward_secret: get("FORWARD_SECRET")
                 .map(|s| {
                     s.parse::<WebhookSecret>()
@@ -225,7 +178,7 @@ impl Config {
                     )),
                 },
             },
-            token_api_key: get("TOKEN_API_KEY").map(Secret),
+            token_api_key: get("TOKEN_API_KEY").map(Secret::new),
         }
     }
 
@@ -511,44 +464,6 @@ fn parse_delays(list: &str) -> Setting<Vec<u32>> {
         return Err(err("lists no delay".into()));
     }
     Ok(delays)
-}
-
-/// A setting that holds a JSON object (`WECHAT_ACCOUNTS`, `FORWARD_ROUTES`): bounded in size and
-/// keys, every failure a [`ConfigError`] naming the setting. `shape` says what the object maps.
-pub(crate) fn json_object(
-    setting: &str,
-    document: &str,
-    max_bytes: usize,
-    max_keys: usize,
-    shape: &str,
-) -> Setting<serde_json::Map<String, serde_json::Value>> {
-    let err = |p: String| ConfigError::new(setting, p);
-    if document.len() > max_bytes {
-        return Err(err(format!("is larger than {max_bytes} bytes")));
-    }
-    let value: serde_json::Value = serde_json::from_str(document).map_err(|e| {
-        let why: String = e.to_string().chars().take(100).collect();
-        err(format!("is not valid JSON ({why})"))
-    })?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(err(format!("must be a JSON object mapping {shape}")));
-    };
-    if map.len() > max_keys {
-        return Err(err(format!("has more than {max_keys} keys")));
-    }
-    Ok(map)
-}
-
-/// Checks that `s` is an absolute http(s) URL with a host; returns it normalized.
-pub(crate) fn parse_http_url(s: &str) -> Result<String, String> {
-    let url = url::Url::parse(s).map_err(|e| format!("is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("must be an http:// or https:// URL".into());
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("must name a host".into());
-    }
-    Ok(url.to_string())
 }
 
 #[cfg(test)]

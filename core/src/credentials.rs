@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use crate::access_token::{self, Stored, FORCED_REFRESH_INTERVAL_SECS};
 use crate::accounts::{Account, Kind as AccountKind};
 use crate::api_error::{is_token_invalid, ApiError};
-use crate::component;
+use crate::component_state as component;
 use crate::error::Error;
 use crate::jssdk;
 use crate::ports::{Clock, Http, Store};
@@ -67,7 +67,7 @@ type FlightKey = (String, Kind, bool);
 pub struct Memory {
     flights: Flights<FlightKey, Result<Stored, ApiError>>,
     pub(crate) authorizer_flights: Flights<FlightKey, Result<Stored, Error>>,
-    pub(crate) exchanges: Flights<String, Result<crate::component::Authorization, Error>>,
+    pub(crate) exchanges: Flights<String, Result<crate::component_state::Authorization, Error>>,
     last_forced: RefCell<HashMap<String, u64>>,
     /// Dead letters this isolate is replaying now (so two replays here never both send one).
     replaying: RefCell<std::collections::HashSet<String>>,

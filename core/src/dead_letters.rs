@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::delivery::{self, Failed};
-use crate::jobs::{self, Job};
+use crate::delivery;
 use crate::ports::{Store, StoreError};
 use crate::time;
 
@@ -56,27 +55,13 @@ pub fn is_key(key: &str) -> bool {
     key.strip_prefix(PREFIX)
         .and_then(|rest| rest.split_once(':'))
         .is_some_and(|(id, hash)| {
-            jobs::is_event_id(id) && hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            crate::event::is_event_id(id)
+                && hash.len() == 8
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
         })
 }
 
 impl DeadLetter {
-    /// The dead letter of a job whose last attempt came to `failed`.
-    pub fn from_job(job: &Job, failed: &Failed) -> DeadLetter {
-        DeadLetter {
-            id: job.event_id.clone(),
-            account: job.account.clone(),
-            target: job.target.clone(),
-            body: job.body.clone(),
-            attempts: failed.attempts,
-            last_status: failed.last.status(),
-            last_error: failed.last.reason(),
-            first_attempt_at: failed.first_attempt_ms,
-            last_attempt_at: failed.last_attempt_ms,
-            unreadable: false,
-        }
-    }
-
     /// The dead letter of a queue message that is not a job: its whole text, under an id of
     /// its own (the same text, the same dead letter).
     pub fn unreadable(text: &str, why: &str, now_ms: u64) -> DeadLetter {
@@ -124,18 +109,6 @@ impl DeadLetter {
             map.insert("unreadable".into(), true.into());
         }
         summary
-    }
-
-    /// A fresh job that replays this dead letter (a new round of attempts).
-    pub fn to_job(&self) -> Job {
-        let mut job = Job::to_target(
-            &self.id,
-            &self.account,
-            self.target.clone(),
-            self.body.as_bytes(),
-        );
-        job.replay_of = Some(self.key());
-        job
     }
 }
 
@@ -218,7 +191,9 @@ pub const MAX_PAGE: usize = 1_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::Failed;
     use crate::delivery::Outcome;
+    use crate::jobs::Job;
     use crate::ports::Destination;
     use crate::testing::{FakeClock, MemoryStore};
 

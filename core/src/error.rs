@@ -4,7 +4,7 @@
 //! nowhere else.
 
 use crate::api_error::ApiError;
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 use crate::xml::XmlError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -217,6 +217,16 @@ pub fn normalize_component(root: &Element, ctx: &Context<'_>) -> Result<Event, E
     })
 }
 
+/// `evt_` and 32 lowercase hex digits.
+pub fn is_event_id(id: &str) -> bool {
+    id.strip_prefix("evt_").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// `evt_` + 32 hex characters of SHA-256 over the account, the merchant's AppID (a third-party
 /// platform's authorizer; empty otherwise) and the whole authenticated message. Every field
 /// counts, so two different callbacks never share an id, while a WeChat retry (the same

@@ -15,9 +15,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::MAX_DELAY_SECS;
-use crate::delivery::Outcome;
+use crate::dead_letters::DeadLetter;
+use crate::delivery::{Failed, Outcome};
 use crate::ports::Destination;
+
+/// The longest delay Cloudflare Queues accept (12 hours).
+pub const MAX_DELAY_SECS: u32 = 43_200;
 
 /// The job format's version.
 pub const VERSION: u8 = 1;
@@ -145,14 +148,38 @@ impl Job {
     }
 }
 
-/// `evt_` and 32 lowercase hex digits.
-pub fn is_event_id(id: &str) -> bool {
-    id.strip_prefix("evt_").is_some_and(|hex| {
-        hex.len() == 32
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+pub use crate::event::is_event_id;
+
+/// A dead letter and a job are one delivery's two states: here, above both, where a job becomes
+/// a dead letter and a dead letter a job again.
+impl DeadLetter {
+    /// The dead letter of a job whose last attempt came to `failed`.
+    pub fn from_job(job: &Job, failed: &Failed) -> DeadLetter {
+        DeadLetter {
+            id: job.event_id.clone(),
+            account: job.account.clone(),
+            target: job.target.clone(),
+            body: job.body.clone(),
+            attempts: failed.attempts,
+            last_status: failed.last.status(),
+            last_error: failed.last.reason(),
+            first_attempt_at: failed.first_attempt_ms,
+            last_attempt_at: failed.last_attempt_ms,
+            unreadable: false,
+        }
+    }
+
+    /// A fresh job that replays this dead letter (a new round of attempts).
+    pub fn to_job(&self) -> Job {
+        let mut job = Job::to_target(
+            &self.id,
+            &self.account,
+            self.target.clone(),
+            self.body.as_bytes(),
+        );
+        job.replay_of = Some(self.key());
+        job
+    }
 }
 
 /// What to do with a job after an attempt.

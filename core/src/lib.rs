@@ -11,19 +11,31 @@
 //! the `testing` feature) implements them in memory, so every flow runs under `cargo test`.
 //! Random bytes and the current time are passed in as values where a function needs them.
 //!
-//! Where each rule lives:
+//! Where each rule lives, layer by layer, lowest first (a module imports only from lower layers;
+//! `core/tests/layers.rs` holds the list and fails on an upward import or a cycle):
 //!
-//! - [`routes`]: which path and method reach which route, error format per route, route keys.
-//! - [`auth`]: bearer keys.
-//! - [`config`], [`accounts`]: the settings, each validated on its own; each account's own.
-//! - [`callback`]: the inbound pipeline (verify, decrypt, parse, normalize) and its parts:
-//!   [`signature`], [`crypto`], [`xml`] (and WeChat's JSON format), [`event`].
-//! - [`reply`]: passive reply XML and the safe-mode envelope.
-//! - [`delivery`], [`webhook`]: delivering events to webhooks, signed; outcomes and retries.
-//! - [`credentials`]: access tokens and JS-SDK tickets per account; [`access_token`]: WeChat's
-//!   token requests and answers; [`jssdk`]: `wx.config`; [`passthrough`]: `/api/*`;
-//!   [`api_error`]: WeChat's errcodes, hints and statuses.
-//! - [`error`]: one error enum; statuses, codes and rendering in one place.
+//! 1. Leaves: `time`; [`settings`] (a named configuration error, secrets, shared parsers);
+//!    [`signature`]; [`xml`]; [`kind`] (what differs by account kind and token endpoint).
+//! 2. [`crypto`] (EncodingAESKey, AES-CBC), `json_body` (WeChat's JSON format), [`webhook`]
+//!    (Standard Webhooks), [`api_error`] (WeChat's errcodes, hints, statuses).
+//! 3. [`ports`] (the traits the shell implements, HTTP methods); [`error`] (the one HTTP-facing
+//!    error: statuses, codes, rendering).
+//! 4. [`event`] (normalization, event ids), [`delivery`] (attempts, outcomes, inline retries),
+//!    [`reply`] (passive replies), [`jssdk`], [`auth`], `upstream`, `single_flight`.
+//! 5. [`accounts`] (each account's settings and message mode).
+//! 6. [`routing`] (FORWARD_ROUTES targets), [`access_token`] (WeChat's token requests and
+//!    answers), [`component_state`] (a platform's verify ticket).
+//! 7. [`dead_letters`]; 8. [`jobs`] (queue jobs, the retry schedule and the queue's retention).
+//! 9. [`config`] (the aggregate of every setting).
+//! 10. [`callback`] (verify, decrypt, parse, normalize), [`credentials`] (the token service).
+//! 11. [`passthrough`] (`/api/*`). 12. [`routes`] (the route table), [`component`] (platforms).
+//! 13. [`relay`]: the flows over the ports (intake, replies, the queue consumers in
+//!     `relay/queue.rs`, the admin routes in `relay/admin.rs`).
+//!
+//! A new event field: `event.rs` (the number tables) and a sample pair under `tests/samples`.
+//! A new account kind: `kind.rs`, then `accounts.rs`. A delivery rule: `delivery.rs` or `jobs.rs`.
+//! A route: `routes.rs` and its flow in `relay/`. A setting: `config.rs` (or `accounts.rs` for a
+//! per-account one), built from `settings.rs`.
 
 #![cfg_attr(
     not(test),
@@ -41,6 +53,7 @@ pub mod api_error;
 pub mod auth;
 pub mod callback;
 pub mod component;
+pub mod component_state;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
@@ -50,12 +63,14 @@ pub mod error;
 pub mod event;
 pub mod jobs;
 pub mod jssdk;
+pub mod kind;
 pub mod passthrough;
 pub mod ports;
 pub mod relay;
 pub mod reply;
 pub mod routes;
 pub mod routing;
+pub mod settings;
 pub mod signature;
 pub mod webhook;
 pub mod xml;
@@ -73,8 +88,8 @@ pub use config::Config;
 pub use credentials::{Credentials, Memory};
 pub use error::{Error, Format};
 pub use ports::{
-    Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Page, Queue,
+    Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Method, Page, Queue,
     SoftwareCipher, Store, StoreError,
 };
 pub use relay::{Answer, Relay, Verdict};
-pub use routes::{dispatch, Incoming, Method, Route};
+pub use routes::{dispatch, Incoming, Route};

@@ -8,49 +8,7 @@ use crate::config::Config;
 use crate::error::{Error, Format};
 use crate::passthrough;
 
-/// The HTTP methods the relay knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
-    Get,
-    Head,
-    Post,
-    Put,
-    Delete,
-    Patch,
-    Options,
-}
-
-impl Method {
-    pub fn parse(method: &str) -> Option<Method> {
-        Some(match method.to_ascii_uppercase().as_str() {
-            "GET" => Method::Get,
-            "HEAD" => Method::Head,
-            "POST" => Method::Post,
-            "PUT" => Method::Put,
-            "DELETE" => Method::Delete,
-            "PATCH" => Method::Patch,
-            "OPTIONS" => Method::Options,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-            Method::Patch => "PATCH",
-            Method::Options => "OPTIONS",
-        }
-    }
-
-    /// Whether requests with this method carry no body.
-    pub fn is_bodiless(self) -> bool {
-        matches!(self, Method::Get | Method::Head)
-    }
-}
+pub use crate::ports::Method;
 
 /// What a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,9 +7,9 @@
 //! Service Binding to another Worker. An event goes to the targets of every key it matches and to
 //! every `FORWARD_URLS` target, each target once, in the order first named.
 
-use crate::config::ConfigError;
 use crate::event::Event;
 use crate::ports::Destination;
+use crate::settings::ConfigError;
 
 /// Largest `FORWARD_ROUTES` document accepted (Workers vars hold 5 KB; secrets more).
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
@@ -43,7 +43,7 @@ impl Routes {
     /// Parses the document. `is_bound(name)` says whether a Service Binding of that name exists.
     pub fn parse(document: &str, is_bound: &dyn Fn(&str) -> bool) -> Result<Routes, ConfigError> {
         let err = |problem: String| ConfigError::new("FORWARD_ROUTES", problem);
-        let map = crate::config::json_object(
+        let map = crate::settings::json_object(
             "FORWARD_ROUTES",
             document,
             MAX_DOCUMENT_BYTES,
@@ -196,7 +196,7 @@ pub fn parse_target(target: &str, is_bound: &dyn Fn(&str) -> bool) -> Result<Des
             path: path.to_owned(),
         });
     }
-    crate::config::parse_http_url(target)
+    crate::settings::parse_http_url(target)
         .map(Destination::Url)
         .map_err(|p| format!("{p} (or service:<BINDING>)"))
 }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::access_token::{Stored, FORCED_REFRESH_INTERVAL_SECS};
-use crate::accounts::{Account, Kind};
+use crate::accounts::Kind;
 use crate::api_error::{errcode_of, is_token_invalid, ApiError};
 use crate::credentials::{Credentials, Refreshed, TokenSource};
 use crate::error::Error;
@@ -28,10 +28,11 @@ use crate::event::Event;
 use crate::ports::{Clock, Http, HttpRequest, Store};
 use crate::upstream;
 
-/// How long a verify ticket is kept (WeChat says it is valid 12 hours).
-pub const TICKET_TTL_SECS: u64 = 24 * 3600;
-/// The ticket push is asked to restart at most this often.
-pub const PUSH_REQUEST_INTERVAL_SECS: u64 = 3600;
+pub use crate::component_state::{
+    load_ticket, request_ticket_push, store_ticket, ticket_key, Authorization, Ticket,
+    PUSH_REQUEST_INTERVAL_SECS, TICKET_TTL_SECS,
+};
+
 /// How long an exchanged code's result is remembered (codes live 10 minutes).
 pub const CODE_TTL_SECS: u64 = 3600;
 /// How long a path that lost the exchange race waits for the winner's record.
@@ -61,14 +62,6 @@ pub fn is_app_id(s: &str) -> bool {
         .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-pub fn ticket_key(platform: &str) -> String {
-    format!("component:{platform}:ticket")
-}
-
-fn push_key(platform: &str) -> String {
-    format!("component:{platform}:push_requested")
-}
-
 pub fn authorizer_prefix(platform: &str) -> String {
     format!("authorizer:{platform}:")
 }
@@ -82,102 +75,6 @@ pub fn code_key(platform: &str, code: &str) -> String {
     let digest = Sha256::digest(code.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("component:{platform}:code:{hex}")
-}
-
-/// The newest verify ticket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticket {
-    pub ticket: String,
-    /// The push's CreateTime.
-    pub create_time: i64,
-    /// Unix seconds.
-    pub received_at: u64,
-}
-
-pub async fn load_ticket<S: Store>(store: &S, platform: &str) -> Option<Ticket> {
-    match store.get(&ticket_key(platform)).await {
-        Ok(found) => found.and_then(|t| serde_json::from_str(&t).ok()),
-        Err(e) => {
-            log::warn!(account = platform, error = e.to_string(); "verify ticket unreadable");
-            None
-        }
-    }
-}
-
-/// Stores a pushed ticket unless a newer one is stored already. Returns whether it was stored.
-pub async fn store_ticket<C: Clock, S: Store>(
-    clock: &C,
-    store: &S,
-    platform: &str,
-    ticket: &str,
-    create_time: i64,
-) -> bool {
-    if let Some(stored) = load_ticket(store, platform).await {
-        if stored.create_time > create_time {
-            log::info!(account = platform; "older verify ticket ignored");
-            return false;
-        }
-    }
-    let record = Ticket {
-        ticket: ticket.to_owned(),
-        create_time,
-        received_at: clock.now_secs(),
-    };
-    let text = serde_json::to_string(&record).unwrap_or_default();
-    match store
-        .put(&ticket_key(platform), &text, Some(TICKET_TTL_SECS))
-        .await
-    {
-        Ok(()) => true,
-        Err(e) => {
-            log::error!(account = platform, error = e.to_string(); "verify ticket not stored");
-            false
-        }
-    }
-}
-
-/// Asks WeChat to restart the ticket push (`api_start_push_ticket`), at most once an hour.
-pub async fn request_ticket_push<C: Clock, S: Store, H: Http>(
-    clock: &C,
-    store: &S,
-    http: &H,
-    account: &Account,
-) {
-    let key = push_key(account.name());
-    if let Ok(Some(_)) = store.get(&key).await {
-        return;
-    }
-    let (Ok(base), Ok(app_id), Ok(secret)) = (
-        account.api_base(),
-        account.require_app_id(),
-        account.app_secret(),
-    ) else {
-        return;
-    };
-    let _ = store
-        .put(
-            &key,
-            &clock.now_secs().to_string(),
-            Some(PUSH_REQUEST_INTERVAL_SECS),
-        )
-        .await;
-    let request = HttpRequest::post_json(
-        format!("{base}/cgi-bin/component/api_start_push_ticket"),
-        &json!({ "component_appid": app_id, "component_secret": secret }),
-    );
-    match upstream::call(clock, http, &request).await {
-        Ok(body) => match errcode_of(&body) {
-            None => {
-                log::warn!(account = account.name(); "no verify ticket yet; asked WeChat to restart the ticket push")
-            }
-            Some(e) => {
-                log::error!(account = account.name(), error = e.to_string(); "api_start_push_ticket refused")
-            }
-        },
-        Err(e) => {
-            log::error!(account = account.name(), error = e.to_string(); "api_start_push_ticket failed")
-        }
-    }
 }
 
 /// One authorizer's record.
@@ -218,15 +115,6 @@ impl Authorizer {
             "has_access_token": self.access_token.is_some(),
         })
     }
-}
-
-/// What an exchanged authorization code gave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Authorization {
-    pub authorizer_app_id: String,
-    pub func_info: Value,
-    /// When the authorizer's access token expires (Unix seconds).
-    pub expires_at: u64,
 }
 
 /// The `auth_code` of `POST /component/authorizations` (`{"auth_code": "..."}`).
@@ -523,7 +411,7 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
         let redirect = redirect_uri
             .filter(|r| !r.is_empty())
             .ok_or(Error::MissingParameter("redirect_uri"))?;
-        crate::config::parse_http_url(redirect)
+        crate::settings::parse_http_url(redirect)
             .map_err(|_| Error::MalformedParameter("redirect_uri"))?;
         let auth_type = auth_type.filter(|a| !a.is_empty()).unwrap_or("3");
         if !(auth_type.len() == 1 && auth_type.bytes().all(|b| (b'1'..=b'6').contains(&b))) {
