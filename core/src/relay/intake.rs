@@ -1,0 +1,252 @@
+//! A callback from WeChat to its answer: verified, decrypted, normalized, deduplicated, handed
+//! over for delivery (enqueued, or delivered right after the answer), answered.
+
+use super::replies::ReplyResult;
+use super::*;
+
+impl<C, S, M, H, Q, X> Relay<C, S, M, H, Q, X>
+where
+    C: Clock + Clone + 'static,
+    S: Store + Clone + 'static,
+    M: Store + Clone + 'static,
+    H: Http + Clone + 'static,
+    Q: Queue + Clone + 'static,
+    X: Cipher + Clone + 'static,
+{
+    /// A callback: verified, decrypted and normalized; handed over durably (or scheduled right
+    /// after the answer); answered with a passive reply when the reply receiver gives one, else
+    /// `success`. `random` supplies the reply envelope's randomness. For a third-party platform
+    /// this is its authorization-event URL.
+    pub async fn receive(
+        &self,
+        account_name: &str,
+        query: &Query,
+        body: &[u8],
+        random: [u8; 32],
+    ) -> Result<Answer, Error> {
+        let account = self.config.account(account_name)?;
+        if account.kind() == Kind::Component {
+            return self.receive_push(account, query, body).await;
+        }
+        let inbound = match callback::begin_callback(
+            &self.config,
+            account_name,
+            query,
+            body,
+            self.clock.now_ms(),
+        )? {
+            callback::Begun::Opened(inbound) => inbound,
+            callback::Begun::Sealed(sealed) => self.decrypt(sealed).await?.normalize(None)?,
+        };
+        self.handle_message(account, inbound, random, None).await
+    }
+
+    /// A message or event of an account that authorized the platform `account_name`
+    /// (`/wechat/<name>/<authorizer appid>`): safe mode only, the platform's token and key,
+    /// receive id = the component AppID; `app_id` is the authorizer's.
+    pub async fn receive_for_authorizer(
+        &self,
+        account_name: &str,
+        authorizer: &str,
+        query: &Query,
+        body: &[u8],
+        random: [u8; 32],
+    ) -> Result<Answer, Error> {
+        let account = self.config.account(account_name)?;
+        if account.kind() != Kind::Component || !component::is_app_id(authorizer) {
+            return Err(Error::NotFound);
+        }
+        let inbound = self
+            .open_sealed(account_name, query, body)
+            .await?
+            .normalize(Some(authorizer))?;
+        if let Some(check) = ReleaseCheck::of(authorizer, &inbound.event) {
+            return self.release_check(account, inbound, check, random);
+        }
+        self.handle_message(account, inbound, random, Some(authorizer.to_owned()))
+            .await
+    }
+
+    pub(super) async fn decrypt(
+        &self,
+        mut sealed: callback::Sealed,
+    ) -> Result<callback::Opened, Error> {
+        let ciphertext = std::mem::take(&mut sealed.ciphertext);
+        let plain = self
+            .cipher
+            .cbc_decrypt(&sealed.key, ciphertext)
+            .await
+            .map_err(|_| Error::Decryption)?;
+        sealed.open(&plain)
+    }
+
+    /// A callback of an always-encrypted kind, decrypted.
+    pub(super) async fn open_sealed(
+        &self,
+        account_name: &str,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<callback::Opened, Error> {
+        match callback::begin_callback(
+            &self.config,
+            account_name,
+            query,
+            body,
+            self.clock.now_ms(),
+        )? {
+            callback::Begun::Sealed(sealed) => self.decrypt(sealed).await,
+            // Platforms are always encrypted: begin_callback never opens their plaintext.
+            callback::Begun::Opened(_) => Err(Error::MissingElement("Encrypt")),
+        }
+    }
+
+    /// The stored reply of an event seen in the last minutes (a WeChat retry), if it was.
+    pub(super) async fn seen(&self, event: &Event) -> Option<String> {
+        match self.marks.get(&event.id).await {
+            Ok(found) => {
+                if found.is_some() {
+                    log::info!(event_id = event.id.as_str(); "duplicate callback, not forwarded");
+                }
+                found
+            }
+            Err(e) => {
+                log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate marks unreadable; handling the callback anyway");
+                None
+            }
+        }
+    }
+
+    pub(super) async fn mark(&self, event: &Event, reply_text: &str) {
+        if let Err(e) = self
+            .marks
+            .put(&event.id, reply_text, Some(MARK_TTL_SECS))
+            .await
+        {
+            log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate mark not written; a retry would be forwarded again");
+        }
+    }
+
+    /// The durable hand-off: in queue mode every (event, target) job is enqueued now, in one
+    /// batch (an error if the queue or, for a large event, the store refuses); returns the
+    /// targets to deliver right after the answer.
+    pub(super) async fn enqueue(
+        &self,
+        mode: ForwardMode,
+        account_name: &str,
+        event: &Event,
+        event_body: &[u8],
+        targets: Vec<Destination>,
+    ) -> Result<Vec<Destination>, Error> {
+        if targets.is_empty() {
+            log::info!(event_id = event.id.as_str(), r#type = event.kind.as_str(), event = event.event.as_deref().unwrap_or(""); "event matches no route; forwarded nowhere");
+        }
+        let (ForwardMode::Queue, Some(queue)) = (mode, &self.queue) else {
+            return Ok(targets);
+        };
+        if targets.is_empty() {
+            return Ok(targets);
+        }
+        let jobs: Vec<Job> = targets
+            .iter()
+            .map(|t| Job::new(&event.id, account_name, t, event_body))
+            .collect();
+        let jobs = self.fit(jobs, event_body).await.map_err(|e| {
+            log::error!(event_id = event.id.as_str(), error = e.to_string(); "large event not kept; WeChat will retry");
+            Error::QueueUnavailable(format!("keeping the event: {e}"))
+        })?;
+        for batch in batches(&jobs, 0) {
+            queue.send_batch(&batch).await.map_err(|e| {
+                log::error!(event_id = event.id.as_str(), error = e.as_str(); "enqueue failed; WeChat will retry");
+                Error::QueueUnavailable(e)
+            })?;
+        }
+        Ok(Vec::new())
+    }
+
+    pub(super) fn deliver_after(
+        &self,
+        account_name: &str,
+        event: &Event,
+        event_body: Vec<u8>,
+        targets: Vec<Destination>,
+    ) -> Option<Background> {
+        if targets.is_empty() {
+            return None;
+        }
+        let retry_through_queue = self.queue.is_some();
+        Some(Box::pin(self.clone().deliver_now(
+            event.id.clone(),
+            account_name.to_owned(),
+            event_body,
+            targets,
+            retry_through_queue,
+        )))
+    }
+
+    /// A message or event: dedup, hand-off, passive reply, mark, answer.
+    pub(super) async fn handle_message(
+        &self,
+        account: &Account,
+        inbound: callback::Inbound,
+        random: [u8; 32],
+        authorizer: Option<String>,
+    ) -> Result<Answer, Error> {
+        let config = &self.config;
+        let event = inbound.event;
+        // Every setting the rest needs, before anything is handed over.
+        let targets = config.targets_for(&event)?;
+        let mode = config.forward_mode()?;
+        config.forward_secret()?;
+        let reply_url = config.reply_url()?.cloned();
+        let reply_timeout_ms = config.reply_timeout_ms()?;
+
+        if let Some(stored) = self.seen(&event).await {
+            let body = self.render_reply(account, inbound.mode, &stored, random)?;
+            return Ok(answer(body, inbound.json, None));
+        }
+        let event_body = event.to_json();
+        let now_targets = self
+            .enqueue(mode, account.name(), &event, &event_body, targets)
+            .await?;
+
+        // The passive reply.
+        let mut late = None;
+        let mut reply_text = String::new();
+        if let Some(reply_url) = reply_url {
+            match self
+                .ask_for_reply(&event, &event_body, &reply_url, reply_timeout_ms)
+                .await
+            {
+                Ok(ReplyResult::Reply(r)) => {
+                    // The reply must be in the format the console is set to (Mini Programs
+                    // choose; the others reply in the format WeChat pushed).
+                    let json = inbound.json || account.format() == MessageFormat::Json;
+                    match self.reply_message(&r, &event, json) {
+                        Some(text) => reply_text = text,
+                        None => {
+                            log::info!(event_id = event.id.as_str(); "passive reply dropped: the message has no FromUserName to answer")
+                        }
+                    }
+                }
+                Ok(ReplyResult::Nothing(why)) => {
+                    log::info!(event_id = event.id.as_str(), reason = why; "no passive reply; answering success")
+                }
+                Err(pending) => {
+                    late = Some(self.clone().late_reply(
+                        account.name().to_owned(),
+                        authorizer,
+                        event.clone(),
+                        pending,
+                    ))
+                }
+            }
+        }
+        self.mark(&event, &reply_text).await;
+
+        let mut background: Vec<Background> = Vec::new();
+        background.extend(self.deliver_after(account.name(), &event, event_body, now_targets));
+        background.extend(late);
+        let body = self.render_reply(account, inbound.mode, &reply_text, random)?;
+        Ok(answer(body, inbound.json, join(background)))
+    }
+}
