@@ -90,3 +90,13 @@ export async function startRelay({ bindings = {}, upstream, kv = true, queues = 
     dispose: () => mf.dispose(),
   };
 }
+
+/** Runs `fn(relay)` against a relay started with `options`, disposing of it afterwards. */
+export async function withRelay(options, fn) {
+  const relay = await startRelay(options);
+  try {
+    await fn(relay);
+  } finally {
+    await relay.dispose();
+  }
+}

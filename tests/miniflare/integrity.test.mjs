@@ -5,7 +5,7 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { startRelay, DEMO, root } from "./harness.mjs";
+import { withRelay, DEMO, root } from "./harness.mjs";
 import { buildCallback, buildWeComCallback, messageXml } from "../../tools/wechat.mjs";
 
 const creds = { token: DEMO.WECHAT_TOKEN, encodingAesKey: DEMO.WECHAT_ENCODING_AES_KEY, appId: DEMO.WECHAT_APP_ID };
@@ -16,15 +16,6 @@ const text = (content = `integrity ${++n}`) => messageXml({ from: `o_int_${++n}`
 const post = (relay, { query, body }, account = "") => relay.fetch(`/wechat${account}?${query}`, { method: "POST", body });
 const hooks = (sent, host = "hooks.test") => sent.filter((s) => new URL(s.url).host === host);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function withRelay(options, fn) {
-  const relay = await startRelay(options);
-  try {
-    await fn(relay);
-  } finally {
-    await relay.dispose();
-  }
-}
 
 describe("message modes", () => {
   test("safe mode (the default with a key) refuses plaintext and takes only encrypted callbacks", async () => {

@@ -5,14 +5,8 @@
 use super::*;
 use crate::dead_letters::Entry;
 
-impl<C, S, M, H, Q, X> Relay<C, S, M, H, Q, X>
-where
-    C: Clock + Clone + 'static,
-    S: Store + Clone + 'static,
-    M: Store + Clone + 'static,
-    H: Http + Clone + 'static,
-    Q: Queue + Clone + 'static,
-    X: Cipher + Clone + 'static,
+impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, M, H, Q, X>
 {
     /// `GET /admin/dead-letters?limit=&cursor=`: one page (100 by default, at most 1,000) and
     /// the next page's cursor (null after the last). A record that cannot be read is listed

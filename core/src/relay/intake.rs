@@ -4,14 +4,8 @@
 use super::replies::ReplyResult;
 use super::*;
 
-impl<C, S, M, H, Q, X> Relay<C, S, M, H, Q, X>
-where
-    C: Clock + Clone + 'static,
-    S: Store + Clone + 'static,
-    M: Store + Clone + 'static,
-    H: Http + Clone + 'static,
-    Q: Queue + Clone + 'static,
-    X: Cipher + Clone + 'static,
+impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, M, H, Q, X>
 {
     /// A callback: verified, decrypted and normalized; handed over durably (or scheduled right
     /// after the answer); answered with a passive reply when the reply receiver gives one, else

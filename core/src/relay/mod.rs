@@ -69,6 +69,19 @@ pub enum Verdict {
     Retry { delay_secs: u32 },
 }
 
+/// What the relay's flows ask of each port: the port itself, cheap to clone (a handle), and
+/// living as long as the isolate. One name each, so every flow's `impl` says it in one line.
+pub trait ClockPort: Clock + Clone + 'static {}
+impl<T: Clock + Clone + 'static> ClockPort for T {}
+pub trait StorePort: Store + Clone + 'static {}
+impl<T: Store + Clone + 'static> StorePort for T {}
+pub trait HttpPort: Http + Clone + 'static {}
+impl<T: Http + Clone + 'static> HttpPort for T {}
+pub trait QueuePort: Queue + Clone + 'static {}
+impl<T: Queue + Clone + 'static> QueuePort for T {}
+pub trait CipherPort: Cipher + Clone + 'static {}
+impl<T: Cipher + Clone + 'static> CipherPort for T {}
+
 /// The ports and the request's settings. Cloning is cheap (the ports are handles).
 pub struct Relay<C, S, M, H, Q, X> {
     pub clock: C,
@@ -99,14 +112,8 @@ impl<C: Clone, S: Clone, M: Clone, H: Clone, Q: Clone, X: Clone> Clone for Relay
     }
 }
 
-impl<C, S, M, H, Q, X> Relay<C, S, M, H, Q, X>
-where
-    C: Clock + Clone + 'static,
-    S: Store + Clone + 'static,
-    M: Store + Clone + 'static,
-    H: Http + Clone + 'static,
-    Q: Queue + Clone + 'static,
-    X: Cipher + Clone + 'static,
+impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, M, H, Q, X>
 {
     /// An account's credentials.
     pub fn credentials<'a>(&'a self, account: &'a Account) -> Credentials<'a, C, S, H> {

@@ -3,14 +3,8 @@
 
 use super::*;
 
-impl<C, S, M, H, Q, X> Relay<C, S, M, H, Q, X>
-where
-    C: Clock + Clone + 'static,
-    S: Store + Clone + 'static,
-    M: Store + Clone + 'static,
-    H: Http + Clone + 'static,
-    Q: Queue + Clone + 'static,
-    X: Cipher + Clone + 'static,
+impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, M, H, Q, X>
 {
     /// A third-party platform's authorization push: answered `success` at once; the verify
     /// ticket stored (never forwarded); an authorization's code exchanged after the answer; a

@@ -48,14 +48,8 @@ pub struct QueueMessage {
     pub enqueued_ms: u64,
 }
 
-impl<C, S, M, H, Q, X> Relay<C, S, M, H, Q, X>
-where
-    C: Clock + Clone + 'static,
-    S: Store + Clone + 'static,
-    M: Store + Clone + 'static,
-    H: Http + Clone + 'static,
-    Q: Queue + Clone + 'static,
-    X: Cipher + Clone + 'static,
+impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, M, H, Q, X>
 {
     /// A whole queue batch: one verdict per message, at most [`MAX_PARALLEL_ATTEMPTS`] of them
     /// in flight at once. `settle(i, verdict)` is called as each message is done (so it is

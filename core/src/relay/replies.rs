@@ -9,14 +9,8 @@ pub(super) enum ReplyResult {
     Nothing(String),
 }
 
-impl<C, S, M, H, Q, X> Relay<C, S, M, H, Q, X>
-where
-    C: Clock + Clone + 'static,
-    S: Store + Clone + 'static,
-    M: Store + Clone + 'static,
-    H: Http + Clone + 'static,
-    Q: Queue + Clone + 'static,
-    X: Cipher + Clone + 'static,
+impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, M, H, Q, X>
 {
     /// Sends a message through WeChat's API (`path`, a JSON body) with `source`'s token; a
     /// refusal comes back as WeChat's words, for the log.
