@@ -18,10 +18,8 @@ mod platform;
 mod respond;
 mod webcrypto;
 
-use serde_json::json;
 use wechat_relay_core::callback::{Query, MAX_BODY_BYTES};
 use wechat_relay_core::component;
-use wechat_relay_core::credentials::TokenSource;
 use wechat_relay_core::passthrough::{self, Call, Passed};
 use wechat_relay_core::{callback, dispatch, Clock, Error, Incoming, Route};
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
@@ -101,46 +99,11 @@ async fn run(
         Route::Token {
             account,
             authorizer,
-        } => {
-            let token = match authorizer {
-                None => {
-                    relay
-                        .credentials(config.account(&account)?)
-                        .access_token()
-                        .await?
-                }
-                Some(app_id) => {
-                    relay
-                        .platform(&account)?
-                        .authorizer(&app_id)
-                        .token()
-                        .await?
-                }
-            };
-            respond::json(&json!({ "access_token": token.value, "expires_at": token.expires_at }))
-        }
+        } => respond::json(&relay.token(&account, authorizer.as_deref()).await?),
         Route::TokenRefresh {
             account,
             authorizer,
-        } => {
-            let r = match authorizer {
-                None => {
-                    relay
-                        .credentials(config.account(&account)?)
-                        .force_refresh()
-                        .await?
-                }
-                Some(app_id) => {
-                    TokenSource::force_refresh(&relay.platform(&account)?.authorizer(&app_id))
-                        .await?
-                }
-            };
-            respond::json(&json!({
-                "access_token": r.credential.value,
-                "expires_at": r.credential.expires_at,
-                "refreshed": r.refreshed,
-            }))
-        }
+        } => respond::json(&relay.refresh_token(&account, authorizer.as_deref()).await?),
         Route::JsapiSignature { account } => {
             let page = query_param(&req, "url")?;
             let mut nonce = [0u8; 16];
@@ -172,17 +135,9 @@ async fn run(
                     Some(body::read_limited(&mut req, passthrough::MAX_BODY_BYTES).await?)
                 },
             };
-            let passed = match authorizer {
-                None => {
-                    let creds = relay.credentials(config.account(&account)?);
-                    passthrough::pass_through(&relay.http, &creds, call).await?
-                }
-                Some(app_id) => {
-                    let platform = relay.platform(&account)?;
-                    passthrough::pass_through(&relay.http, &platform.authorizer(&app_id), call)
-                        .await?
-                }
-            };
+            let passed = relay
+                .pass_through(&account, authorizer.as_deref(), call)
+                .await?;
             match passed {
                 Passed::Streamed(answer) => Ok(answer.0),
                 Passed::Read {

@@ -15,7 +15,8 @@
 //!
 //! One file per flow: `intake.rs` (a callback to its answer), `replies.rs` (passive and late
 //! replies), `pushes.rs` (a platform's pushes and the release check), `queue.rs` (delivery after
-//! the hand-off and the two queue consumers), `admin.rs` (dead-letter pages and replay).
+//! the hand-off and the two queue consumers), `admin.rs` (dead-letter pages and replay),
+//! `tokens.rs` (the token routes: whose token, and the answers).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -165,8 +166,10 @@ mod queue;
 mod replies;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use queue::{QueueMessage, MAX_PARALLEL_ATTEMPTS};
+pub use tokens::Source;
 
 /// The queue messages of `jobs`, each after `delay_secs`, in batches Cloudflare takes (at most
 /// 100 messages and 256 KB each; one event's jobs fit in one unless it has over 100 targets).

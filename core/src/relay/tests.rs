@@ -932,3 +932,37 @@ fn a_json_mini_program_replies_in_json() {
 
 #[path = "integrity_tests.rs"]
 mod integrity;
+
+// --- the token routes -------------------------------------------------------------------------
+
+#[test]
+fn the_token_routes_answer_for_the_account_or_refuse_a_merchant_of_a_non_platform() {
+    let t = world(&[], true);
+    let token = t.clock.run(t.relay.token("default", None)).unwrap();
+    assert_eq!(
+        token["access_token"].as_str(),
+        t.wechat.token_of(APP_ID).as_deref()
+    );
+    assert!(token["expires_at"].as_u64().unwrap() > NOW);
+    let refreshed = t.clock.run(t.relay.refresh_token("default", None)).unwrap();
+    assert_eq!(refreshed["refreshed"], true);
+    assert_ne!(refreshed["access_token"], token["access_token"]);
+    // At most one forced refresh a minute: the stored token comes back.
+    let again = t.clock.run(t.relay.refresh_token("default", None)).unwrap();
+    assert_eq!(
+        (&again["refreshed"], &again["access_token"]),
+        (&json!(false), &refreshed["access_token"])
+    );
+    // A merchant exists only under a platform account.
+    assert_eq!(
+        t.clock
+            .run(t.relay.token("default", Some("wx1111111111111111")))
+            .unwrap_err()
+            .code(),
+        "not_available"
+    );
+    assert_eq!(
+        t.clock.run(t.relay.token("nobody", None)).unwrap_err(),
+        Error::NotFound
+    );
+}
