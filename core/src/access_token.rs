@@ -87,17 +87,15 @@ pub fn account_token_request(
 
 /// The field of the token in WeChat's answer.
 pub fn token_field(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Component => "component_access_token",
-        _ => "access_token",
-    }
+    kind.token_field()
 }
 
 /// Whether a token fetched this way replaced the previous one (for the forced-refresh limit).
 pub fn replaces_previous(account: &Account, force_refresh: bool) -> bool {
     force_refresh
-        || account.kind() == Kind::Component
-        || (account.kind() != Kind::WeCom && account.token_endpoint() == Ok(TokenEndpoint::Classic))
+        || account
+            .kind()
+            .fetch_replaces_previous(account.token_endpoint().unwrap_or(TokenEndpoint::Stable))
 }
 
 /// The request for an account's JS-SDK ticket: `ticket/getticket?type=jsapi` for Official

@@ -3,7 +3,7 @@
 //! The shell passes in the query, the body bytes and the current time; it gets back either the
 //! echo string / normalized event or an [`Error`] that already knows its HTTP status.
 
-use crate::accounts::{Account, Kind};
+use crate::accounts::Account;
 use crate::config::Config;
 use crate::crypto;
 use crate::error::Error;
@@ -96,7 +96,7 @@ pub fn verify_url(
     now_secs: u64,
 ) -> Result<String, Error> {
     let account = config.account(account)?;
-    if account.kind() == Kind::WeCom {
+    if account.kind().encrypted_echostr() {
         return verify_wecom_url(config, account, query, now_secs);
     }
     let sig = required(&query.signature, "signature")?;

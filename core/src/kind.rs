@@ -56,6 +56,48 @@ impl Kind {
     pub fn always_encrypted(self) -> bool {
         matches!(self, Kind::WeCom | Kind::Component)
     }
+
+    /// Whether the URL check sends an encrypted `echostr` signed with `msg_signature` (WeCom),
+    /// rather than a plaintext one signed with `signature`.
+    pub fn encrypted_echostr(self) -> bool {
+        self == Kind::WeCom
+    }
+
+    /// Whether this is a third-party platform: its callbacks are authorization pushes, and its
+    /// merchants' messages come under its name.
+    pub fn is_platform(self) -> bool {
+        self == Kind::Component
+    }
+
+    /// The field of the access token in WeChat's token answer.
+    pub fn token_field(self) -> &'static str {
+        match self {
+            Kind::Component => "component_access_token",
+            Kind::Official | Kind::WeCom | Kind::MiniProgram => "access_token",
+        }
+    }
+
+    /// Whether every token fetch replaces the previous token (so it counts against the
+    /// forced-refresh limit): platforms always, Official Accounts and Mini Programs on the
+    /// classic endpoint; WeCom hands out the same token until it expires.
+    pub fn fetch_replaces_previous(self, endpoint: TokenEndpoint) -> bool {
+        match self {
+            Kind::Component => true,
+            Kind::WeCom => false,
+            Kind::Official | Kind::MiniProgram => endpoint == TokenEndpoint::Classic,
+        }
+    }
+
+    /// The API a late reply (after the passive-reply deadline) goes through, and whether it
+    /// names the app (`agentid`).
+    pub fn late_reply_api(self) -> (&'static str, bool) {
+        match self {
+            Kind::WeCom => ("cgi-bin/message/send", true),
+            Kind::Official | Kind::MiniProgram | Kind::Component => {
+                ("cgi-bin/message/custom/send", false)
+            }
+        }
+    }
 }
 
 /// Which endpoint issues access tokens.
@@ -76,5 +118,44 @@ impl std::str::FromStr for TokenEndpoint {
             "classic" => Ok(TokenEndpoint::Classic),
             _ => Err("must be \"stable\" or \"classic\"".to_owned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Kind; 4] = [
+        Kind::Official,
+        Kind::WeCom,
+        Kind::MiniProgram,
+        Kind::Component,
+    ];
+
+    #[test]
+    fn every_kind_answers_every_question() {
+        for kind in ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+            assert!(kind.fields().contains(&"kind"));
+            assert!(kind.fields().contains(&"mode"));
+        }
+        let encrypted: Vec<Kind> = ALL.into_iter().filter(|k| k.always_encrypted()).collect();
+        assert_eq!(encrypted, [Kind::WeCom, Kind::Component]);
+        assert!(Kind::WeCom.encrypted_echostr() && !Kind::Official.encrypted_echostr());
+        assert_eq!(Kind::Component.token_field(), "component_access_token");
+        assert_eq!(Kind::MiniProgram.token_field(), "access_token");
+        for endpoint in [TokenEndpoint::Stable, TokenEndpoint::Classic] {
+            assert!(Kind::Component.fetch_replaces_previous(endpoint));
+            assert!(!Kind::WeCom.fetch_replaces_previous(endpoint));
+        }
+        assert!(Kind::Official.fetch_replaces_previous(TokenEndpoint::Classic));
+        assert!(!Kind::Official.fetch_replaces_previous(TokenEndpoint::Stable));
+        assert_eq!(Kind::WeCom.late_reply_api(), ("cgi-bin/message/send", true));
+        assert_eq!(
+            Kind::Official.late_reply_api(),
+            ("cgi-bin/message/custom/send", false)
+        );
+        assert!(Kind::Component.is_platform() && !Kind::WeCom.is_platform());
+        assert_eq!(Kind::parse("enterprise"), None);
     }
 }

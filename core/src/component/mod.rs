@@ -69,7 +69,7 @@ fn bad(why: impl Into<String>) -> Error {
 
 impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
     pub fn new(creds: Credentials<'a, C, S, H>) -> Result<Self, Error> {
-        if creds.account.kind() != Kind::Component {
+        if !creds.account.kind().is_platform() {
             return Err(Error::NotAvailable(
                 "this route is for third-party platform accounts (kind \"component\")",
             ));

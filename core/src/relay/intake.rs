@@ -19,7 +19,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         random: [u8; 32],
     ) -> Result<Answer, Error> {
         let account = self.config.account(account_name)?;
-        if account.kind() == Kind::Component {
+        if account.kind().is_platform() {
             return self.receive_push(account, query, body).await;
         }
         let inbound = match callback::begin_callback(
@@ -47,7 +47,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         random: [u8; 32],
     ) -> Result<Answer, Error> {
         let account = self.config.account(account_name)?;
-        if account.kind() != Kind::Component || !component::is_app_id(authorizer) {
+        if !account.kind().is_platform() || !component::is_app_id(authorizer) {
             return Err(Error::NotFound);
         }
         let inbound = self

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use futures_util::future::{join_all, select, Either};
 use serde_json::json;
 
-use crate::accounts::{Account, Kind, MessageFormat};
+use crate::accounts::{Account, MessageFormat};
 use crate::callback::{self, Mode, Query};
 use crate::component::{self, Platform, ReleaseCheck};
 use crate::config::{Config, ForwardMode};

@@ -165,7 +165,8 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
                 return;
             };
             // WeCom apps send with message/send, naming the app.
-            let path = if account.kind() == Kind::WeCom {
+            let (path, names_agent) = account.kind().late_reply_api();
+            if names_agent {
                 let agent = event
                     .data
                     .get("agent_id")
@@ -174,10 +175,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
                 if let (serde_json::Value::Object(m), Some(agent)) = (&mut message, agent) {
                     m.insert("agentid".into(), agent);
                 }
-                "cgi-bin/message/send"
-            } else {
-                "cgi-bin/message/custom/send"
-            };
+            }
             let sent = match &authorizer {
                 Some(app_id) => match self.platform(&account_name) {
                     Ok(platform) => {
