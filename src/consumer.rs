@@ -12,7 +12,7 @@ use wechat_relay_core::relay::QueueMessage;
 use wechat_relay_core::Verdict;
 use worker::Env;
 
-use crate::{logging, platform};
+use crate::{logging, runtime};
 
 fn get(object: &JsValue, name: &str) -> JsValue {
     Reflect::get(object, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
@@ -46,10 +46,10 @@ fn body_text(message: &JsValue) -> String {
 #[wasm_bindgen]
 pub async fn queue(batch: JsValue, env: Env, _ctx: JsValue) -> Result<JsValue, JsValue> {
     logging::install();
-    let config = platform::settings(&env);
+    let config = runtime::settings(&env);
     let dead_letter_queue =
         get(&batch, "queue").as_string().unwrap_or_default() == config.dead_letter_queue();
-    let relay = platform::relay(&env, config);
+    let relay = runtime::relay(&env, config);
     let messages: Vec<JsValue> = get(&batch, "messages")
         .dyn_into::<Array>()
         .unwrap_or_default()

@@ -1,5 +1,5 @@
 //! The Cloudflare Worker shell around `wechat-relay-core`: the event handlers (fetch, queue,
-//! cron), the trait implementations over Workers ([`platform`]), and the routes, each of which
+//! cron), the trait implementations over Workers ([`runtime`]), and the routes, each of which
 //! hands the request to a core flow and turns its answer into a `Response`. Every decision is
 //! the core's.
 
@@ -14,8 +14,8 @@ mod body;
 mod consumer;
 mod dedup;
 mod logging;
-mod platform;
 mod respond;
+mod runtime;
 mod webcrypto;
 
 use wechat_relay_core::callback::{Query, MAX_BODY_BYTES};
@@ -24,8 +24,8 @@ use wechat_relay_core::passthrough::{self, Call, Passed};
 use wechat_relay_core::{callback, dispatch, Clock, Error, Incoming, Route};
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
-use platform::{WorkerClock, WorkerRelay};
 use respond::Failure;
+use runtime::{WorkerClock, WorkerRelay};
 
 pub use consumer::queue;
 
@@ -33,7 +33,7 @@ pub use consumer::queue;
 pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     logging::install();
     let path = req.path();
-    let config = platform::settings(&env);
+    let config = runtime::settings(&env);
     let authorization = req.headers().get("authorization").ok().flatten();
     let method = req.method();
     let url = req.url()?;
@@ -46,7 +46,7 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         },
         &config,
     );
-    let relay = platform::relay(&env, config);
+    let relay = runtime::relay(&env, config);
     let result = match routed.route {
         Ok(route) => run(route, req, &ctx, &relay).await,
         Err(e) => Err(e.into()),
@@ -59,7 +59,7 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
 #[event(scheduled)]
 pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     logging::install();
-    let relay = platform::relay(&env, platform::settings(&env));
+    let relay = runtime::relay(&env, runtime::settings(&env));
     for account in relay.config.accounts() {
         relay.credentials(account).refresh_ahead().await;
     }

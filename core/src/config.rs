@@ -10,9 +10,9 @@ use crate::event::Event;
 use crate::jobs::Schedule;
 pub use crate::jobs::MAX_DELAY_SECS;
 use crate::ports::Destination;
-use crate::routing::{self, Routes};
 use crate::settings::Setting;
 pub use crate::settings::{ConfigError, Secret};
+use crate::targets::{self, Routes};
 use crate::webhook::WebhookSecret;
 
 pub use crate::accounts::DEFAULT_API_BASE;
@@ -143,7 +143,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.to_owned()),
             reply_url: get("REPLY_URL")
                 .map(|u| {
-                    routing::parse_target(&u, is_bound)
+                    targets::parse_target(&u, is_bound)
                         .map_err(|p| ConfigError::new("REPLY_URL", p))
                 })
                 .transpose(),
@@ -240,7 +240,7 @@ impl Config {
                 ));
             }
         }
-        Ok(routing::targets(
+        Ok(targets::targets(
             event,
             urls.as_deref().unwrap_or_default(),
             routes.as_ref(),
@@ -362,7 +362,7 @@ fn parse_target_list(list: &str, is_bound: &dyn Fn(&str) -> bool) -> Setting<Vec
         .enumerate()
         .map(|(i, u)| {
             // The position, never the URL: webhook URLs carry tokens in their queries.
-            routing::parse_target(u, is_bound)
+            targets::parse_target(u, is_bound)
                 .map_err(|p| ConfigError::new("FORWARD_URLS", format!("entry {}: {p}", i + 1)))
         })
         .collect::<Result<_, _>>()?;

@@ -143,7 +143,7 @@ impl Job {
 
     /// Where the job goes.
     pub fn destination(&self) -> Result<Destination, JobError> {
-        crate::routing::parse_target(&self.target, &|_| true)
+        crate::targets::parse_target(&self.target, &|_| true)
             .map_err(|p| JobError(format!("target {p}")))
     }
 }

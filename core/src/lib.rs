@@ -23,7 +23,7 @@
 //! 4. [`event`] (normalization, event ids), [`delivery`] (attempts, outcomes, inline retries),
 //!    [`reply`] (passive replies), [`jssdk`], [`auth`], `upstream`, `single_flight`.
 //! 5. [`accounts`] (each account's settings and message mode).
-//! 6. [`routing`] (FORWARD_ROUTES targets), [`access_token`] (WeChat's token requests and
+//! 6. [`targets`] (FORWARD_ROUTES targets), [`access_token`] (WeChat's token requests and
 //!    answers), [`component_state`] (a platform's verify ticket).
 //! 7. [`dead_letters`]; 8. [`jobs`] (queue jobs, the retry schedule and the queue's retention).
 //! 9. [`config`] (the aggregate of every setting).
@@ -69,9 +69,9 @@ pub mod ports;
 pub mod relay;
 pub mod reply;
 pub mod routes;
-pub mod routing;
 pub mod settings;
 pub mod signature;
+pub mod targets;
 pub mod webhook;
 pub mod xml;
 

@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
         "reply",
     ],
     &["accounts"],
-    &["routing", "access_token", "component_state"],
+    &["targets", "access_token", "component_state"],
     &["dead_letters"],
     &["jobs"],
     &["config"],
