@@ -1,6 +1,6 @@
 //! What a third-party platform keeps below the token service: the verify ticket WeChat pushes
 //! (and the request to restart its push), and the shape of an exchanged authorization. The
-//! token service (`credentials`) reads the ticket; the platform's flows (`component`) build on
+//! token service (`token_service`) reads the ticket; the platform's flows (`component`) build on
 //! both.
 
 use serde::{Deserialize, Serialize};

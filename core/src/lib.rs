@@ -27,7 +27,7 @@
 //!    answers), [`component_state`] (a platform's verify ticket).
 //! 7. [`dead_letters`]; 8. [`jobs`] (queue jobs, the retry schedule and the queue's retention).
 //! 9. [`config`] (the aggregate of every setting).
-//! 10. [`callback`] (verify, decrypt, parse, normalize), [`credentials`] (the token service).
+//! 10. [`callback`] (verify, decrypt, parse, normalize), [`token_service`] (the token service).
 //! 11. [`passthrough`] (`/api/*`). 12. [`routes`] (the route table), [`component`] (platforms).
 //! 13. [`relay`]: the flows over the ports (intake, replies, the queue consumers in
 //!     `relay/queue.rs`, the admin routes in `relay/admin.rs`).
@@ -55,7 +55,6 @@ pub mod callback;
 pub mod component;
 pub mod component_state;
 pub mod config;
-pub mod credentials;
 pub mod crypto;
 pub mod dead_letters;
 pub mod delivery;
@@ -72,6 +71,7 @@ pub mod routes;
 pub mod settings;
 pub mod signature;
 pub mod targets;
+pub mod token_service;
 pub mod webhook;
 pub mod xml;
 
@@ -85,7 +85,6 @@ pub mod testing;
 
 pub use accounts::Account;
 pub use config::Config;
-pub use credentials::{Credentials, Memory};
 pub use error::{Error, Format};
 pub use ports::{
     Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Method, Page, Queue,
@@ -93,3 +92,4 @@ pub use ports::{
 };
 pub use relay::{Answer, Relay, Verdict};
 pub use routes::{dispatch, Incoming, Route};
+pub use token_service::{Credentials, Memory};

@@ -3,10 +3,10 @@
 //! the token once and retries once.
 
 use crate::api_error::{errcode_of, is_token_invalid, ApiError};
-use crate::credentials::TokenSource;
 use crate::error::Error;
 use crate::ports::Method;
 use crate::ports::{Http, HttpAnswer, HttpRequest};
+use crate::token_service::TokenSource;
 use crate::upstream;
 
 /// Largest request body passed on (WeChat's media uploads are at most 10 MB).

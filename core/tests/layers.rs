@@ -31,7 +31,7 @@ const LAYERS: &[&[&str]] = &[
     &["dead_letters"],
     &["jobs"],
     &["config"],
-    &["callback", "credentials"],
+    &["callback", "token_service"],
     &["passthrough"],
     &["routes", "component"],
     &["relay"],

@@ -50,10 +50,10 @@ pub struct AuthorizerTokens<'a, C, S, H> {
 }
 
 impl<C: Clock, S: Store, H: Http> AuthorizerTokens<'_, C, S, H> {
-    fn flight(&self, forced: bool) -> (String, crate::credentials::Kind, bool) {
+    fn flight(&self, forced: bool) -> (String, crate::token_service::Kind, bool) {
         (
             format!("{}/{}", self.platform.name(), self.app_id),
-            crate::credentials::Kind::AuthorizerToken,
+            crate::token_service::Kind::AuthorizerToken,
             forced,
         )
     }

@@ -26,10 +26,10 @@ use sha2::{Digest, Sha256};
 use crate::access_token::{Stored, FORCED_REFRESH_INTERVAL_SECS};
 use crate::accounts::Kind;
 use crate::api_error::{errcode_of, is_token_invalid, ApiError};
-use crate::credentials::{Credentials, Refreshed, TokenSource};
 use crate::error::Error;
 use crate::event::Event;
 use crate::ports::{Clock, Http, HttpRequest, Store};
+use crate::token_service::{Credentials, Refreshed, TokenSource};
 use crate::upstream;
 
 pub use crate::component_state::{

@@ -10,12 +10,12 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::callback::Query;
-use crate::credentials::Memory;
 use crate::ports::SoftwareCipher;
 use crate::relay::{Relay, Verdict};
 use crate::testing::{
     self, callback, config, FakeAnswer, FakeClock, FakeHttp, FakeQueue, MemoryStore, Seen, Sent,
 };
+use crate::token_service::Memory;
 
 const NOW: u64 = 1_800_000_000;
 const TOKEN: &str = "AAAAA";

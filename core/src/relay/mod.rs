@@ -29,7 +29,6 @@ use crate::accounts::{Account, MessageFormat};
 use crate::callback::{self, Mode, Query};
 use crate::component::{self, Platform, ReleaseCheck};
 use crate::config::{Config, ForwardMode};
-use crate::credentials::{Credentials, Memory, TokenSource};
 use crate::dead_letters::{self, DeadLetter};
 use crate::delivery::{self, Failed, Outcome};
 use crate::error::Error;
@@ -39,6 +38,7 @@ use crate::passthrough::{self, Call, Passed};
 use crate::ports::{Cipher, Clock, Destination, Http, HttpAnswer, Queue, Store};
 use crate::reply::{self, Reply};
 use crate::routes::Method;
+use crate::token_service::{Credentials, Memory, TokenSource};
 
 /// How long a duplicate mark lives: well past WeChat's three retries (5 s apart).
 pub const MARK_TTL_SECS: u64 = 300;

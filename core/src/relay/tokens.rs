@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::access_token::Stored;
-use crate::credentials::Refreshed;
 use crate::kind::Kind;
+use crate::token_service::Refreshed;
 
 /// Whose token a token route speaks for.
 pub enum Source<'a, C, S, H> {
