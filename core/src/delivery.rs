@@ -5,12 +5,15 @@
 //!   after at least the receiver's `Retry-After`. Any other status (3xx, 4xx): refused, final.
 //! - Every attempt carries the same `webhook-id` (the event id), so receivers can drop repeats.
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
 
 use crate::ports::{Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest};
 use crate::time;
 use crate::webhook::{self, WebhookSecret};
 
+/// Attempts in flight at once per invocation: the runtime opens 6 connections at a time, and
+/// an attempt's time limit must start when its request can start, not while it waits.
+pub const MAX_PARALLEL_ATTEMPTS: usize = 6;
 /// One attempt's limit: a receiver slower than this is abandoned and tried again.
 pub const ATTEMPT_TIMEOUT_MS: u64 = 5_000;
 /// The pauses between attempts while delivering inline (inside `wait_until`, which allows 30 s
@@ -199,13 +202,11 @@ pub async fn deliver_inline<C: Clock, H: Http>(
     http: &H,
     delivery: &Delivery,
 ) -> Vec<Failed> {
-    let results = join_all(
-        delivery
-            .targets
-            .iter()
-            .map(|target| deliver_to(clock, http, delivery, target)),
-    )
-    .await;
+    let results: Vec<Option<Failed>> = futures_util::stream::iter(&delivery.targets)
+        .map(|target| deliver_to(clock, http, delivery, target))
+        .buffer_unordered(MAX_PARALLEL_ATTEMPTS)
+        .collect()
+        .await;
     results.into_iter().flatten().collect()
 }
 
@@ -485,5 +486,18 @@ mod tests {
         // Three attempts and their pauses fit in the budget; a fourth would not.
         assert_eq!(failed[0].attempts, 3);
         assert!(clock.now_ms() - NOW * 1000 <= INLINE_BUDGET_MS);
+    }
+
+    #[test]
+    fn inline_delivery_keeps_six_attempts_in_flight_at_most() {
+        let clock = FakeClock::at(NOW * 1000);
+        let http = FakeHttp::new(&clock, |_| Ok(FakeAnswer::status(204)));
+        http.delay_ms.set(1_000);
+        let targets: Vec<String> = (0..10).map(|n| format!("http://h.test/{n}")).collect();
+        let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let failed = clock.run(deliver_inline(&clock, &http, &delivery(&refs)));
+        assert!(failed.is_empty());
+        assert_eq!(http.requests().len(), 10);
+        assert_eq!(http.max_in_flight.get(), MAX_PARALLEL_ATTEMPTS as u32);
     }
 }

@@ -16,9 +16,7 @@ use crate::config::ConfigError;
 use crate::ports::StoreError;
 use crate::webhook::WebhookSecret;
 
-/// Attempts in flight at once per invocation: the runtime opens 6 connections at a time, and
-/// an attempt's time limit must start when its request can start, not while it waits.
-pub const MAX_PARALLEL_ATTEMPTS: usize = 6;
+pub use crate::delivery::MAX_PARALLEL_ATTEMPTS;
 /// How long a job waits for a broken setting to be fixed before it is looked at again.
 pub const POSTPONE_SECS: u32 = 300;
 /// How long a job waits, at first, when its dead letter (or its kept body) could not be read or
