@@ -85,11 +85,6 @@ pub fn account_token_request(
     })
 }
 
-/// The field of the token in WeChat's answer.
-pub fn token_field(kind: Kind) -> &'static str {
-    kind.token_field()
-}
-
 /// Whether a token fetched this way replaced the previous one (for the forced-refresh limit).
 pub fn replaces_previous(account: &Account, force_refresh: bool) -> bool {
     force_refresh

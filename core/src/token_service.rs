@@ -218,7 +218,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
         };
         let request = access_token::account_token_request(account, force, ticket.as_deref())?;
         let replaces = access_token::replaces_previous(account, force);
-        let field = access_token::token_field(account.kind());
+        let field = account.kind().token_field();
         let flight = (account.name().to_owned(), Kind::AccessToken, force);
         let result = self
             .memory

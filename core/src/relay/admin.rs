@@ -140,6 +140,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
             Err(e) => return ("failed", Some(format!("not taken out of the list: {e}"))),
         }
         let mut job = letter.to_job();
+        // Taken out of the list already: nothing for the consumer to remove on delivery.
         job.replay_of = None;
         let Ok(target) = job.destination() else {
             self.put_back(letter).await;

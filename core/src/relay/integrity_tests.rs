@@ -374,6 +374,27 @@ fn paging_and_draining_a_large_backlog_stays_under_the_operation_limit() {
             Error::MalformedParameter("limit")
         );
     }
+    let long = "c".repeat(1_025);
+    for bad in ["a b", "dead:\u{0}", "键", long.as_str()] {
+        assert_eq!(
+            t.clock
+                .run(t.relay.dead_letters(None, Some(bad)))
+                .unwrap_err(),
+            Error::MalformedParameter("cursor")
+        );
+        assert_eq!(
+            t.clock
+                .run(t.relay.replay(None, None, Some(bad)))
+                .unwrap_err(),
+            Error::MalformedParameter("cursor")
+        );
+    }
+    // A cursor from another listing (or made up) is only a place to start from.
+    let elsewhere = t
+        .clock
+        .run(t.relay.dead_letters(None, Some("dead:~")))
+        .unwrap();
+    assert!(elsewhere["dead_letters"].as_array().unwrap().is_empty());
     // Replay until nothing remains: each event once, each call under 1,000 operations.
     let mut calls = 0;
     loop {

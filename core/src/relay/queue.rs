@@ -59,7 +59,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         settle: impl Fn(usize, Verdict),
     ) -> Vec<Verdict> {
         let settle = &settle;
-        let done = stream::iter(messages.into_iter().enumerate())
+        let mut done = stream::iter(messages.into_iter().enumerate())
             .map(|(i, m)| async move {
                 let verdict = if dead_letter_queue {
                     self.consume_dead(&m.text, m.attempts, m.enqueued_ms).await
@@ -72,7 +72,6 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
             .buffer_unordered(MAX_PARALLEL_ATTEMPTS)
             .collect::<Vec<(usize, Verdict)>>()
             .await;
-        let mut done = done;
         done.sort_by_key(|(i, _)| *i);
         done.into_iter().map(|(_, v)| v).collect()
     }
@@ -168,23 +167,29 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
                 reason: format!("not attempted: {why}"),
                 retry_after: None,
             },
-            first_attempt_ms: job.first_attempt_at.unwrap_or(if first_ms == 0 {
-                now
-            } else {
-                first_ms
-            }),
+            first_attempt_ms: job.first_attempt_at.unwrap_or(first_ms),
             last_attempt_ms: now,
+        }
+    }
+
+    /// A queue message as a job with its body in hand, or the verdict when it is not one (kept
+    /// as an unreadable dead letter) or its kept body cannot be had now.
+    async fn read_job(
+        &self,
+        text: &str,
+        deliveries: u32,
+        enqueued_ms: u64,
+    ) -> Result<Job, Verdict> {
+        match Job::parse(text) {
+            Ok(job) => self.resolve(job, text, deliveries, enqueued_ms).await,
+            Err(e) => Err(self.keep_unreadable(text, &e.to_string(), deliveries).await),
         }
     }
 
     /// The delivery queue's consumer: one attempt for a job that has had `attempts` deliveries
     /// from the queue (this one included), enqueued at `enqueued_ms`.
     pub async fn consume(&self, text: &str, attempts: u32, enqueued_ms: u64) -> Verdict {
-        let job = match Job::parse(text) {
-            Ok(job) => job,
-            Err(e) => return self.keep_unreadable(text, &e.to_string(), attempts).await,
-        };
-        let job = match self.resolve(job, text, attempts, enqueued_ms).await {
+        let job = match self.read_job(text, attempts, enqueued_ms).await {
             Ok(job) => job,
             Err(verdict) => return verdict,
         };
@@ -248,11 +253,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
     /// out before the relay's schedule did, or the consumer kept failing). One last attempt;
     /// if that fails, a dead letter.
     pub async fn consume_dead(&self, text: &str, deliveries: u32, enqueued_ms: u64) -> Verdict {
-        let job = match Job::parse(text) {
-            Ok(job) => job,
-            Err(e) => return self.keep_unreadable(text, &e.to_string(), deliveries).await,
-        };
-        let job = match self.resolve(job, text, deliveries, enqueued_ms).await {
+        let job = match self.read_job(text, deliveries, enqueued_ms).await {
             Ok(job) => job,
             Err(verdict) => return verdict,
         };
@@ -483,26 +484,25 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
                     .await
             }
         };
-        // One batch per delay (they differ only by a receiver's Retry-After).
+        // One batch per delay (they differ only by a receiver's Retry-After); batches keep
+        // the jobs' order, so a refused batch is the next `batch.len()` retries of its group.
         let mut delays: Vec<u32> = retries.iter().map(|(_, _, d)| *d).collect();
         delays.sort_unstable();
         delays.dedup();
         for delay in delays {
-            let group: Vec<usize> = (0..retries.len())
-                .filter(|&i| retries.get(i).is_some_and(|(_, _, d)| *d == delay))
-                .collect();
-            let group_jobs: Vec<Job> = group.iter().filter_map(|&i| jobs.get(i).cloned()).collect();
+            let (group, group_jobs): (Vec<&(Job, Failed, u32)>, Vec<Job>) = retries
+                .iter()
+                .zip(&jobs)
+                .filter(|((_, _, d), _)| *d == delay)
+                .map(|(retry, job)| (retry, job.clone()))
+                .unzip();
+            let mut sent = 0;
             for batch in batches(&group_jobs, delay) {
                 if let Err(e) = queue.send_batch(&batch).await {
-                    let refused: Vec<&Job> = group_jobs
-                        .iter()
-                        .filter(|j| batch.iter().any(|(text, _)| *text == j.to_text()))
-                        .collect();
-                    let unsent = retries
-                        .iter()
-                        .filter(|(j, _, _)| refused.iter().any(|r| r.target == j.target));
-                    self.retries_not_scheduled(unsent, &e).await;
+                    let refused = group.iter().skip(sent).take(batch.len()).copied();
+                    self.retries_not_scheduled(refused, &e).await;
                 }
+                sent += batch.len();
             }
         }
     }
