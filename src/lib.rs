@@ -20,7 +20,7 @@ mod webcrypto;
 
 use wechat_relay_core::callback::{Query, MAX_BODY_BYTES};
 use wechat_relay_core::component;
-use wechat_relay_core::passthrough::{self, Call, Passed};
+use wechat_relay_core::token::passthrough::{self, Call, Passed};
 use wechat_relay_core::{callback, dispatch, Clock, Error, Incoming, Route};
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 

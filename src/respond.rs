@@ -1,8 +1,8 @@
 //! Turning results into responses. What an error answers (status, headers, body) is decided in
 //! the core ([`wechat_relay_core::Error::render`]); this only builds the `Response`.
 
-use wechat_relay_core::api_error::ApiError;
 use wechat_relay_core::config::ConfigError;
+use wechat_relay_core::error::api_error::ApiError;
 use wechat_relay_core::{Error, Format};
 use worker::Response;
 

@@ -12,8 +12,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wechat_relay_core::config::{bindings, Config};
 use wechat_relay_core::{
-    Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Memory, Page, Queue, Relay,
-    Store, StoreError,
+    Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Memory, Page, Queue, QueueError,
+    Relay, Store, StoreError,
 };
 
 use crate::dedup::CacheMarks;
@@ -294,24 +294,28 @@ fn message_options(target: &Object, delay_secs: u32) -> Result<(), String> {
 }
 
 impl Queue for WorkerQueue {
-    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String> {
+    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), QueueError> {
         let options = Object::new();
-        message_options(&options, delay_secs)?;
+        message_options(&options, delay_secs).map_err(QueueError)?;
         self.call(
             "send",
             &js_sys::Array::of2(&JsValue::from_str(message), &options),
         )
         .await
+        .map_err(QueueError)
     }
 
-    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), String> {
+    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), QueueError> {
         let batch = js_sys::Array::new();
         for (message, delay_secs) in messages {
             let entry = Object::new();
-            Reflect::set(&entry, &"body".into(), &JsValue::from_str(message)).map_err(js_error)?;
-            message_options(&entry, *delay_secs)?;
+            Reflect::set(&entry, &"body".into(), &JsValue::from_str(message))
+                .map_err(|e| QueueError(js_error(e)))?;
+            message_options(&entry, *delay_secs).map_err(QueueError)?;
             batch.push(&entry);
         }
-        self.call("sendBatch", &js_sys::Array::of1(&batch)).await
+        self.call("sendBatch", &js_sys::Array::of1(&batch))
+            .await
+            .map_err(QueueError)
     }
 }

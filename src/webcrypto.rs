@@ -10,7 +10,8 @@
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use wechat_relay_core::{crypto, Cipher};
+use wechat_relay_core::wire::crypto;
+use wechat_relay_core::Cipher;
 
 async fn call_subtle(method: &str, args: &Array) -> Result<JsValue, JsValue> {
     let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;

@@ -2,11 +2,11 @@
 //! serialize and sign the webhook. `cargo bench -p wechat-relay-core`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use wechat_relay_core::callback::reply::seal;
 use wechat_relay_core::callback::{open_callback, Query};
 use wechat_relay_core::config::Config;
-use wechat_relay_core::crypto::AesKey;
-use wechat_relay_core::reply::seal;
-use wechat_relay_core::webhook::WebhookSecret;
+use wechat_relay_core::delivery::webhook::WebhookSecret;
+use wechat_relay_core::wire::crypto::AesKey;
 
 const TOKEN: &str = "benchtoken";
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";

@@ -2,20 +2,20 @@
 //!
 //! Loading never fails: each setting is validated on its own and kept as a `Result`, so a
 //! malformed `FORWARD_URLS` does not break URL verification, and the request that needs a broken
-//! setting gets an error naming it. The accounts' own settings are in [`crate::accounts`].
+//! setting gets an error naming it. The accounts' own settings are in [`crate::account`].
 
-use crate::accounts::{Account, Accounts, DEFAULT_ACCOUNT};
+use crate::account::{Account, Accounts, DEFAULT_ACCOUNT};
+use crate::delivery::jobs::Schedule;
+pub use crate::delivery::jobs::MAX_DELAY_SECS;
+use crate::delivery::targets::{self, Routes};
+use crate::delivery::webhook::WebhookSecret;
 use crate::error::Error;
 use crate::event::Event;
-use crate::jobs::Schedule;
-pub use crate::jobs::MAX_DELAY_SECS;
 use crate::ports::Destination;
 use crate::settings::Setting;
 pub use crate::settings::{ConfigError, Secret};
-use crate::targets::{self, Routes};
-use crate::webhook::WebhookSecret;
 
-pub use crate::accounts::DEFAULT_API_BASE;
+pub use crate::account::DEFAULT_API_BASE;
 pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u64 = 300;
 /// The widest timestamp window accepted (15 minutes).
 pub const MAX_MAX_CLOCK_SKEW_SECONDS: u64 = 900;
@@ -469,7 +469,7 @@ fn parse_delays(list: &str) -> Setting<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_token::TokenEndpoint;
+    use crate::token::access_token::TokenEndpoint;
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Config {

@@ -11,31 +11,40 @@
 //! the `testing` feature) implements them in memory, so every flow runs under `cargo test`.
 //! Random bytes and the current time are passed in as values where a function needs them.
 //!
-//! Where each rule lives, layer by layer, lowest first (a module imports only from lower layers;
-//! `core/tests/layers.rs` holds the list and fails on an upward import or a cycle):
+//! Where each rule lives, layer by layer, lowest first. A module imports only from lower
+//! layers or, inside its own folder, from files that do not import it back;
+//! `core/tests/layers.rs` holds this list and fails on an upward import or a cycle.
 //!
-//! 1. Leaves: `time`; [`settings`] (a named configuration error, secrets, shared parsers);
-//!    [`signature`]; [`xml`]; [`kind`] (what differs by account kind and token endpoint).
-//! 2. [`crypto`] (EncodingAESKey, AES-CBC), `json_body` (WeChat's JSON format), [`webhook`]
-//!    (Standard Webhooks), [`api_error`] (WeChat's errcodes, hints, statuses).
-//! 3. [`ports`] (the traits the shell implements, HTTP methods); [`error`] (the one HTTP-facing
-//!    error: statuses, codes, rendering).
-//! 4. [`event`] (normalization, event ids), [`delivery`] (attempts, outcomes, inline retries),
-//!    [`reply`] (passive replies), [`jssdk`], [`auth`], `upstream`, `single_flight`.
-//! 5. [`accounts`] (each account's settings and message mode).
-//! 6. [`targets`] (FORWARD_ROUTES targets), [`access_token`] (WeChat's token requests and
-//!    answers), [`component_state`] (a platform's verify ticket).
-//! 7. [`dead_letters`]; 8. [`jobs`] (queue jobs, the retry schedule and the queue's retention).
-//! 9. [`config`] (the aggregate of every setting).
-//! 10. [`callback`] (verify, decrypt, parse, normalize), [`token_service`] (the token service).
-//! 11. [`passthrough`] (`/api/*`). 12. [`routes`] (the route table), [`component`] (platforms).
-//! 13. [`relay`]: the flows over the ports (intake, replies, the queue consumers in
-//!     `relay/queue.rs`, the admin routes in `relay/admin.rs`).
+//! 1. `time` (seconds and their formats); [`settings`] (a named configuration error, secrets,
+//!    the shared parsers every setting is built from).
+//! 2. [`wire`]: WeChat's codecs, with no domain type: `signature` (SHA-1 signatures), `crypto`
+//!    (EncodingAESKey, AES-CBC, the plaintext frame), `xml`, `json_body` (the JSON format).
+//! 3. [`ports`] (the traits the shell implements, HTTP methods); [`account`] (an account's
+//!    settings and message mode; in `account/kind.rs` every fact that differs by account kind).
+//! 4. [`error`]: the one HTTP-facing error (statuses, codes, rendering), with WeChat's errcodes
+//!    and their hints in `error/api_error.rs`.
+//! 5. [`event`]: normalization and event ids; the field tables in `event/fields.rs`.
+//! 6. [`delivery`] (targets from FORWARD_URLS and FORWARD_ROUTES, attempts and outcomes, queue
+//!    jobs and their schedule, the webhook signature, dead letters) and [`token`] (the token
+//!    service: credentials, WeChat's token requests, a platform's verify ticket, single flight,
+//!    upstream calls, the JS-SDK signature, the `/api/*` pass-through).
+//! 7. [`config`]: the aggregate of every setting.
+//! 8. [`callback`] (verify, decrypt, parse; passive replies in `callback/reply.rs`) and
+//!    [`component`] (third-party platforms: authorizers, the code exchange, links, the release
+//!    check, each its own file).
+//! 9. [`http`]: the route table and the bearer keys.
+//! 10. [`relay`]: the flows over the ports, one file per flow (intake, pushes, replies, tokens,
+//!     the queue consumers, admin).
 //!
-//! A new event field: `event.rs` (the number tables) and a sample pair under `tests/samples`.
-//! A new account kind: `kind.rs`, then `accounts.rs`. A delivery rule: `delivery.rs` or `jobs.rs`.
-//! A route: `routes.rs` and its flow in `relay/`. A setting: `config.rs` (or `accounts.rs` for a
-//! per-account one), built from `settings.rs`.
+//! Where a change goes:
+//! - a new event field: one line in `event/fields.rs`, a sample pair under `tests/samples` and
+//!   its entry in the event schema;
+//! - a new account kind: `account/kind.rs` (every per-kind fact is a method of `Kind`), then its
+//!   settings in `account/mod.rs`;
+//! - a delivery rule: `delivery/` (`mod.rs` for attempts, `jobs.rs` for the schedule);
+//! - a route: `http/routes.rs` and its flow in `relay/`;
+//! - a setting: `config.rs`, or `account/mod.rs` for a per-account one, built from
+//!   `settings.rs`.
 
 #![cfg_attr(
     not(test),
@@ -47,49 +56,32 @@
     )
 )]
 
-pub mod access_token;
-pub mod accounts;
-pub mod api_error;
-pub mod auth;
+pub mod account;
 pub mod callback;
 pub mod component;
-pub mod component_state;
 pub mod config;
-pub mod crypto;
-pub mod dead_letters;
 pub mod delivery;
 pub mod error;
 pub mod event;
-pub mod jobs;
-pub mod jssdk;
-pub mod kind;
-pub mod passthrough;
+pub mod http;
 pub mod ports;
 pub mod relay;
-pub mod reply;
-pub mod routes;
 pub mod settings;
-pub mod signature;
-pub mod targets;
-pub mod token_service;
-pub mod webhook;
-pub mod xml;
+pub mod token;
+pub mod wire;
 
-mod json_body;
-mod single_flight;
 mod time;
-mod upstream;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use accounts::Account;
+pub use account::Account;
 pub use config::Config;
 pub use error::{Error, Format};
+pub use http::routes::{dispatch, Incoming, Route};
 pub use ports::{
     Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Method, Page, Queue,
-    SoftwareCipher, Store, StoreError,
+    QueueError, SoftwareCipher, Store, StoreError,
 };
 pub use relay::{Answer, Relay, Verdict};
-pub use routes::{dispatch, Incoming, Route};
-pub use token_service::{Credentials, Memory};
+pub use token::{Credentials, Memory};

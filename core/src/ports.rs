@@ -32,6 +32,16 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// A queue's refusal: the producer's own words, for logs only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueError(pub String);
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A key-value store with expiry (Workers KV: eventually consistent, no compare-and-swap).
 pub trait Store {
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError>;
@@ -208,10 +218,10 @@ pub trait Http {
 /// A queue producer (Cloudflare Queues): messages come back to the consumer, maybe later.
 pub trait Queue {
     /// Enqueues `message` (text), to be delivered after `delay_secs`.
-    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String>;
+    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), QueueError>;
     /// Enqueues every message (text, delay) or none (`sendBatch`: at most 100 messages and
     /// 256 KB together).
-    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), String>;
+    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), QueueError>;
 }
 
 /// AES-256-CBC decryption of whole blocks, no padding removed (WeChat's padding is checked by
@@ -219,9 +229,9 @@ pub trait Queue {
 pub trait Cipher {
     async fn cbc_decrypt(
         &self,
-        key: &crate::crypto::AesKey,
+        key: &crate::wire::crypto::AesKey,
         ciphertext: Vec<u8>,
-    ) -> Result<Vec<u8>, crate::crypto::DecryptError>;
+    ) -> Result<Vec<u8>, crate::wire::crypto::DecryptError>;
 }
 
 /// The core's software AES.
@@ -231,10 +241,10 @@ pub struct SoftwareCipher;
 impl Cipher for SoftwareCipher {
     async fn cbc_decrypt(
         &self,
-        key: &crate::crypto::AesKey,
+        key: &crate::wire::crypto::AesKey,
         mut ciphertext: Vec<u8>,
-    ) -> Result<Vec<u8>, crate::crypto::DecryptError> {
-        crate::crypto::cbc_decrypt(key, &mut ciphertext)?;
+    ) -> Result<Vec<u8>, crate::wire::crypto::DecryptError> {
+        crate::wire::crypto::cbc_decrypt(key, &mut ciphertext)?;
         Ok(ciphertext)
     }
 }

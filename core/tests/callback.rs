@@ -3,11 +3,11 @@
 
 mod common;
 
+use wechat_relay_core::callback::reply;
 use wechat_relay_core::callback::{open_callback, verify_url, Mode, Query, MAX_BODY_BYTES};
 use wechat_relay_core::config::Config;
-use wechat_relay_core::crypto::AesKey;
-use wechat_relay_core::reply;
-use wechat_relay_core::signature::sha1_sorted;
+use wechat_relay_core::wire::crypto::AesKey;
+use wechat_relay_core::wire::signature::sha1_sorted;
 use wechat_relay_core::Error;
 
 const TOKEN: &str = "spamtest";
@@ -225,11 +225,11 @@ fn decryption_failures_look_the_same() {
     };
     let key = AesKey::from_encoding_aes_key(KEY).unwrap();
     let wrong_app =
-        wechat_relay_core::crypto::encrypt(&key, [0; 16], TEXT.as_bytes(), "wx_someone_else");
+        wechat_relay_core::wire::crypto::encrypt(&key, [0; 16], TEXT.as_bytes(), "wx_someone_else");
     let other_key =
         AesKey::from_encoding_aes_key("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C").unwrap();
     let wrong_key =
-        wechat_relay_core::crypto::encrypt(&other_key, [0; 16], TEXT.as_bytes(), APP_ID);
+        wechat_relay_core::wire::crypto::encrypt(&other_key, [0; 16], TEXT.as_bytes(), APP_ID);
     let errors = [
         resign("not base64 at all!"),
         resign("AAAAAAAAAAAAAAAAAAAAAA=="),

@@ -6,8 +6,8 @@ mod common;
 
 use wechat_relay_core::callback::{open_callback, Query};
 use wechat_relay_core::config::Config;
-use wechat_relay_core::crypto::{self, AesKey};
-use wechat_relay_core::signature::sha1_sorted;
+use wechat_relay_core::wire::crypto::{self, AesKey};
+use wechat_relay_core::wire::signature::sha1_sorted;
 
 struct XorShift(u64);
 impl XorShift {

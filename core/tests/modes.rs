@@ -1,12 +1,12 @@
 //! The message modes of the console (明文 plain, 兼容 compatible, 安全 safe) on every account kind,
 //! the mode confusions a forger would try, and ids that survive WeChat's re-encryption.
 
-use wechat_relay_core::accounts::MessageMode;
+use wechat_relay_core::account::MessageMode;
 use wechat_relay_core::callback::{open_callback, Mode, Query};
 use wechat_relay_core::config::Config;
-use wechat_relay_core::crypto::{self, AesKey};
-use wechat_relay_core::signature::sha1_sorted;
 use wechat_relay_core::testing::{callback, config, text_message, Sent};
+use wechat_relay_core::wire::crypto::{self, AesKey};
+use wechat_relay_core::wire::signature::sha1_sorted;
 use wechat_relay_core::Error;
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";

@@ -5,7 +5,7 @@ mod common;
 
 use serde_json::Value;
 use wechat_relay_core::event::{self, Context};
-use wechat_relay_core::xml;
+use wechat_relay_core::wire::xml;
 
 fn normalize(xml_bytes: &[u8]) -> Value {
     let root = xml::parse(xml_bytes).unwrap();

@@ -4,9 +4,9 @@
 mod common;
 use common::{read_json, str_of};
 
-use wechat_relay_core::crypto::{self, AesKey};
-use wechat_relay_core::signature;
-use wechat_relay_core::webhook::WebhookSecret;
+use wechat_relay_core::delivery::webhook::WebhookSecret;
+use wechat_relay_core::wire::crypto::{self, AesKey};
+use wechat_relay_core::wire::signature;
 
 #[test]
 fn callback_signatures() {
@@ -79,7 +79,7 @@ fn encrypt_matches_official_ciphertexts() {
         );
         assert_eq!(enc, str_of(case, "encrypt"), "{name}");
         if let Some(sig) = case["msg_signature"].as_str() {
-            let envelope = wechat_relay_core::reply::seal(
+            let envelope = wechat_relay_core::callback::reply::seal(
                 &key,
                 str_of(case, "token"),
                 str_of(case, "receive_id"),
@@ -133,7 +133,7 @@ fn jssdk_signature_matches_the_documented_example() {
     let v = read_json("vectors/official.json");
     for case in v["jssdk"].as_array().unwrap() {
         let ts: u64 = str_of(case, "timestamp").parse().unwrap();
-        let sig = wechat_relay_core::jssdk::signature(
+        let sig = wechat_relay_core::token::jssdk::signature(
             str_of(case, "jsapi_ticket"),
             str_of(case, "noncestr"),
             ts,
@@ -142,7 +142,7 @@ fn jssdk_signature_matches_the_documented_example() {
         assert_eq!(sig, str_of(case, "signature"), "{}", case["name"]);
         // A fragment does not change it.
         let with_fragment = format!("{}#section", str_of(case, "url"));
-        let sig2 = wechat_relay_core::jssdk::signature(
+        let sig2 = wechat_relay_core::token::jssdk::signature(
             str_of(case, "jsapi_ticket"),
             str_of(case, "noncestr"),
             ts,

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use wechat_relay_core::callback::{open_callback, Query};
 use wechat_relay_core::config::Config;
-use wechat_relay_core::signature::sha1_sorted;
+use wechat_relay_core::wire::signature::sha1_sorted;
 
 fuzz_target!(|body: &[u8]| {
     let config = Config::load(|k| match k {
@@ -23,7 +23,7 @@ fuzz_target!(|body: &[u8]| {
     ]);
     let _ = open_callback(&config, "default", &plain, body, 100_000);
     // Safe mode: the body's Encrypt (if any) is signed, so decryption runs on it too.
-    if let Ok(root) = wechat_relay_core::xml::parse(body) {
+    if let Ok(root) = wechat_relay_core::wire::xml::parse(body) {
         if let Some(enc) = root.child_text("Encrypt") {
             let safe = Query::from_pairs([
                 ("msg_signature", sha1_sorted(&["fuzz", "100", "n", enc])),

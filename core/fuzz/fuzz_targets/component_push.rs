@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wechat_relay_core::{event, xml};
+use wechat_relay_core::event;
+use wechat_relay_core::wire::xml;
 
 fuzz_target!(|body: &[u8]| {
     if let Ok(root) = xml::parse(body) {

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|plain: &[u8]| {
-    let _ = wechat_relay_core::crypto::open_plaintext(plain);
+    let _ = wechat_relay_core::wire::crypto::open_plaintext(plain);
 });

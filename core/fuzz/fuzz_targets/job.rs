@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wechat_relay_core::jobs::Job;
+use wechat_relay_core::delivery::jobs::Job;
 
 fuzz_target!(|text: &str| {
     if let Ok(job) = Job::parse(text) {

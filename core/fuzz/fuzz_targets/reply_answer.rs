@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wechat_relay_core::reply::Reply;
+use wechat_relay_core::callback::reply::Reply;
 
 fuzz_target!(|body: &[u8]| {
     if let Ok(Some(reply)) = Reply::from_answer(body) {

@@ -23,16 +23,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::access_token::{Stored, FORCED_REFRESH_INTERVAL_SECS};
-use crate::accounts::Kind;
-use crate::api_error::{errcode_of, is_token_invalid, ApiError};
+use crate::account::Kind;
+use crate::error::api_error::{errcode_of, is_token_invalid, ApiError};
 use crate::error::Error;
 use crate::event::Event;
 use crate::ports::{Clock, Http, HttpRequest, Store};
-use crate::token_service::{Credentials, Refreshed, TokenSource};
-use crate::upstream;
+use crate::token::access_token::{Stored, FORCED_REFRESH_INTERVAL_SECS};
+use crate::token::upstream;
+use crate::token::{Credentials, Refreshed, TokenSource};
 
-pub use crate::component_state::{
+pub use crate::token::verify_ticket::{
     load_ticket, request_ticket_push, store_ticket, ticket_key, Authorization, Ticket,
     PUSH_REQUEST_INTERVAL_SECS, TICKET_TTL_SECS,
 };
@@ -104,12 +104,12 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
                     let refreshed = self.creds.force_refresh().await?;
                     if refreshed.credential.value == token.value {
                         return Err(ApiError::wechat(errcode, "component token refused")
-                            .for_kind(Kind::Component)
+                            .for_kind(self.creds.account.kind())
                             .into());
                     }
                     token = refreshed.credential;
                 }
-                Some(e) => return Err(e.for_kind(Kind::Component).into()),
+                Some(e) => return Err(e.for_kind(self.creds.account.kind()).into()),
                 None => {
                     return serde_json::from_slice(&answer).map_err(|_| bad("answer is not JSON"));
                 }

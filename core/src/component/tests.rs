@@ -15,7 +15,7 @@ use crate::relay::{Relay, Verdict};
 use crate::testing::{
     self, callback, config, FakeAnswer, FakeClock, FakeHttp, FakeQueue, MemoryStore, Seen, Sent,
 };
-use crate::token_service::Memory;
+use crate::token::Memory;
 
 const NOW: u64 = 1_800_000_000;
 const TOKEN: &str = "AAAAA";

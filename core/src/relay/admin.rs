@@ -3,7 +3,7 @@
 //! leaves one dead letter. Each call reads only what it returns or replays.
 
 use super::*;
-use crate::dead_letters::Entry;
+use crate::delivery::dead_letters::Entry;
 
 impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
     Relay<C, S, M, H, Q, X>
@@ -116,7 +116,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         &self,
         key: &str,
         letter: &DeadLetter,
-        secret: Option<&crate::webhook::WebhookSecret>,
+        secret: Option<&crate::delivery::webhook::WebhookSecret>,
     ) -> (&'static str, Option<String>) {
         // Claimed in this isolate first, so two replays here never both read it before either
         // takes it; then taken out of the store.
@@ -132,7 +132,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         &self,
         key: &str,
         letter: &DeadLetter,
-        secret: Option<&crate::webhook::WebhookSecret>,
+        secret: Option<&crate::delivery::webhook::WebhookSecret>,
     ) -> (&'static str, Option<String>) {
         match self.store.take(key).await {
             Ok(Some(_)) => {}
@@ -151,7 +151,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
                 let body = letter.body.clone().into_bytes();
                 let sent = match self.fit(vec![job], &body).await {
                     Ok(jobs) => match jobs.first() {
-                        Some(job) => queue.send(&job.to_text(), 0).await,
+                        Some(job) => queue.send(&job.to_text(), 0).await.map_err(|e| e.0),
                         None => Err("no job".to_owned()),
                     },
                     Err(e) => Err(format!("keeping the event: {e}")),

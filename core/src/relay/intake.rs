@@ -3,6 +3,7 @@
 
 use super::replies::ReplyResult;
 use super::*;
+use crate::ports::QueueError;
 
 impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
     Relay<C, S, M, H, Q, X>
@@ -146,11 +147,11 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
             .collect();
         let jobs = self.fit(jobs, event_body).await.map_err(|e| {
             log::error!(event_id = event.id.as_str(), error = e.to_string(); "large event not kept; WeChat will retry");
-            Error::QueueUnavailable(format!("keeping the event: {e}"))
+            Error::QueueUnavailable(QueueError(format!("keeping the event: {e}")))
         })?;
         for batch in batches(&jobs, 0) {
             queue.send_batch(&batch).await.map_err(|e| {
-                log::error!(event_id = event.id.as_str(), error = e.as_str(); "enqueue failed; WeChat will retry");
+                log::error!(event_id = event.id.as_str(), error = e.0.as_str(); "enqueue failed; WeChat will retry");
                 Error::QueueUnavailable(e)
             })?;
         }

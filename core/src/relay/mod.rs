@@ -25,20 +25,20 @@ use std::rc::Rc;
 use futures_util::future::{join_all, select, Either};
 use serde_json::json;
 
-use crate::accounts::{Account, MessageFormat};
+use crate::account::{Account, MessageFormat};
+use crate::callback::reply::{self, Reply};
 use crate::callback::{self, Mode, Query};
 use crate::component::{self, Platform, ReleaseCheck};
 use crate::config::{Config, ForwardMode};
-use crate::dead_letters::{self, DeadLetter};
+use crate::delivery::dead_letters::{self, DeadLetter};
+use crate::delivery::jobs::{self, Job, Next, Schedule};
 use crate::delivery::{self, Failed, Outcome};
 use crate::error::Error;
 use crate::event::Event;
-use crate::jobs::{self, Job, Next, Schedule};
-use crate::passthrough::{self, Call, Passed};
+use crate::http::routes::Method;
 use crate::ports::{Cipher, Clock, Destination, Http, HttpAnswer, Queue, Store};
-use crate::reply::{self, Reply};
-use crate::routes::Method;
-use crate::token_service::{Credentials, Memory, TokenSource};
+use crate::token::passthrough::{self, Call, Passed};
+use crate::token::{Credentials, Memory, TokenSource};
 
 /// How long a duplicate mark lives: well past WeChat's three retries (5 s apart).
 pub const MARK_TTL_SECS: u64 = 300;

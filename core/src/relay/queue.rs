@@ -13,8 +13,8 @@ use futures_util::stream::{self, StreamExt};
 
 use super::*;
 use crate::config::ConfigError;
+use crate::delivery::webhook::WebhookSecret;
 use crate::ports::StoreError;
-use crate::webhook::WebhookSecret;
 
 pub use crate::delivery::MAX_PARALLEL_ATTEMPTS;
 /// How long a job waits for a broken setting to be fixed before it is looked at again.
@@ -343,7 +343,10 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         let body = job.body.clone().into_bytes();
         let sent = match self.fit(vec![job.clone()], &body).await {
             Ok(jobs) => match jobs.first() {
-                Some(job) => queue.send(&job.to_text(), STORE_RETRY_SECS).await,
+                Some(job) => queue
+                    .send(&job.to_text(), STORE_RETRY_SECS)
+                    .await
+                    .map_err(|e| e.0),
                 None => Err("no job".to_owned()),
             },
             Err(e) => Err(e.to_string()),
@@ -500,7 +503,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
             for batch in batches(&group_jobs, delay) {
                 if let Err(e) = queue.send_batch(&batch).await {
                     let refused = group.iter().skip(sent).take(batch.len()).copied();
-                    self.retries_not_scheduled(refused, &e).await;
+                    self.retries_not_scheduled(refused, &e.0).await;
                 }
                 sent += batch.len();
             }

@@ -28,7 +28,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
             body: Some(message.to_string().into_bytes()),
         };
         match passthrough::pass_through(&self.http, source, call).await {
-            Ok(Passed::Read { body, .. }) => match crate::api_error::errcode_of(&body) {
+            Ok(Passed::Read { body, .. }) => match crate::error::api_error::errcode_of(&body) {
                 None => Ok(()),
                 Some(e) => Err(e.to_string()),
             },

@@ -7,13 +7,13 @@ use std::rc::Rc;
 use serde_json::json;
 
 use super::*;
-use crate::crypto::AesKey;
+use crate::delivery::webhook::WebhookSecret;
 use crate::ports::{FetchError, SoftwareCipher};
 use crate::testing::{
     self, callback, config, text_message, FakeAnswer, FakeClock, FakeHttp, FakeQueue, MemoryStore,
     Seen, Sent, WeChatState,
 };
-use crate::webhook::WebhookSecret;
+use crate::wire::crypto::AesKey;
 
 const NOW: u64 = 1_800_000_000;
 const TOKEN: &str = "spamtest";
@@ -637,7 +637,7 @@ fn answer_replies(t: &T, answer: serde_json::Value) {
 }
 
 /// Opens a safe-mode reply envelope like WeChat.
-fn open_envelope(body: &str) -> crate::xml::Element {
+fn open_envelope(body: &str) -> crate::wire::xml::Element {
     testing::open_reply(body, TOKEN, KEY, APP_ID)
 }
 
@@ -671,7 +671,7 @@ fn every_reply_type_in_plaintext_and_safe_mode() {
             let (q, b, from) = t.message(mode);
             let body = t.receive_all(&q, &b).unwrap();
             let reply = match mode {
-                Sent::Plain => crate::xml::parse(body.as_bytes()).unwrap(),
+                Sent::Plain => crate::wire::xml::parse(body.as_bytes()).unwrap(),
                 _ => open_envelope(&body),
             };
             assert_eq!(reply.child_text("MsgType"), Some(msg_type), "{answer}");
@@ -814,7 +814,8 @@ fn json_accounts_get_json_replies() {
     assert_eq!(answer.content_type, "application/json");
     let env: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     let key = AesKey::from_encoding_aes_key(KEY).unwrap();
-    let opened = crate::crypto::decrypt(&key, env["Encrypt"].as_str().unwrap(), APP_ID).unwrap();
+    let opened =
+        crate::wire::crypto::decrypt(&key, env["Encrypt"].as_str().unwrap(), APP_ID).unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&opened.message).unwrap();
     assert_eq!(reply["MsgType"], "transfer_customer_service");
     assert_eq!(reply["ToUserName"], "o_mp");

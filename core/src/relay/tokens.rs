@@ -3,9 +3,9 @@
 //! route.
 
 use super::*;
-use crate::access_token::Stored;
-use crate::kind::Kind;
-use crate::token_service::Refreshed;
+use crate::account::kind::Kind;
+use crate::token::access_token::Stored;
+use crate::token::Refreshed;
 
 /// Whose token a token route speaks for.
 pub enum Source<'a, C, S, H> {

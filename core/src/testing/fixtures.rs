@@ -19,7 +19,7 @@ pub fn callback(
     timestamp: u64,
     nonce: &str,
 ) -> (crate::callback::Query, Vec<u8>) {
-    use crate::signature::sha1_sorted;
+    use crate::wire::signature::sha1_sorted;
     let ts = timestamp.to_string();
     let mut pairs = vec![
         ("signature".to_owned(), sha1_sorted(&[token, &ts, nonce])),
@@ -33,9 +33,9 @@ pub fn callback(
             message.as_bytes().to_vec(),
         );
     }
-    let key = crate::crypto::AesKey::from_encoding_aes_key(encoding_aes_key).unwrap();
+    let key = crate::wire::crypto::AesKey::from_encoding_aes_key(encoding_aes_key).unwrap();
     let encrypted =
-        crate::crypto::encrypt(&key, *b"0123456789abcdef", message.as_bytes(), receive_id);
+        crate::wire::crypto::encrypt(&key, *b"0123456789abcdef", message.as_bytes(), receive_id);
     pairs.push(("encrypt_type".to_owned(), "aes".to_owned()));
     pairs.push((
         "msg_signature".to_owned(),
@@ -87,10 +87,10 @@ pub fn open_reply(
     token: &str,
     encoding_aes_key: &str,
     receive_id: &str,
-) -> crate::xml::Element {
-    let env = crate::xml::parse(body.as_bytes()).unwrap();
+) -> crate::wire::xml::Element {
+    let env = crate::wire::xml::parse(body.as_bytes()).unwrap();
     let encrypt = env.child_text("Encrypt").unwrap();
-    assert!(crate::signature::verify(
+    assert!(crate::wire::signature::verify(
         env.child_text("MsgSignature").unwrap(),
         &[
             token,
@@ -99,7 +99,7 @@ pub fn open_reply(
             encrypt
         ]
     ));
-    let key = crate::crypto::AesKey::from_encoding_aes_key(encoding_aes_key).unwrap();
-    let opened = crate::crypto::decrypt(&key, encrypt, receive_id).unwrap();
-    crate::xml::parse(&opened.message).unwrap()
+    let key = crate::wire::crypto::AesKey::from_encoding_aes_key(encoding_aes_key).unwrap();
+    let opened = crate::wire::crypto::decrypt(&key, encrypt, receive_id).unwrap();
+    crate::wire::xml::parse(&opened.message).unwrap()
 }

@@ -97,13 +97,15 @@ impl FakeQueue {
 }
 
 impl crate::ports::Queue for FakeQueue {
-    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), String> {
+    async fn send_batch(&self, messages: &[(String, u32)]) -> Result<(), crate::ports::QueueError> {
         if messages.len() > 100 || messages.iter().map(|(m, _)| m.len()).sum::<usize>() > 256_000 {
-            return Err("batch larger than 100 messages or 256 KB (fake)".into());
+            return Err(crate::ports::QueueError(
+                "batch larger than 100 messages or 256 KB (fake)".into(),
+            ));
         }
         if self.fail_next.get() > 0 {
             self.fail_next.set(self.fail_next.get() - 1);
-            return Err("queue unavailable (fake)".into());
+            return Err(crate::ports::QueueError("queue unavailable (fake)".into()));
         }
         for (message, delay) in messages {
             self.push(message, *delay);
@@ -111,10 +113,10 @@ impl crate::ports::Queue for FakeQueue {
         Ok(())
     }
 
-    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), String> {
+    async fn send(&self, message: &str, delay_secs: u32) -> Result<(), crate::ports::QueueError> {
         if self.fail_next.get() > 0 {
             self.fail_next.set(self.fail_next.get() - 1);
-            return Err("queue unavailable (fake)".into());
+            return Err(crate::ports::QueueError("queue unavailable (fake)".into()));
         }
         self.push(message, delay_secs);
         Ok(())

@@ -23,7 +23,7 @@ pub struct World {
     pub clock: FakeClock,
     pub store: MemoryStore,
     pub wechat: FakeWeChat,
-    pub memory: crate::token_service::Memory,
+    pub memory: crate::token::Memory,
     pub config: crate::config::Config,
 }
 
@@ -40,13 +40,13 @@ impl World {
             store: MemoryStore::new(&clock),
             wechat: FakeWeChat::new(&clock),
             clock,
-            memory: crate::token_service::Memory::default(),
+            memory: crate::token::Memory::default(),
             config: config(&pairs),
         }
     }
 
-    pub fn creds(&self) -> crate::token_service::Credentials<'_, FakeClock, MemoryStore, FakeHttp> {
-        crate::token_service::Credentials {
+    pub fn creds(&self) -> crate::token::Credentials<'_, FakeClock, MemoryStore, FakeHttp> {
+        crate::token::Credentials {
             clock: &self.clock,
             store: &self.store,
             http: &self.wechat.http,
@@ -59,8 +59,8 @@ impl World {
     pub fn creds_for(
         &self,
         account: &str,
-    ) -> crate::token_service::Credentials<'_, FakeClock, MemoryStore, FakeHttp> {
-        crate::token_service::Credentials {
+    ) -> crate::token::Credentials<'_, FakeClock, MemoryStore, FakeHttp> {
+        crate::token::Credentials {
             account: self.config.account(account).unwrap(),
             ..self.creds()
         }

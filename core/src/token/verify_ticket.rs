@@ -6,10 +6,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::accounts::Account;
-use crate::api_error::errcode_of;
+use crate::account::Account;
+use crate::error::api_error::errcode_of;
 use crate::ports::{Clock, Http, HttpRequest, Store};
-use crate::upstream;
+use crate::token::upstream;
 
 /// How long a verify ticket is kept (WeChat says it is valid 12 hours).
 pub const TICKET_TTL_SECS: u64 = 24 * 3600;

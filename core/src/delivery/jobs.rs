@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dead_letters::DeadLetter;
+use crate::delivery::dead_letters::DeadLetter;
 use crate::delivery::{Failed, Outcome};
 use crate::ports::Destination;
 
@@ -124,12 +124,12 @@ impl Job {
         if !is_event_id(&job.event_id) {
             return Err(JobError("event_id is not an event id".into()));
         }
-        if !crate::accounts::is_valid_name(&job.account) {
+        if !crate::account::is_valid_name(&job.account) {
             return Err(JobError("account is not an account name".into()));
         }
         job.destination()?;
         if let Some(key) = &job.replay_of {
-            if !crate::dead_letters::is_key(key) {
+            if !crate::delivery::dead_letters::is_key(key) {
                 return Err(JobError("replay_of is not a dead letter key".into()));
             }
         }
@@ -143,7 +143,7 @@ impl Job {
 
     /// Where the job goes.
     pub fn destination(&self) -> Result<Destination, JobError> {
-        crate::targets::parse_target(&self.target, &|_| true)
+        crate::delivery::targets::parse_target(&self.target, &|_| true)
             .map_err(|p| JobError(format!("target {p}")))
     }
 }

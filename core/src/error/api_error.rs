@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::kind::Kind;
+use crate::account::kind::Kind;
 
 /// Why a call to WeChat's API did not give us what we asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub fn is_token_invalid(errcode: i64) -> bool {
 }
 
 /// What to do about an errcode, for the ones teams run into, in terms of the account's kind.
+///
+/// An exception to "every per-kind fact in `account/kind.rs`": the hints are WeChat's texts, so
+/// they stay beside the errcodes, and the kind only picks which table is read first.
 pub fn hint(errcode: i64, kind: Option<Kind>) -> Option<&'static str> {
     if kind == Some(Kind::WeCom) {
         if let Some(h) = wecom_hint(errcode) {

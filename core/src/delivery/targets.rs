@@ -135,7 +135,7 @@ fn parse_key(key: &str) -> Result<(Option<String>, Matcher), String> {
     let key = key.trim().to_ascii_lowercase();
     let (account, rest) = match key.split_once(':') {
         Some((account, rest)) => {
-            if !crate::accounts::is_valid_name(account) {
+            if !crate::account::is_valid_name(account) {
                 return Err(format!(
                     "the account prefix {account:?} is not an account name ([a-z][a-z0-9_]{{0,31}})"
                 ));

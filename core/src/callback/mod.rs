@@ -3,13 +3,15 @@
 //! The shell passes in the query, the body bytes and the current time; it gets back either the
 //! echo string / normalized event or an [`Error`] that already knows its HTTP status.
 
-use crate::accounts::Account;
+pub mod reply;
+
+use crate::account::Account;
 use crate::config::Config;
-use crate::crypto;
 use crate::error::Error;
 use crate::event::{self, Event};
-use crate::signature;
-use crate::xml;
+use crate::wire::crypto;
+use crate::wire::signature;
+use crate::wire::xml;
 
 /// Largest body accepted. WeChat's callbacks are a few KiB at most.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -23,7 +25,7 @@ fn is_json(body: &[u8]) -> bool {
 /// newer push settings), told apart by the first non-blank character.
 pub fn parse_body(body: &[u8]) -> Result<xml::Element, xml::XmlError> {
     if is_json(body) {
-        crate::json_body::parse(body)
+        crate::wire::json_body::parse(body)
     } else {
         xml::parse(body)
     }

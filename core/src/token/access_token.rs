@@ -1,10 +1,11 @@
 //! Access tokens and JS-SDK tickets: what to ask WeChat, how to read the answer, what to store
 //! in KV, and when a stored one must be refreshed. No I/O: the shell does the fetches.
 
-use crate::accounts::Account;
-use crate::api_error::{errcode_of, ApiError};
+pub use crate::account::kind::TokenEndpoint;
+use crate::account::kind::{TicketApi, TokenApi};
+use crate::account::Account;
+use crate::error::api_error::{errcode_of, ApiError};
 use crate::error::Error;
-pub use crate::kind::{Kind, TokenEndpoint};
 use crate::ports::HttpRequest;
 
 /// Serve a stored credential only while more than this remains; fetch a new one after.
@@ -61,20 +62,20 @@ pub fn account_token_request(
     let base = account.api_base()?;
     let app_id = account.require_app_id()?;
     let secret = account.app_secret()?;
-    Ok(match account.kind() {
-        Kind::WeCom => HttpRequest::get(format!(
+    Ok(match account.kind().token_api() {
+        TokenApi::Corp => HttpRequest::get(format!(
             "{base}/cgi-bin/gettoken?corpid={}&corpsecret={}",
             encode(app_id),
             encode(secret)
         )),
-        Kind::Official | Kind::MiniProgram => token_request(
+        TokenApi::App => token_request(
             account.token_endpoint()?,
             base,
             app_id,
             secret,
             force_refresh,
         ),
-        Kind::Component => HttpRequest::post_json(
+        TokenApi::Platform => HttpRequest::post_json(
             format!("{base}/cgi-bin/component/api_component_token"),
             &serde_json::json!({
                 "component_appid": app_id,
@@ -97,19 +98,12 @@ pub fn replaces_previous(account: &Account, force_refresh: bool) -> bool {
 /// Accounts, `get_jsapi_ticket` for WeCom; Mini Programs have none.
 pub fn account_ticket_request(account: &Account, access_token: &str) -> Result<HttpRequest, Error> {
     let base = account.api_base()?;
-    match account.kind() {
-        Kind::Official => Ok(jsapi_ticket_request(base, access_token)),
-        Kind::WeCom => Ok(HttpRequest::get(format!(
+    match account.kind().ticket_api().map_err(Error::NotAvailable)? {
+        TicketApi::Jsapi => Ok(jsapi_ticket_request(base, access_token)),
+        TicketApi::Corp => Ok(HttpRequest::get(format!(
             "{base}/cgi-bin/get_jsapi_ticket?access_token={}",
             encode(access_token)
         ))),
-        Kind::MiniProgram => Err(Error::NotAvailable(
-            "Mini Programs have no JS-SDK ticket (wx.config is for web pages of Official Accounts and WeCom apps)",
-        )),
-        Kind::Component => Err(Error::NotAvailable(
-            "a third-party platform has no JS-SDK ticket of its own",
-        )),
-
     }
 }
 

@@ -90,7 +90,7 @@ impl DeadLetter {
     /// What `GET /admin/dead-letters` shows: no body, the target without query or user info,
     /// times in RFC 3339.
     pub fn summary(&self) -> serde_json::Value {
-        let target = match crate::targets::parse_target(&self.target, &|_| true) {
+        let target = match crate::delivery::targets::parse_target(&self.target, &|_| true) {
             Ok(d) => delivery::redact(&d),
             Err(_) if self.unreadable => "<unreadable queue message>".to_owned(),
             Err(_) => "<unparseable target>".to_owned(),
@@ -191,9 +191,9 @@ pub const MAX_PAGE: usize = 1_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::jobs::Job;
     use crate::delivery::Failed;
     use crate::delivery::Outcome;
-    use crate::jobs::Job;
     use crate::ports::Destination;
     use crate::testing::{FakeClock, MemoryStore};
 

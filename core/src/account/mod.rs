@@ -14,11 +14,13 @@
 //! and the request that needs a missing or malformed setting gets an error naming it, never
 //! another account's secrets.
 
+pub mod kind;
+
 use std::collections::BTreeMap;
 
-use crate::crypto::AesKey;
-pub use crate::kind::{Kind, TokenEndpoint};
+pub use crate::account::kind::{Kind, TokenEndpoint};
 use crate::settings::{parse_http_url, ConfigError, Secret, Setting};
+use crate::wire::crypto::AesKey;
 
 pub const DEFAULT_ACCOUNT: &str = "default";
 /// WeChat's API.

@@ -1,7 +1,7 @@
 //! Calls to WeChat's server API: the time limit, the one retry after errcode -1 ("system busy"),
 //! and what an HTTP status means. Every other errcode is for the caller to read from the body.
 
-use crate::api_error::{errcode_of, ApiError, BUSY};
+use crate::error::api_error::{errcode_of, ApiError, BUSY};
 use crate::ports::{Clock, FetchError, Http, HttpAnswer, HttpRequest};
 
 /// How long to wait for WeChat's response headers.

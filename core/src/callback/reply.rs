@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::crypto::{self, AesKey};
-use crate::signature;
+use crate::wire::crypto::{self, AesKey};
+use crate::wire::signature;
 
 /// Largest reply receiver answer read.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -427,7 +427,7 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xml;
+    use crate::wire::xml;
 
     #[test]
     fn text_reply_survives_cdata_terminators() {

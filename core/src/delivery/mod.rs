@@ -5,11 +5,16 @@
 //!   after at least the receiver's `Retry-After`. Any other status (3xx, 4xx): refused, final.
 //! - Every attempt carries the same `webhook-id` (the event id), so receivers can drop repeats.
 
+pub mod dead_letters;
+pub mod jobs;
+pub mod targets;
+pub mod webhook;
+
 use futures_util::StreamExt;
 
 use crate::ports::{Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest};
 use crate::time;
-use crate::webhook::{self, WebhookSecret};
+use webhook::WebhookSecret;
 
 /// Attempts in flight at once per invocation: the runtime opens 6 connections at a time, and
 /// an attempt's time limit must start when its request can start, not while it waits.

@@ -3,9 +3,12 @@
 //! headers, and renders itself as text (WeChat's routes) or JSON (the programs' routes): here and
 //! nowhere else.
 
-use crate::api_error::ApiError;
+pub mod api_error;
+
+use crate::error::api_error::ApiError;
+use crate::ports::QueueError;
 use crate::settings::ConfigError;
-use crate::xml::XmlError;
+use crate::wire::xml::XmlError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -52,7 +55,7 @@ pub enum Error {
     /// A setting is missing or malformed.
     Config(ConfigError),
     /// The delivery queue refused the event; WeChat retries, and nothing was marked as seen.
-    QueueUnavailable(String),
+    QueueUnavailable(QueueError),
     /// A third-party platform has no component_verify_ticket yet (WeChat pushes one every 10
     /// minutes; the relay has asked it to restart the push).
     NoVerifyTicket,
@@ -282,7 +285,7 @@ mod tests {
             Error::Unauthorized,
             Error::Api(ApiError::Unreachable("x".into())),
             Error::Config(ConfigError::missing("WECHAT_TOKEN")),
-            Error::QueueUnavailable("down".into()),
+            Error::QueueUnavailable(QueueError("down".into())),
             Error::NoVerifyTicket,
             Error::Internal("js exception at 0x1".into()),
         ];

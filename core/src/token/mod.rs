@@ -2,7 +2,7 @@
 //! [`Store`] and fetched from WeChat through [`Http`].
 //!
 //! - Served from the store while more than 5 minutes remain; fetched on a miss or after.
-//! - Concurrent misses in one isolate share one fetch ([`crate::single_flight`]); the leader
+//! - Concurrent misses in one isolate share one fetch ([`crate::token::single_flight`]); the leader
 //!   writes the store once.
 //! - Forced refreshes happen at most once a minute per account: the stored `forced_at` covers
 //!   every isolate once KV has propagated, the isolate's own memory covers the minute before.
@@ -12,54 +12,59 @@
 //! - Store keys: `credential:<account>:access_token` and `credential:<account>:jsapi_ticket`,
 //!   JSON records (see [`Stored::to_record`]) with a TTL just under the credential's life.
 
+pub mod access_token;
+pub mod jssdk;
+pub mod passthrough;
+pub mod single_flight;
+pub mod upstream;
+pub mod verify_ticket;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::access_token::{self, Stored, FORCED_REFRESH_INTERVAL_SECS};
-use crate::accounts::{Account, Kind as AccountKind};
-use crate::api_error::{is_token_invalid, ApiError};
-use crate::component_state as component;
+use crate::account::{Account, Kind as AccountKind};
+use crate::error::api_error::{is_token_invalid, ApiError};
 use crate::error::Error;
-use crate::jssdk;
 use crate::ports::{Clock, Http, Store};
-use crate::single_flight::Flights;
-use crate::upstream;
+use access_token::{Stored, FORCED_REFRESH_INTERVAL_SECS};
+use single_flight::Flights;
+use verify_ticket as component;
 
 /// The credentials an account has.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Kind {
+pub enum Credential {
     AccessToken,
     JsapiTicket,
     /// A third-party platform's authorizer's token (kept in the authorizer's record).
     AuthorizerToken,
 }
 
-impl Kind {
+impl Credential {
     /// The field that holds the value in the stored record (as in WeChat's answer).
     fn field(self) -> &'static str {
         match self {
-            Kind::AccessToken | Kind::AuthorizerToken => "access_token",
-            Kind::JsapiTicket => "ticket",
+            Credential::AccessToken | Credential::AuthorizerToken => "access_token",
+            Credential::JsapiTicket => "ticket",
         }
     }
 
     fn name(self) -> &'static str {
         match self {
-            Kind::AccessToken => "access_token",
-            Kind::JsapiTicket => "jsapi_ticket",
-            Kind::AuthorizerToken => "authorizer_token",
+            Credential::AccessToken => "access_token",
+            Credential::JsapiTicket => "jsapi_ticket",
+            Credential::AuthorizerToken => "authorizer_token",
         }
     }
 }
 
 /// The store key of an account's credential.
-pub fn store_key(account: &str, kind: Kind) -> String {
+pub fn store_key(account: &str, kind: Credential) -> String {
     format!("credential:{account}:{}", kind.name())
 }
 
 /// One flight per account, credential and forcedness: a forced refresh never takes a plain
 /// fetch's result.
-type FlightKey = (String, Kind, bool);
+type FlightKey = (String, Credential, bool);
 
 /// What one isolate remembers between requests: the flights in progress and when it last
 /// forced a refresh per account. One per isolate (a thread-local in the shell).
@@ -67,7 +72,8 @@ type FlightKey = (String, Kind, bool);
 pub struct Memory {
     flights: Flights<FlightKey, Result<Stored, ApiError>>,
     pub(crate) authorizer_flights: Flights<FlightKey, Result<Stored, Error>>,
-    pub(crate) exchanges: Flights<String, Result<crate::component_state::Authorization, Error>>,
+    pub(crate) exchanges:
+        Flights<String, Result<crate::token::verify_ticket::Authorization, Error>>,
     last_forced: RefCell<HashMap<String, u64>>,
     /// Dead letters this isolate is replaying now (so two replays here never both send one).
     replaying: RefCell<std::collections::HashSet<String>>,
@@ -146,11 +152,11 @@ pub struct Credentials<'a, C, S, H> {
 }
 
 impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
-    fn key(&self, kind: Kind) -> String {
+    fn key(&self, kind: Credential) -> String {
         store_key(self.account.name(), kind)
     }
 
-    async fn load(&self, kind: Kind) -> Option<Stored> {
+    async fn load(&self, kind: Credential) -> Option<Stored> {
         let key = self.key(kind);
         match self.store.get(&key).await {
             Ok(found) => found
@@ -163,7 +169,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
         }
     }
 
-    async fn save(&self, kind: Kind, stored: &Stored) {
+    async fn save(&self, kind: Credential, stored: &Stored) {
         let key = self.key(kind);
         let ttl = stored.kv_ttl(self.clock.now_secs());
         let record = stored.to_record(kind.field()).to_string();
@@ -174,13 +180,13 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
 
     /// A token with more than 5 minutes left: stored, or fetched.
     pub async fn access_token(&self) -> Result<Stored, Error> {
-        self.stored_or_fetched(Kind::AccessToken, || self.fetch_access_token(false))
+        self.stored_or_fetched(Credential::AccessToken, || self.fetch_access_token(false))
             .await
     }
 
     /// The stored credential while it is fresh; otherwise `fetch`, falling back to the stored
     /// one when the fetch fails and it is still valid.
-    async fn stored_or_fetched<F, Fut>(&self, kind: Kind, fetch: F) -> Result<Stored, Error>
+    async fn stored_or_fetched<F, Fut>(&self, kind: Credential, fetch: F) -> Result<Stored, Error>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Stored, Error>>,
@@ -205,21 +211,19 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
 
     async fn fetch_access_token(&self, force: bool) -> Result<Stored, Error> {
         let account = self.account;
-        let ticket = match account.kind() {
-            AccountKind::Component => {
-                let ticket = component::load_ticket(self.store, account.name()).await;
-                if ticket.is_none() {
-                    component::request_ticket_push(self.clock, self.store, self.http, account)
-                        .await;
-                }
-                ticket.map(|t| t.ticket)
+        let ticket = if account.kind().is_platform() {
+            let ticket = component::load_ticket(self.store, account.name()).await;
+            if ticket.is_none() {
+                component::request_ticket_push(self.clock, self.store, self.http, account).await;
             }
-            _ => None,
+            ticket.map(|t| t.ticket)
+        } else {
+            None
         };
         let request = access_token::account_token_request(account, force, ticket.as_deref())?;
         let replaces = access_token::replaces_previous(account, force);
         let field = account.kind().token_field();
-        let flight = (account.name().to_owned(), Kind::AccessToken, force);
+        let flight = (account.name().to_owned(), Credential::AccessToken, force);
         let result = self
             .memory
             .flights
@@ -236,7 +240,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
                     expires_at = stored.expires_at, forced = force;
                     "access token fetched"
                 );
-                self.save(Kind::AccessToken, &stored).await;
+                self.save(Credential::AccessToken, &stored).await;
                 Ok(stored)
             })
             .await;
@@ -249,7 +253,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
     /// A new token, forced, unless one was forced in the last minute: then the stored one.
     pub async fn force_refresh(&self) -> Result<Refreshed, Error> {
         let now = self.clock.now_secs();
-        let cached = self.load(Kind::AccessToken).await;
+        let cached = self.load(Credential::AccessToken).await;
         let name = self.account.name().to_owned();
         let recently_forced = cached
             .as_ref()
@@ -273,7 +277,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
 
     /// The JS-SDK ticket, stored or fetched (refreshing the token once if WeChat refuses it).
     pub async fn jsapi_ticket(&self) -> Result<Stored, Error> {
-        self.stored_or_fetched(Kind::JsapiTicket, || self.fetch_jsapi_ticket())
+        self.stored_or_fetched(Credential::JsapiTicket, || self.fetch_jsapi_ticket())
             .await
     }
 
@@ -284,14 +288,18 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
         let mut retried = false;
         loop {
             let request = access_token::account_ticket_request(self.account, &token.value)?;
-            let flight = (self.account.name().to_owned(), Kind::JsapiTicket, false);
+            let flight = (
+                self.account.name().to_owned(),
+                Credential::JsapiTicket,
+                false,
+            );
             let result = self
                 .memory
                 .flights
                 .run(self.clock, flight, || async {
                     let body = upstream::call(self.clock, self.http, &request).await?;
                     let ticket = access_token::parse_ticket_response(&body, self.clock.now_secs())?;
-                    self.save(Kind::JsapiTicket, &ticket).await;
+                    self.save(Credential::JsapiTicket, &ticket).await;
                     Ok(ticket)
                 })
                 .await;
@@ -331,14 +339,14 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
             return;
         }
         let now = self.clock.now_secs();
-        let token = self.load(Kind::AccessToken).await;
+        let token = self.load(Credential::AccessToken).await;
         if token.is_none_or(|t| t.needs_scheduled_refresh(now)) {
             if let Err(e) = self.fetch_access_token(false).await {
                 log::error!(account = name, error = e.to_string(); "scheduled access token refresh failed");
                 return;
             }
         }
-        let ticket = self.load(Kind::JsapiTicket).await;
+        let ticket = self.load(Credential::JsapiTicket).await;
         if ticket.is_some_and(|t| t.needs_scheduled_refresh(now)) {
             if let Err(e) = self.fetch_jsapi_ticket().await {
                 log::error!(account = name, error = e.to_string(); "scheduled jsapi ticket refresh failed");
@@ -686,7 +694,7 @@ mod tests {
         ] {
             let stored = w
                 .store
-                .peek_json(&store_key(account, Kind::AccessToken))
+                .peek_json(&store_key(account, Credential::AccessToken))
                 .unwrap();
             assert_eq!(stored["access_token"], t.value.as_str(), "{account}");
         }
@@ -752,7 +760,7 @@ mod tests {
         assert_eq!(w.wechat.http.count("/cgi-bin/get_jsapi_ticket"), 1);
         assert_eq!(
             w.store
-                .peek_json(&store_key("staff", Kind::JsapiTicket))
+                .peek_json(&store_key("staff", Credential::JsapiTicket))
                 .unwrap()["ticket"],
             JSSDK_TICKET
         );
@@ -811,7 +819,7 @@ mod tests {
         for account in ["default", "shop", "staff", "mini"] {
             assert!(
                 w.store
-                    .peek(&store_key(account, Kind::AccessToken))
+                    .peek(&store_key(account, Credential::AccessToken))
                     .is_some(),
                 "{account}"
             );

@@ -88,6 +88,27 @@ impl Kind {
         }
     }
 
+    /// How this kind's access token is fetched.
+    pub fn token_api(self) -> TokenApi {
+        match self {
+            Kind::Official | Kind::MiniProgram => TokenApi::App,
+            Kind::WeCom => TokenApi::Corp,
+            Kind::Component => TokenApi::Platform,
+        }
+    }
+
+    /// How this kind's JS-SDK ticket is fetched, or why it has none.
+    pub fn ticket_api(self) -> Result<TicketApi, &'static str> {
+        match self {
+            Kind::Official => Ok(TicketApi::Jsapi),
+            Kind::WeCom => Ok(TicketApi::Corp),
+            Kind::MiniProgram => Err(
+                "Mini Programs have no JS-SDK ticket (wx.config is for web pages of Official Accounts and WeCom apps)",
+            ),
+            Kind::Component => Err("a third-party platform has no JS-SDK ticket of its own"),
+        }
+    }
+
     /// The API a late reply (after the passive-reply deadline) goes through, and whether it
     /// names the app (`agentid`).
     pub fn late_reply_api(self) -> (&'static str, bool) {
@@ -98,6 +119,26 @@ impl Kind {
             }
         }
     }
+}
+
+/// WeChat's token APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenApi {
+    /// `stable_token` or `token` (by [`TokenEndpoint`]) with the AppID and AppSecret.
+    App,
+    /// WeCom's `gettoken` with the corp id and the app's Secret.
+    Corp,
+    /// `component/api_component_token` with the platform's stored verify ticket.
+    Platform,
+}
+
+/// WeChat's JS-SDK ticket APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketApi {
+    /// `ticket/getticket?type=jsapi` (Official Accounts).
+    Jsapi,
+    /// WeCom's `get_jsapi_ticket`.
+    Corp,
 }
 
 /// Which endpoint issues access tokens.
@@ -156,6 +197,16 @@ mod tests {
             ("cgi-bin/message/custom/send", false)
         );
         assert!(Kind::Component.is_platform() && !Kind::WeCom.is_platform());
+        assert_eq!(Kind::Official.token_api(), TokenApi::App);
+        assert_eq!(Kind::MiniProgram.token_api(), TokenApi::App);
+        assert_eq!(Kind::WeCom.token_api(), TokenApi::Corp);
+        assert_eq!(Kind::Component.token_api(), TokenApi::Platform);
+        assert_eq!(Kind::Official.ticket_api(), Ok(TicketApi::Jsapi));
+        assert_eq!(Kind::WeCom.ticket_api(), Ok(TicketApi::Corp));
+        assert!(Kind::MiniProgram
+            .ticket_api()
+            .is_err_and(|why| why.contains("Mini Programs")));
+        assert!(Kind::Component.ticket_api().is_err());
         assert_eq!(Kind::parse("enterprise"), None);
     }
 }

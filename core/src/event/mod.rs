@@ -10,70 +10,15 @@
 //! - fields that WeChat documents as numbers become JSON numbers; everything else, 64-bit ids
 //!   included, stays a string, exactly as sent.
 
+mod fields;
+
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::xml::Element;
-
-/// Element names that always denote list entries.
-const LIST_ITEM_NAMES: &[&str] = &["item", "Item", "List"];
-
-/// Element names (after snake_casing) that are always arrays, even when they occur once.
-const ALWAYS_ARRAY: &[&str] = &["fail_idx"];
-
-/// Fields WeChat documents as integers (snake_case names, at any depth).
-const INTEGER_FIELDS: &[&str] = &[
-    "scale",
-    "total_count",
-    "filter_count",
-    "sent_count",
-    "error_count",
-    "count",
-    "article_idx",
-    "user_declare_state",
-    "audit_state",
-    "original_article_type",
-    "can_reprint",
-    "need_replace_content",
-    "need_show_reprint_source",
-    "check_state",
-    "publish_status",
-    "idx",
-    "fail_idx",
-    "popup_scene",
-    "error_code",
-    "expired_time",
-    "fail_time",
-    "agent_id",
-    "status_code",
-    "create_order_time",
-    "pay_finish_time",
-    "fee",
-    "original_fee",
-    "is_give_by_friend",
-    "is_restore_member_card",
-    "is_recommend_by_friend",
-    "verify_code",
-    "trans_id",
-    // WeCom: batch jobs and approvals.
-    "err_code",
-    "sp_status",
-    "apply_time",
-    "sp_time",
-    "approver_attr",
-    "statu_change_event",
-];
-
-/// Fields WeChat documents as decimal numbers.
-const FLOAT_FIELDS: &[&str] = &[
-    "location_x",
-    "location_y",
-    "latitude",
-    "longitude",
-    "precision",
-];
+use crate::wire::xml::Element;
+use fields::{ALWAYS_ARRAY, FLOAT_FIELDS, INTEGER_FIELDS, LIST_ITEM_NAMES};
 
 /// The normalized event: the body of every forwarded POST.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -393,7 +338,7 @@ mod tests {
         // The separators keep the parts apart.
         assert_ne!(event_id("a", Some("b"), b"c"), event_id("a", None, b"b\nc"));
         assert_eq!(a.len(), 36);
-        assert!(crate::jobs::is_event_id(&a));
+        assert!(crate::delivery::jobs::is_event_id(&a));
     }
 
     #[test]
@@ -406,7 +351,7 @@ mod tests {
                 message,
                 received_at_ms: 0,
             };
-            normalize_component(&crate::xml::parse(message).unwrap(), &ctx)
+            normalize_component(&crate::wire::xml::parse(message).unwrap(), &ctx)
         };
         let e = push(b"<xml><AppId><![CDATA[wxcomponent]]></AppId><CreateTime>1413192760</CreateTime><InfoType><![CDATA[authorized]]></InfoType><AuthorizerAppid><![CDATA[wxmerchant]]></AuthorizerAppid><AuthorizationCode><![CDATA[queryauthcode@@@abc]]></AuthorizationCode><AuthorizationCodeExpiredTime>1413196360</AuthorizationCodeExpiredTime><PreAuthCode><![CDATA[preauthcode@@@x]]></PreAuthCode></xml>").unwrap();
         assert_eq!(

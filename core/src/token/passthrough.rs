@@ -2,12 +2,12 @@
 //! that adds the account's token, streams media through, and after 40001/42001/40014 refreshes
 //! the token once and retries once.
 
-use crate::api_error::{errcode_of, is_token_invalid, ApiError};
+use crate::error::api_error::{errcode_of, is_token_invalid, ApiError};
 use crate::error::Error;
 use crate::ports::Method;
 use crate::ports::{Http, HttpAnswer, HttpRequest};
-use crate::token_service::TokenSource;
-use crate::upstream;
+use crate::token::upstream;
+use crate::token::TokenSource;
 
 /// Largest request body passed on (WeChat's media uploads are at most 10 MB).
 pub const MAX_BODY_BYTES: usize = 20 << 20;
@@ -154,11 +154,11 @@ pub async fn pass_through<H: Http, T: TokenSource>(
 
 /// WeChat's answer unchanged, except that an error answer (`{"errcode": N, ...}`, N != 0) gains
 /// a `"hint"` in terms of the account's kind when there is one and WeChat gave none.
-pub fn with_hint(body: Vec<u8>, kind: crate::accounts::Kind) -> Vec<u8> {
+pub fn with_hint(body: Vec<u8>, kind: crate::account::Kind) -> Vec<u8> {
     let Some(ApiError::WeChat { errcode, .. }) = errcode_of(&body) else {
         return body;
     };
-    let Some(hint) = crate::api_error::hint(errcode, Some(kind)) else {
+    let Some(hint) = crate::error::api_error::hint(errcode, Some(kind)) else {
         return body;
     };
     match serde_json::from_slice::<serde_json::Value>(&body) {
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn error_answers_gain_a_hint_for_the_accounts_kind() {
-        use crate::accounts::Kind;
+        use crate::account::Kind;
         let body = br#"{"errcode":48001,"errmsg":"api unauthorized"}"#.to_vec();
         let official: serde_json::Value =
             serde_json::from_slice(&with_hint(body.clone(), Kind::Official)).unwrap();

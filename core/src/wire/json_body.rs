@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::xml::{Element, XmlError, MAX_DEPTH, MAX_ELEMENTS};
+use crate::wire::xml::{Element, XmlError, MAX_DEPTH, MAX_ELEMENTS};
 
 /// Parses a JSON object body into an `<xml>` element tree.
 pub fn parse(body: &[u8]) -> Result<Element, XmlError> {

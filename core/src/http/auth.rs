@@ -1,7 +1,7 @@
 //! Bearer keys: the token service's `TOKEN_API_KEY` and the admin routes' `ADMIN_API_KEY`.
 
 use crate::error::Error;
-use crate::signature::constant_time_eq;
+use crate::wire::signature::constant_time_eq;
 
 /// The key in an `Authorization: Bearer <key>` header (the scheme in either case), or "".
 pub fn bearer_key(header: Option<&str>) -> &str {

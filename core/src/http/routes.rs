@@ -2,11 +2,11 @@
 //! (text for WeChat, JSON for programs), which routes exist only while their key is set, and
 //! who may call them. The shell matches on [`Route`] and runs it; it never looks at a path.
 
-use crate::accounts::DEFAULT_ACCOUNT;
-use crate::auth;
+use crate::account::DEFAULT_ACCOUNT;
 use crate::config::Config;
 use crate::error::{Error, Format};
-use crate::passthrough;
+use crate::http::auth;
+use crate::token::passthrough;
 
 pub use crate::ports::Method;
 

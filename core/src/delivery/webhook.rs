@@ -6,7 +6,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::signature::constant_time_eq;
+use crate::wire::signature::constant_time_eq;
 
 type HmacSha256 = Hmac<Sha256>;
 
