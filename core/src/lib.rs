@@ -60,6 +60,7 @@ pub mod account;
 pub mod callback;
 pub mod component;
 pub mod config;
+pub mod coordinator;
 pub mod delivery;
 pub mod error;
 pub mod event;

@@ -18,8 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["ports", "account"],
     // The one HTTP-facing error, with WeChat's errcodes beside it.
     &["error"],
-    // Normalized events and their ids.
-    &["event"],
+    // Normalized events and their ids; the account objects' rules (claims, nonces).
+    &["event", "coordinator"],
     // Delivery (targets, attempts, jobs, the webhook signature, dead letters); the token service.
     &["delivery", "token"],
     // The aggregate of every setting.

@@ -3,7 +3,7 @@
 //! among them).
 //!
 //! Available to the crate's own tests and, with the `testing` feature, to integration tests.
-//! One file per fake (`clock`, `store`, `http`, `queue`, `logs`), the token service's world
+//! One file per fake (`clock`, `store`, `http`, `queue`, `logs`, `coordinator`), the token service's world
 //! (`world`), and the fixtures of WeChat's side of a callback (`fixtures`).
 #![allow(
     clippy::unwrap_used,
@@ -24,6 +24,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use crate::ports::{Clock, FetchError, Http, HttpAnswer, HttpRequest, Store, StoreError};
 
 mod clock;
+mod coordinator;
 mod fixtures;
 mod http;
 mod logs;
@@ -32,6 +33,7 @@ mod store;
 mod world;
 
 pub use clock::*;
+pub use coordinator::*;
 pub use fixtures::*;
 pub use http::*;
 pub use logs::*;

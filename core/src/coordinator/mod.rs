@@ -1,0 +1,145 @@
+//! One coordinator per account: the place where everything that must be the same in every
+//! Cloudflare location is decided (today: callback claims and plaintext nonces).
+//!
+//! The Worker asks an account's object one [`Request`] at a time and gets one [`Response`]
+//! (JSON over the Durable Object stub's `fetch`). The object is [`AccountObject`]: the rules,
+//! here, over a small synchronous storage port, [`Rows`] (the shell maps it onto the object's
+//! SQLite; `testing` onto memory). The Worker's side of the conversation is the [`Coordinator`]
+//! port, and `relay/intake.rs` is its one caller.
+//!
+//! **Claims.** Before anything else happens to a verified callback, its event id is claimed:
+//! - [`Claimed::New`]: go on; the claim is in flight until [`Request::Settle`] reports the answer
+//!   (or releases it, after a refused hand-off), or until [`IN_FLIGHT_BOUND_MS`] passes (the
+//!   attempt died; WeChat's next retry is processed);
+//! - [`Claimed::InFlight`]: another attempt is working on it; ask again until it settles;
+//! - [`Claimed::Done`]: answered before; answer the same.
+//!
+//! In-flight claims are kept in the object's memory, done marks in its storage for
+//! [`MARK_TTL_SECS`]: one row written per callback, none for a WeChat retry. An object evicted
+//! while a claim is in flight forgets that claim, so a retry is processed again (a duplicate,
+//! never a loss).
+//!
+//! **Nonces.** In plaintext mode WeChat signs only (token, timestamp, nonce), so a URL seen
+//! once could be posted again with any body. The claim then carries the pair and a hash of the
+//! body, kept until the timestamp leaves the clock-skew window: the same pair with another body
+//! is [`Claimed::Replayed`]; with the same body it is WeChat's retry.
+
+#![allow(async_fn_in_trait)]
+
+mod object;
+
+pub use object::{AccountObject, Mark, Rows, RowsError};
+
+use serde::{Deserialize, Serialize};
+
+/// How long a done mark lives: well past WeChat's three retries (about 5 s apart).
+pub const MARK_TTL_SECS: u64 = 300;
+/// How long an unsettled claim holds: past the longest first attempt (the reply receiver's
+/// 4.5 s at most, plus the hand-off), short enough that WeChat's second retry (about 10 s after
+/// the first attempt) is processed when the first attempt died.
+pub const IN_FLIGHT_BOUND_MS: u64 = 9_000;
+/// How long the Worker waits for one answer of the object before it goes on without it.
+pub const REQUEST_TIMEOUT_MS: u64 = 2_000;
+/// How long a retry waits, from its arrival, for the first attempt to settle (inside WeChat's
+/// 5 s).
+pub const WAIT_LIMIT_MS: u64 = 4_000;
+/// The pause between two questions of a waiting retry.
+pub const WAIT_STEP_MS: u64 = 250;
+
+/// A plaintext callback's (timestamp, nonce) and its body's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nonce {
+    pub timestamp: String,
+    pub nonce: String,
+    /// SHA-1 of the body, hex.
+    pub body_sha1: String,
+    /// Unix seconds after which WeChat's signature check refuses the timestamp anyway.
+    pub expires_at: u64,
+}
+
+/// What the Worker asks an account's object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Claims `event_id` for the attempt `attempt` (random, the Worker's).
+    Claim {
+        event_id: String,
+        attempt: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<Nonce>,
+    },
+    /// The attempt's outcome: the reply WeChat was answered with (`Some`, "" for `success`),
+    /// or `None` to release the claim (nothing was handed over; WeChat's retry is processed).
+    Settle {
+        event_id: String,
+        attempt: String,
+        reply: Option<String>,
+    },
+}
+
+/// A claim's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "claim", rename_all = "snake_case")]
+pub enum Claimed {
+    New,
+    InFlight,
+    Done { reply: String },
+    Replayed,
+}
+
+/// What an account's object answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum Response {
+    Claimed(Claimed),
+    /// Whether the outcome was taken (a settle from an attempt whose claim was taken over
+    /// after [`IN_FLIGHT_BOUND_MS`] is not).
+    Settled {
+        taken: bool,
+    },
+    /// The object could not do what it was asked (its storage failed); the Worker goes on
+    /// without coordination.
+    Failed {
+        error: String,
+    },
+}
+
+/// Why the Worker got no answer from the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinationError(pub String);
+
+impl std::fmt::Display for CoordinationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The Worker's side: one request to the object of `account`, one response. The shell sends
+/// it through the Durable Object namespace; `testing` runs [`AccountObject`] in process.
+pub trait Coordinator {
+    async fn ask(&self, account: &str, request: &Request) -> Result<Response, CoordinationError>;
+}
+
+/// The request's JSON (what the stub's `fetch` carries).
+pub fn encode(request: &Request) -> String {
+    serde_json::to_string(request).unwrap_or_default()
+}
+
+/// A request's JSON, from the Worker; `None` for anything else.
+pub fn decode_request(body: &[u8]) -> Option<Request> {
+    serde_json::from_slice(body).ok()
+}
+
+/// The response's JSON.
+pub fn encode_response(response: &Response) -> String {
+    serde_json::to_string(response).unwrap_or_default()
+}
+
+/// A response's JSON, from the object.
+pub fn decode_response(body: &[u8]) -> Result<Response, CoordinationError> {
+    serde_json::from_slice(body).map_err(|e| {
+        CoordinationError(format!(
+            "the account object's answer is not understood: {e}"
+        ))
+    })
+}
