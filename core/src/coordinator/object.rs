@@ -91,7 +91,7 @@ impl<R: Rows> AccountObject<R> {
         now_ms: u64,
     ) -> Result<Claimed, RowsError> {
         let now_secs = now_ms / 1000;
-        self.purge(now_secs)?;
+        self.purge(now_ms)?;
         if let Some(nonce) = nonce {
             let key = format!("{}:{}", nonce.timestamp, nonce.nonce);
             match self.rows.nonce(&key)? {
@@ -155,15 +155,17 @@ impl<R: Rows> AccountObject<R> {
         Ok(true)
     }
 
-    fn purge(&mut self, now_secs: u64) -> Result<(), RowsError> {
-        if now_secs >= self.purged_at.saturating_add(PURGE_EVERY_SECS) {
-            self.rows.purge(now_secs)?;
-            self.purged_at = now_secs;
+    /// At most once a minute: deletes expired rows, and forgets the flights of dead attempts
+    /// (those past their bound; a claim finds one earlier itself and takes it over).
+    fn purge(&mut self, now_ms: u64) -> Result<(), RowsError> {
+        let now_secs = now_ms / 1000;
+        if now_secs < self.purged_at.saturating_add(PURGE_EVERY_SECS) {
+            return Ok(());
         }
-        // Flights past their bound are dead attempts' (in memory only).
-        let bound_secs = IN_FLIGHT_BOUND_MS / 1000 + 1;
+        self.rows.purge(now_secs)?;
+        self.purged_at = now_secs;
         self.flights
-            .retain(|_, f| f.since_ms / 1000 + bound_secs >= now_secs);
+            .retain(|_, f| now_ms < f.since_ms.saturating_add(IN_FLIGHT_BOUND_MS));
         Ok(())
     }
 }
