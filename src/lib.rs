@@ -12,7 +12,7 @@
 
 mod body;
 mod consumer;
-mod dedup;
+mod coordinator;
 mod logging;
 mod respond;
 mod runtime;
@@ -28,6 +28,7 @@ use respond::Failure;
 use runtime::{WorkerClock, WorkerRelay};
 
 pub use consumer::queue;
+pub use coordinator::AccountObject;
 
 #[event(fetch)]
 pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {

@@ -1,5 +1,5 @@
 //! The core's ports over the Workers runtime: the clock and timers, Workers KV, `fetch` and
-//! Service Bindings, the delivery queue, the settings from the bindings, and the isolate's
+//! Service Bindings, the delivery queue, the account objects (`coordinator.rs`), the settings from the bindings, and the isolate's
 //! memory; and the [`Relay`] that puts them together for one request.
 
 use std::rc::Rc;
@@ -16,18 +16,19 @@ use wechat_relay_core::{
     Relay, Store, StoreError,
 };
 
-use crate::dedup::CacheMarks;
+use crate::coordinator::WorkerCoordinator;
 use crate::webcrypto::WebCrypto;
 
 /// The relay over Workers.
-pub type WorkerRelay = Relay<WorkerClock, Kv, CacheMarks, WorkerHttp, WorkerQueue, WebCrypto>;
+pub type WorkerRelay =
+    Relay<WorkerClock, Kv, WorkerCoordinator, WorkerHttp, WorkerQueue, WebCrypto>;
 
 /// The relay for one request (or one queue batch, or one cron run).
 pub fn relay(env: &Env, config: Config) -> WorkerRelay {
     Relay {
         clock: WorkerClock,
         store: Kv::new(env),
-        marks: CacheMarks,
+        coordinator: WorkerCoordinator::new(env),
         http: WorkerHttp::new(env),
         queue: WorkerQueue::from_env(env),
         cipher: WebCrypto,

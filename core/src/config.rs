@@ -41,6 +41,8 @@ pub mod bindings {
     pub const KV: &str = "WECHAT_KV";
     /// The Cloudflare Queue producer for deliveries.
     pub const FORWARD_QUEUE: &str = "FORWARD_QUEUE";
+    /// The Durable Object namespace of the account objects (class `AccountObject`).
+    pub const COORDINATOR: &str = "COORDINATOR";
 }
 
 /// When the queue is used.

@@ -6,8 +6,9 @@
 //! fallback, pass-through), and the delivery rules.
 //!
 //! **Out of scope**: storage, the network, clocks and randomness. Flows that need them are
-//! generic over the small traits in [`ports`] ([`Clock`], [`Store`], [`Http`]); the Worker shell
-//! implements those over Workers KV, `fetch` and the runtime's clock, and [`testing`] (tests and
+//! generic over the small traits in [`ports`] ([`Clock`], [`Store`], [`Http`]) and
+//! [`coordinator::Coordinator`]; the Worker shell implements those over Workers KV, `fetch`,
+//! Durable Objects and the runtime's clock, and [`testing`] (tests and
 //! the `testing` feature) implements them in memory, so every flow runs under `cargo test`.
 //! Random bytes and the current time are passed in as values where a function needs them.
 //!
@@ -23,7 +24,10 @@
 //!    settings and message mode; in `account/kind.rs` every fact that differs by account kind).
 //! 4. [`error`]: the one HTTP-facing error (statuses, codes, rendering), with WeChat's errcodes
 //!    and their hints in `error/api_error.rs`.
-//! 5. [`event`]: normalization and event ids; the field tables in `event/fields.rs`.
+//! 5. [`event`]: normalization and event ids; the field tables in `event/fields.rs`;
+//!    [`coordinator`]: an account object's rules (callback claims, plaintext nonces, their
+//!    storage in minute buckets) over the synchronous `Rows` port, and the `Coordinator` port
+//!    the Worker asks it through.
 //! 6. [`delivery`] (targets from FORWARD_URLS and FORWARD_ROUTES, attempts and outcomes, queue
 //!    jobs and their schedule, the webhook signature, dead letters) and [`token`] (the token
 //!    service: credentials, WeChat's token requests, a platform's verify ticket, single flight,
@@ -33,8 +37,8 @@
 //!    [`component`] (third-party platforms: authorizers, the code exchange, links, the release
 //!    check, each its own file).
 //! 9. [`http`]: the route table and the bearer keys.
-//! 10. [`relay`]: the flows over the ports, one file per flow (intake, pushes, replies, tokens,
-//!     the queue consumers, admin).
+//! 10. [`relay`]: the flows over the ports, one file per flow (intake, claims, pushes, replies,
+//!     tokens, the queue consumers, admin).
 //!
 //! Where a change goes:
 //! - a new event field: one line in `event/fields.rs`, a sample pair under `tests/samples` and

@@ -30,10 +30,12 @@ export const QUEUE_CONSUMERS = {
 /**
  * Starts a relay. `bindings` override DEMO (a value of undefined removes it); `upstream(req)` may
  * answer outbound requests (default 204); `kv: false` leaves WECHAT_KV unbound; `queues: true`
- * binds FORWARD_QUEUE and consumes both queues as wrangler.toml does; `serviceBindings` and
- * `workers` (more Miniflare workers) are passed through. Returns { mf, fetch, sent, waitFor, dispose }.
+ * binds FORWARD_QUEUE and consumes both queues as wrangler.toml does; `coordinator: false` leaves
+ * the account objects (COORDINATOR) unbound; `persist` (a directory) keeps the objects' SQLite
+ * across relays, as a restart would; `serviceBindings` and `workers` (more Miniflare workers) are
+ * passed through. Returns { mf, fetch, sent, waitFor, dispose }.
  */
-export async function startRelay({ bindings = {}, upstream, kv = true, queues = false, serviceBindings, workers = [] } = {}) {
+export async function startRelay({ bindings = {}, upstream, kv = true, queues = false, coordinator = true, persist, serviceBindings, workers = [] } = {}) {
   const sent = [];
   const merged = { ...DEMO, ...bindings };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
@@ -46,6 +48,7 @@ export async function startRelay({ bindings = {}, upstream, kv = true, queues = 
     compatibilityDate: "2026-04-20",
     bindings: merged,
     kvNamespaces: kv ? ["WECHAT_KV"] : [],
+    durableObjects: coordinator ? { COORDINATOR: { className: "AccountObject", useSQLite: true } } : {},
     serviceBindings,
     outboundService: async (request) => {
       const body = Buffer.from(await request.arrayBuffer());
@@ -62,9 +65,10 @@ export async function startRelay({ bindings = {}, upstream, kv = true, queues = 
   }
   const mf = new Miniflare({
     workers: [relay, ...workers],
-    cache: true,
-    cachePersist: false,
+    // As on *.workers.dev: the Cache API stores nothing (the relay does not rely on it).
+    cache: false,
     kvPersist: false,
+    durableObjectsPersist: persist ?? false,
     handleRuntimeStdio(stdout, stderr) {
       for (const s of [stdout, stderr]) s.on("data", (d) => logs.push(String(d)));
     },

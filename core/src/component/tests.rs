@@ -12,6 +12,7 @@ use super::*;
 use crate::callback::Query;
 use crate::ports::SoftwareCipher;
 use crate::relay::{Relay, Verdict};
+use crate::testing::LocalCoordinator;
 use crate::testing::{
     self, callback, config, FakeAnswer, FakeClock, FakeHttp, FakeQueue, MemoryStore, Seen, Sent,
 };
@@ -153,7 +154,7 @@ struct P {
     http: FakeHttp,
     queue: FakeQueue,
     api: Rc<Api>,
-    relay: Relay<FakeClock, MemoryStore, MemoryStore, FakeHttp, FakeQueue, SoftwareCipher>,
+    relay: Relay<FakeClock, MemoryStore, LocalCoordinator, FakeHttp, FakeQueue, SoftwareCipher>,
 }
 
 fn platform(extra: &[(&str, &str)]) -> P {
@@ -188,7 +189,7 @@ fn platform(extra: &[(&str, &str)]) -> P {
     let relay = Relay {
         clock: clock.clone(),
         store: store.clone(),
-        marks: MemoryStore::new(&clock),
+        coordinator: LocalCoordinator::new(&clock),
         http: http.clone(),
         queue: Some(queue.clone()),
         cipher: SoftwareCipher,

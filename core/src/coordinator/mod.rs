@@ -15,7 +15,9 @@
 //! - [`Claimed::Done`]: answered before; answer the same.
 //!
 //! In-flight claims are kept in the object's memory, done marks in its storage for
-//! [`MARK_TTL_SECS`]: one row written per callback, none for a WeChat retry. An object evicted
+//! [`MARK_TTL_SECS`] (in minute buckets: about one row written per callback, none for a WeChat
+//! retry; see `object.rs`). Without a reply receiver the outcome is known up front (`success`)
+//! and the claim settles itself: one request per callback. An object evicted
 //! while a claim is in flight forgets that claim, so a retry is processed again (a duplicate,
 //! never a loss).
 //!
@@ -28,7 +30,7 @@
 
 mod object;
 
-pub use object::{AccountObject, Mark, Rows, RowsError};
+pub use object::{AccountObject, Rows, RowsError, StoredBucket};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,18 +64,26 @@ pub struct Nonce {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Claims `event_id` for the attempt `attempt` (random, the Worker's).
+    /// `reply`, when the outcome is known before the work (no reply receiver: `success`),
+    /// settles a new claim at once, so the callback costs one request; a refused hand-off
+    /// then releases it.
     Claim {
         event_id: String,
         attempt: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<Nonce>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply: Option<String>,
     },
     /// The attempt's outcome: the reply WeChat was answered with (`Some`, "" for `success`),
     /// or `None` to release the claim (nothing was handed over; WeChat's retry is processed).
+    /// The claim's nonce again, so it is stored even if the object was evicted in between.
     Settle {
         event_id: String,
         attempt: String,
         reply: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<Nonce>,
     },
 }
 

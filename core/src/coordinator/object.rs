@@ -1,17 +1,34 @@
 //! An account's object: the claims and nonces of its callbacks, over [`Rows`].
+//!
+//! **Storage layout.** Done marks and nonces are kept in *buckets*: one row for the callbacks
+//! settled in one minute (a JSON map of event id → reply and nonce → body hash), rewritten as
+//! each callback settles and deleted whole once everything in it expired. A callback costs one
+//! row written, and the purge one row a minute however many callbacks it held: about one row
+//! written per callback for a busy account, where a row per mark would cost two (its insert and
+//! its delete). The live buckets (at most `MARK_TTL_SECS` / 60 + 1 minutes of them, longer only
+//! for a clock-skew window above five minutes) are read once per object life and then kept in
+//! memory.
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Claimed, Nonce, Request, Response, IN_FLIGHT_BOUND_MS, MARK_TTL_SECS};
 
-/// How often, at most, expired marks and nonces are deleted (in seconds).
+/// How often, at most, expired buckets are deleted (in seconds).
 const PURGE_EVERY_SECS: u64 = 60;
+/// A bucket grows to about this many bytes before the minute's next one starts (a row holds at
+/// most 2 MB).
+const BUCKET_BYTES: usize = 256 * 1024;
+/// Buckets of one minute: keys `minute * PARTS ..= minute * PARTS + PARTS - 1`.
+const PARTS: u64 = 64;
 
-/// A settled claim: the reply WeChat got ("" for `success`), until `expires_at` (Unix seconds).
+/// One stored bucket: its key, when everything in it has expired (Unix seconds), and its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mark {
-    pub reply: String,
+pub struct StoredBucket {
+    pub key: u64,
     pub expires_at: u64,
+    pub content: String,
 }
 
 /// The object's storage failed.
@@ -27,27 +44,58 @@ impl std::fmt::Display for RowsError {
 /// The object's storage: synchronous, as a Durable Object's SQLite is (a run of calls with no
 /// `.await` between them commits together). What is stored survives the object's eviction.
 pub trait Rows {
-    /// The mark of `event_id`, expired or not.
-    fn mark(&self, event_id: &str) -> Result<Option<Mark>, RowsError>;
-    fn put_mark(&self, event_id: &str, mark: &Mark) -> Result<(), RowsError>;
-    /// The body hash and expiry of a stored (timestamp, nonce) pair, expired or not.
-    fn nonce(&self, key: &str) -> Result<Option<(String, u64)>, RowsError>;
-    fn put_nonce(&self, key: &str, body_sha1: &str, expires_at: u64) -> Result<(), RowsError>;
-    /// Deletes the marks and nonces that expired before `now_secs`.
+    /// The buckets that have not expired at `now_secs`.
+    fn buckets(&self, now_secs: u64) -> Result<Vec<StoredBucket>, RowsError>;
+    /// Inserts or replaces a bucket: one row written.
+    fn put_bucket(&self, bucket: &StoredBucket) -> Result<(), RowsError>;
+    /// Deletes the buckets that expired before `now_secs`.
     fn purge(&self, now_secs: u64) -> Result<(), RowsError>;
 }
 
-/// A claim in flight: which attempt holds it, since when (Unix milliseconds).
+/// A bucket's content.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Bucket {
+    /// Event id → the reply WeChat got ("" for `success`).
+    #[serde(default)]
+    marks: BTreeMap<String, String>,
+    /// `timestamp:nonce` → the body's SHA-1.
+    #[serde(default)]
+    nonces: BTreeMap<String, String>,
+    #[serde(skip)]
+    expires_at: u64,
+    #[serde(skip)]
+    bytes: usize,
+}
+
+impl Bucket {
+    fn stored(&self, key: u64) -> StoredBucket {
+        StoredBucket {
+            key,
+            expires_at: self.expires_at,
+            content: serde_json::to_string(self).unwrap_or_default(),
+        }
+    }
+}
+
+/// A claim in flight: which attempt holds it, since when (Unix milliseconds), and its nonce
+/// (stored when it settles).
 #[derive(Debug, Clone)]
 struct Flight {
     attempt: String,
     since_ms: u64,
+    nonce: Option<(String, String)>,
+}
+
+fn nonce_key(nonce: &Nonce) -> String {
+    format!("{}:{}", nonce.timestamp, nonce.nonce)
 }
 
 /// One account's object. Single-threaded, as a Durable Object is: [`AccountObject::handle`]
 /// runs each request to its end before the next.
 pub struct AccountObject<R> {
     rows: R,
+    /// The live buckets by key, once read.
+    buckets: Option<BTreeMap<u64, Bucket>>,
     /// In memory: lost with the object, after which a retry is processed again.
     flights: BTreeMap<String, Flight>,
     purged_at: u64,
@@ -57,6 +105,7 @@ impl<R: Rows> AccountObject<R> {
     pub fn new(rows: R) -> Self {
         AccountObject {
             rows,
+            buckets: None,
             flights: BTreeMap::new(),
             purged_at: 0,
         }
@@ -69,18 +118,42 @@ impl<R: Rows> AccountObject<R> {
                 event_id,
                 attempt,
                 nonce,
+                reply,
             } => self
-                .claim(&event_id, &attempt, nonce.as_ref(), now_ms)
+                .claim(&event_id, &attempt, nonce.as_ref(), reply, now_ms)
                 .map(Response::Claimed),
             Request::Settle {
                 event_id,
                 attempt,
                 reply,
+                nonce,
             } => self
-                .settle(&event_id, &attempt, reply, now_ms)
+                .settle(&event_id, &attempt, reply, nonce.as_ref(), now_ms)
                 .map(|taken| Response::Settled { taken }),
         };
         result.unwrap_or_else(|e| Response::Failed { error: e.0 })
+    }
+
+    /// The live buckets, read from storage on the first request of the object's life.
+    fn load(&mut self, now_secs: u64) -> Result<(), RowsError> {
+        if self.buckets.is_none() {
+            let mut loaded = BTreeMap::new();
+            for stored in self.rows.buckets(now_secs)? {
+                let mut bucket: Bucket = match serde_json::from_str(&stored.content) {
+                    Ok(bucket) => bucket,
+                    Err(e) => {
+                        // Its marks are lost: a retry of those events is processed again.
+                        log::error!(bucket = stored.key, error = e.to_string(); "a stored bucket of marks is unreadable; it is ignored");
+                        Bucket::default()
+                    }
+                };
+                bucket.expires_at = stored.expires_at;
+                bucket.bytes = stored.content.len();
+                loaded.insert(stored.key, bucket);
+            }
+            self.buckets = Some(loaded);
+        }
+        Ok(())
     }
 
     fn claim(
@@ -88,27 +161,34 @@ impl<R: Rows> AccountObject<R> {
         event_id: &str,
         attempt: &str,
         nonce: Option<&Nonce>,
+        provisional: Option<String>,
         now_ms: u64,
     ) -> Result<Claimed, RowsError> {
         let now_secs = now_ms / 1000;
         self.purge(now_ms)?;
+        self.load(now_secs)?;
+        let buckets = self.buckets.get_or_insert_with(BTreeMap::new);
+        let live = || buckets.values().filter(|b| b.expires_at >= now_secs);
         if let Some(nonce) = nonce {
-            let key = format!("{}:{}", nonce.timestamp, nonce.nonce);
-            match self.rows.nonce(&key)? {
-                Some((body, expires_at)) if expires_at >= now_secs => {
-                    if body != nonce.body_sha1 {
-                        return Ok(Claimed::Replayed);
-                    }
-                }
-                _ => self
-                    .rows
-                    .put_nonce(&key, &nonce.body_sha1, nonce.expires_at)?,
+            let key = nonce_key(nonce);
+            let stored = live().find_map(|b| b.nonces.get(&key));
+            let flying = self
+                .flights
+                .iter()
+                .filter(|(id, f)| {
+                    id.as_str() != event_id
+                        && now_ms < f.since_ms.saturating_add(IN_FLIGHT_BOUND_MS)
+                })
+                .find_map(|(_, f)| f.nonce.as_ref().filter(|(k, _)| *k == key));
+            let seen = stored.or(flying.map(|(_, body)| body));
+            if seen.is_some_and(|body| *body != nonce.body_sha1) {
+                return Ok(Claimed::Replayed);
             }
         }
-        if let Some(mark) = self.rows.mark(event_id)? {
-            if mark.expires_at >= now_secs {
-                return Ok(Claimed::Done { reply: mark.reply });
-            }
+        if let Some(reply) = live().find_map(|b| b.marks.get(event_id)) {
+            return Ok(Claimed::Done {
+                reply: reply.clone(),
+            });
         }
         if let Some(flight) = self.flights.get(event_id) {
             let held = now_ms < flight.since_ms.saturating_add(IN_FLIGHT_BOUND_MS);
@@ -119,13 +199,23 @@ impl<R: Rows> AccountObject<R> {
                 log::warn!(event_id = event_id, attempt = flight.attempt.as_str(); "a claim was never settled; its attempt is presumed dead and the event is processed again");
             }
         }
-        self.flights.insert(
-            event_id.to_owned(),
-            Flight {
-                attempt: attempt.to_owned(),
-                since_ms: now_ms,
-            },
-        );
+        match provisional {
+            // The outcome is known up front (no reply receiver): done now, in the one request.
+            Some(reply) => {
+                self.flights.remove(event_id);
+                self.record(event_id, Some(reply), nonce, now_secs)?;
+            }
+            None => {
+                self.flights.insert(
+                    event_id.to_owned(),
+                    Flight {
+                        attempt: attempt.to_owned(),
+                        since_ms: now_ms,
+                        nonce: nonce.map(|n| (nonce_key(n), n.body_sha1.clone())),
+                    },
+                );
+            }
+        }
         Ok(Claimed::New)
     }
 
@@ -134,29 +224,82 @@ impl<R: Rows> AccountObject<R> {
         event_id: &str,
         attempt: &str,
         reply: Option<String>,
+        nonce: Option<&Nonce>,
         now_ms: u64,
     ) -> Result<bool, RowsError> {
+        let now_secs = now_ms / 1000;
+        self.load(now_secs)?;
         match self.flights.get(event_id) {
             // Taken over by a later attempt: that one settles.
             Some(flight) if flight.attempt != attempt => return Ok(false),
             Some(_) => {
                 self.flights.remove(event_id);
             }
-            // The object was evicted since the claim: the outcome still counts.
+            // Settled at its claim (a provisional outcome), or the object was evicted since:
+            // the outcome still counts.
             None => {}
         }
-        if let Some(reply) = reply {
-            let mark = Mark {
-                reply,
-                expires_at: (now_ms / 1000).saturating_add(MARK_TTL_SECS),
-            };
-            self.rows.put_mark(event_id, &mark)?;
-        }
+        self.record(event_id, reply, nonce, now_secs)?;
         Ok(true)
     }
 
-    /// At most once a minute: deletes expired rows, and forgets the flights of dead attempts
-    /// (those past their bound; a claim finds one earlier itself and takes it over).
+    /// Stores an outcome: the mark (`Some`) in this minute's bucket, or its release (`None`:
+    /// a provisional mark is taken back); the nonce either way, so a replay stays refused.
+    fn record(
+        &mut self,
+        event_id: &str,
+        reply: Option<String>,
+        nonce: Option<&Nonce>,
+        now_secs: u64,
+    ) -> Result<(), RowsError> {
+        self.load(now_secs)?;
+        let buckets = self.buckets.get_or_insert_with(BTreeMap::new);
+        let mut touched: Vec<u64> = Vec::new();
+        if reply.is_none() {
+            for (key, bucket) in buckets.iter_mut() {
+                if bucket.marks.remove(event_id).is_some() {
+                    touched.push(*key);
+                }
+            }
+        }
+        if reply.is_some() || nonce.is_some() {
+            let minute = now_secs / 60;
+            let first = minute.saturating_mul(PARTS);
+            let last = first.saturating_add(PARTS - 1);
+            let key = match buckets.range(first..=last).next_back() {
+                Some((key, b)) if b.bytes < BUCKET_BYTES || *key == last => *key,
+                Some((key, _)) => key.saturating_add(1),
+                None => first,
+            };
+            let bucket = buckets.entry(key).or_default();
+            let ends = minute.saturating_add(1).saturating_mul(60);
+            bucket.expires_at = bucket.expires_at.max(ends.saturating_add(MARK_TTL_SECS));
+            if let Some(reply) = reply {
+                bucket.bytes = bucket
+                    .bytes
+                    .saturating_add(event_id.len() + reply.len() + 8);
+                bucket.marks.insert(event_id.to_owned(), reply);
+            }
+            if let Some(nonce) = nonce {
+                let key = nonce_key(nonce);
+                bucket.bytes = bucket.bytes.saturating_add(key.len() + 48);
+                bucket.nonces.insert(key, nonce.body_sha1.clone());
+                bucket.expires_at = bucket.expires_at.max(nonce.expires_at);
+            }
+            if !touched.contains(&key) {
+                touched.push(key);
+            }
+        }
+        for key in touched {
+            if let Some(bucket) = buckets.get(&key) {
+                self.rows.put_bucket(&bucket.stored(key))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At most once a minute: deletes the expired buckets, and forgets the flights of dead
+    /// attempts (those past their bound; a claim finds one earlier itself and takes it over).
     fn purge(&mut self, now_ms: u64) -> Result<(), RowsError> {
         let now_secs = now_ms / 1000;
         if now_secs < self.purged_at.saturating_add(PURGE_EVERY_SECS) {
@@ -164,6 +307,9 @@ impl<R: Rows> AccountObject<R> {
         }
         self.rows.purge(now_secs)?;
         self.purged_at = now_secs;
+        if let Some(buckets) = self.buckets.as_mut() {
+            buckets.retain(|_, b| b.expires_at >= now_secs);
+        }
         self.flights
             .retain(|_, f| now_ms < f.since_ms.saturating_add(IN_FLIGHT_BOUND_MS));
         Ok(())
@@ -180,6 +326,17 @@ mod tests {
             event_id: id.into(),
             attempt: attempt.into(),
             nonce: None,
+            reply: None,
+        }
+    }
+
+    /// A claim that settles itself with `success` (no reply receiver).
+    fn claim_done(id: &str, attempt: &str) -> Request {
+        Request::Claim {
+            event_id: id.into(),
+            attempt: attempt.into(),
+            nonce: None,
+            reply: Some(String::new()),
         }
     }
 
@@ -188,7 +345,14 @@ mod tests {
             event_id: id.into(),
             attempt: attempt.into(),
             reply: reply.map(str::to_owned),
+            nonce: None,
         }
+    }
+
+    /// When a mark settled at `settled_ms` expires (Unix ms): the end of its minute's bucket
+    /// plus the TTL.
+    fn mark_expiry_ms(settled_ms: u64) -> u64 {
+        ((settled_ms / 1000 / 60 + 1) * 60 + MARK_TTL_SECS) * 1000
     }
 
     fn claimed(c: Claimed) -> Response {
@@ -278,7 +442,11 @@ mod tests {
         let mut object = AccountObject::new(rows.clone());
         let done = claimed(Claimed::Done { reply: "".into() });
         assert_eq!(object.handle(claim("e1", "b"), T0 + 2), done);
-        let last = T0 + MARK_TTL_SECS * 1000;
+        let last = mark_expiry_ms(T0 + 1);
+        assert!(
+            last >= T0 + MARK_TTL_SECS * 1000,
+            "a mark lasts at least the TTL"
+        );
         assert_eq!(object.handle(claim("e1", "b"), last), done);
         let expired = last + 1000;
         assert_eq!(
@@ -320,16 +488,21 @@ mod tests {
         );
     }
 
+    fn nonce_of(body: &str, expires_at: u64) -> Nonce {
+        Nonce {
+            timestamp: "1700000000".into(),
+            nonce: "n1".into(),
+            body_sha1: body.into(),
+            expires_at,
+        }
+    }
+
     fn nonce_claim(id: &str, body: &str, expires_at: u64) -> Request {
         Request::Claim {
             event_id: id.into(),
             attempt: format!("{id}-attempt"),
-            nonce: Some(Nonce {
-                timestamp: "1700000000".into(),
-                nonce: "n1".into(),
-                body_sha1: body.into(),
-                expires_at,
-            }),
+            nonce: Some(nonce_of(body, expires_at)),
+            reply: Some(String::new()),
         }
     }
 
@@ -348,8 +521,8 @@ mod tests {
         );
         assert_eq!(
             object.handle(nonce_claim("e1", "h1", window_end), T0 + 6),
-            claimed(Claimed::New),
-            "the same attempt: the same body is not a replay"
+            claimed(Claimed::Done { reply: "".into() }),
+            "WeChat's retry: the same body is not a replay"
         );
         // Replays are refused after an eviction too.
         drop(object);
@@ -358,11 +531,138 @@ mod tests {
             object.handle(nonce_claim("e3", "h3", window_end), T0 + 7),
             claimed(Claimed::Replayed)
         );
-        // Past the window the pair is forgotten (WeChat's signature check refuses it anyway).
-        let later = (window_end + 1) * 1000;
+        // Past the window (and its bucket) the pair is forgotten: WeChat's signature check
+        // refuses the timestamp by then anyway.
+        let later = mark_expiry_ms(T0 + 7).max((window_end + 1) * 1000) + 1000;
         assert_eq!(
             object.handle(nonce_claim("e4", "h4", later / 1000 + 300), later),
             claimed(Claimed::New)
+        );
+    }
+
+    #[test]
+    fn a_nonce_in_flight_refuses_a_replay_and_is_stored_at_the_settle_even_after_eviction() {
+        let rows = MemoryRows::default();
+        let mut object = AccountObject::new(rows.clone());
+        let window_end = T0 / 1000 + 300;
+        let first = Request::Claim {
+            event_id: "e1".into(),
+            attempt: "a".into(),
+            nonce: Some(nonce_of("h1", window_end)),
+            reply: None,
+        };
+        assert_eq!(object.handle(first, T0), claimed(Claimed::New));
+        assert_eq!(rows.written.get(), 0, "a claim in flight writes nothing");
+        // Another body under the same pair while the first still waits for its reply.
+        assert_eq!(
+            object.handle(nonce_claim("e2", "h2", window_end), T0 + 5),
+            claimed(Claimed::Replayed)
+        );
+        drop(object);
+        let mut object = AccountObject::new(rows.clone());
+        let settle = Request::Settle {
+            event_id: "e1".into(),
+            attempt: "a".into(),
+            reply: Some("r".into()),
+            nonce: Some(nonce_of("h1", window_end)),
+        };
+        assert_eq!(
+            object.handle(settle, T0 + 10),
+            Response::Settled { taken: true }
+        );
+        assert_eq!((rows.marks(), rows.nonces()), (1, 1));
+        assert_eq!(
+            object.handle(nonce_claim("e3", "h3", window_end), T0 + 20),
+            claimed(Claimed::Replayed)
+        );
+    }
+
+    #[test]
+    fn a_self_settling_claim_is_one_request_and_a_refused_hand_off_takes_it_back() {
+        let rows = MemoryRows::default();
+        let mut object = AccountObject::new(rows.clone());
+        assert_eq!(
+            object.handle(claim_done("e1", "a"), T0),
+            claimed(Claimed::New)
+        );
+        assert_eq!(rows.marks(), 1);
+        let done = claimed(Claimed::Done { reply: "".into() });
+        assert_eq!(object.handle(claim_done("e1", "b"), T0 + 5), done);
+        // The enqueue was refused: released, and WeChat's retry is processed afresh.
+        assert_eq!(
+            object.handle(settle("e1", "a", None), T0 + 6),
+            Response::Settled { taken: true }
+        );
+        assert_eq!(rows.marks(), 0);
+        assert_eq!(
+            object.handle(claim_done("e1", "c"), T0 + 5000),
+            claimed(Claimed::New)
+        );
+    }
+
+    #[test]
+    fn a_busy_minute_costs_about_one_row_written_per_callback() {
+        let rows = MemoryRows::default();
+        let mut object = AccountObject::new(rows.clone());
+        // Ten minutes at one callback a second, each retried once.
+        let start = 1_700_000_040_000; // a minute boundary
+        for i in 0..600u64 {
+            let now = start + i * 1000;
+            let id = format!("e{i}");
+            assert_eq!(
+                object.handle(claim_done(&id, "a"), now),
+                claimed(Claimed::New)
+            );
+            assert!(matches!(
+                object.handle(claim_done(&id, "b"), now + 500),
+                Response::Claimed(Claimed::Done { .. })
+            ));
+        }
+        // A further ten minutes of nothing but the purge.
+        for m in 0..10u64 {
+            object.handle(claim("x", "a"), start + 600_000 + m * 60_000);
+        }
+        let written = rows.written.get();
+        assert!(
+            (600..=612).contains(&written),
+            "600 callbacks, 10 buckets, their 10 deletes: {written} rows written"
+        );
+        assert!(rows.rows() <= 1, "expired buckets are deleted");
+    }
+
+    #[test]
+    fn a_full_bucket_starts_the_next_part_of_its_minute() {
+        let rows = MemoryRows::default();
+        let mut object = AccountObject::new(rows.clone());
+        let reply = "x".repeat(4000);
+        for i in 0..100 {
+            let id = format!("e{i}");
+            object.handle(claim(&id, "a"), T0);
+            object.handle(settle(&id, "a", Some(&reply)), T0);
+        }
+        assert!(rows.rows() >= 2, "{} rows", rows.rows());
+        drop(object);
+        let mut object = AccountObject::new(rows.clone());
+        for i in [0, 99] {
+            assert!(matches!(
+                object.handle(claim(&format!("e{i}"), "b"), T0 + 1),
+                Response::Claimed(Claimed::Done { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_corrupted_bucket_is_ignored_not_a_failure() {
+        let rows = MemoryRows::default();
+        let mut object = AccountObject::new(rows.clone());
+        object.handle(claim_done("e1", "a"), T0);
+        drop(object);
+        rows.corrupt();
+        let mut object = AccountObject::new(rows.clone());
+        assert_eq!(
+            object.handle(claim_done("e1", "b"), T0 + 5),
+            claimed(Claimed::New),
+            "a duplicate rather than a refusal"
         );
     }
 

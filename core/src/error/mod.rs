@@ -46,6 +46,9 @@ pub enum Error {
     UnknownAuthorizer,
     /// The bearer key is missing or wrong.
     Unauthorized,
+    /// A plaintext callback's (timestamp, nonce) was seen with another body: a captured URL
+    /// posted again.
+    Replayed,
 
     // --- WeChat's ---
     /// WeChat's API failed or could not be reached.
@@ -56,6 +59,9 @@ pub enum Error {
     Config(ConfigError),
     /// The delivery queue refused the event; WeChat retries, and nothing was marked as seen.
     QueueUnavailable(QueueError),
+    /// Another attempt at the same callback is still being processed after the wait a retry
+    /// may take; WeChat retries, and the next retry gets that attempt's answer.
+    StillInFlight,
     /// A third-party platform has no component_verify_ticket yet (WeChat pushes one every 10
     /// minutes; the relay has asked it to restart the push).
     NoVerifyTicket,
@@ -96,12 +102,13 @@ impl Error {
             | Error::StaleTimestamp
             | Error::Decryption
             | Error::WrongRecipient
+            | Error::Replayed
             | Error::Unauthorized => 401,
             Error::NotFound | Error::NotAvailable(_) | Error::UnknownAuthorizer => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::BodyTooLarge { .. } => 413,
             Error::Config(_) | Error::Internal(_) => 500,
-            Error::QueueUnavailable(_) | Error::NoVerifyTicket => 503,
+            Error::QueueUnavailable(_) | Error::StillInFlight | Error::NoVerifyTicket => 503,
             Error::Api(e) => e.status(),
         }
     }
@@ -125,6 +132,8 @@ impl Error {
             Error::NotAvailable(_) => "not_available",
             Error::UnknownAuthorizer => "unknown_authorizer",
             Error::Unauthorized => "unauthorized",
+            Error::Replayed => "replayed",
+            Error::StillInFlight => "in_flight",
             Error::Api(e) => e.code(),
             Error::Config(_) => "configuration",
             Error::QueueUnavailable(_) => "queue_unavailable",
@@ -147,7 +156,9 @@ impl Error {
                 .retry_after()
                 .map(|s| vec![("retry-after", s.to_string())])
                 .unwrap_or_default(),
-            Error::QueueUnavailable(_) => vec![("retry-after", "5".to_owned())],
+            Error::QueueUnavailable(_) | Error::StillInFlight => {
+                vec![("retry-after", "5".to_owned())]
+            }
             Error::NoVerifyTicket => vec![("retry-after", "600".to_owned())],
             _ => Vec::new(),
         }
@@ -229,6 +240,12 @@ impl std::fmt::Display for Error {
                 "no such authorizer: it never authorized this platform, or revoked it (POST /component/authorizers/sync recovers authorizers WeChat still knows)",
             ),
             Error::Unauthorized => f.write_str("missing or wrong bearer token"),
+            Error::Replayed => f.write_str(
+                "this timestamp and nonce were already used with another body (a replayed callback URL)",
+            ),
+            Error::StillInFlight => f.write_str(
+                "an earlier attempt at this callback is still being processed; retry for its answer",
+            ),
             Error::Config(e) => e.fmt(f),
             Error::Api(e) => e.fmt(f),
             Error::Internal(e) => write!(f, "internal error: {e}"),

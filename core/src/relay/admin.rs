@@ -5,8 +5,8 @@
 use super::*;
 use crate::delivery::dead_letters::Entry;
 
-impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
-    Relay<C, S, M, H, Q, X>
+impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, K, H, Q, X>
 {
     /// `GET /admin/dead-letters?limit=&cursor=`: one page (100 by default, at most 1,000) and
     /// the next page's cursor (null after the last). A record that cannot be read is listed

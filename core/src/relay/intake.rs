@@ -1,12 +1,14 @@
 //! A callback from WeChat to its answer: verified, decrypted, normalized, deduplicated, handed
 //! over for delivery (enqueued, or delivered right after the answer), answered.
 
+use super::claims::Claim;
 use super::replies::ReplyResult;
 use super::*;
+use crate::coordinator::Nonce;
 use crate::ports::QueueError;
 
-impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
-    Relay<C, S, M, H, Q, X>
+impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, K, H, Q, X>
 {
     /// A callback: verified, decrypted and normalized; handed over durably (or scheduled right
     /// after the answer); answered with a passive reply when the reply receiver gives one, else
@@ -21,7 +23,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
     ) -> Result<Answer, Error> {
         let account = self.config.account(account_name)?;
         if account.kind().is_platform() {
-            return self.receive_push(account, query, body).await;
+            return self.receive_push(account, query, body, random).await;
         }
         let inbound = match callback::begin_callback(
             &self.config,
@@ -33,7 +35,31 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
             callback::Begun::Opened(inbound) => inbound,
             callback::Begun::Sealed(sealed) => self.decrypt(sealed).await?.normalize(None)?,
         };
-        self.handle_message(account, inbound, random, None).await
+        let nonce = match inbound.mode {
+            Mode::Plaintext => Some(self.nonce_of(query, body)?),
+            Mode::Encrypted => None,
+        };
+        self.handle_message(account, inbound, random, None, nonce)
+            .await
+    }
+
+    /// A plaintext callback's (timestamp, nonce) with its body's hash, kept until the
+    /// timestamp leaves the clock-skew window. WeChat's signature covers only the pair, so
+    /// this is what tells a retry (same body) from a replayed URL (another body).
+    fn nonce_of(&self, query: &Query, body: &[u8]) -> Result<Nonce, Error> {
+        let timestamp = query
+            .timestamp
+            .clone()
+            .ok_or(Error::MissingParameter("timestamp"))?;
+        let seconds: u64 = timestamp
+            .parse()
+            .map_err(|_| Error::MalformedParameter("timestamp"))?;
+        Ok(Nonce {
+            timestamp,
+            nonce: query.nonce.clone().unwrap_or_default(),
+            body_sha1: sha1_smol::Sha1::from(body).digest().to_string(),
+            expires_at: seconds.saturating_add(self.config.max_clock_skew()?),
+        })
     }
 
     /// A message or event of an account that authorized the platform `account_name`
@@ -58,7 +84,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         if let Some(check) = ReleaseCheck::of(authorizer, &inbound.event) {
             return self.release_check(account, inbound, check, random);
         }
-        self.handle_message(account, inbound, random, Some(authorizer.to_owned()))
+        self.handle_message(account, inbound, random, Some(authorizer.to_owned()), None)
             .await
     }
 
@@ -92,32 +118,6 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
             callback::Begun::Sealed(sealed) => self.decrypt(sealed).await,
             // Platforms are always encrypted: begin_callback never opens their plaintext.
             callback::Begun::Opened(_) => Err(Error::MissingElement("Encrypt")),
-        }
-    }
-
-    /// The stored reply of an event seen in the last minutes (a WeChat retry), if it was.
-    pub(super) async fn seen(&self, event: &Event) -> Option<String> {
-        match self.marks.get(&event.id).await {
-            Ok(found) => {
-                if found.is_some() {
-                    log::info!(event_id = event.id.as_str(); "duplicate callback, not forwarded");
-                }
-                found
-            }
-            Err(e) => {
-                log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate marks unreadable; handling the callback anyway");
-                None
-            }
-        }
-    }
-
-    pub(super) async fn mark(&self, event: &Event, reply_text: &str) {
-        if let Err(e) = self
-            .marks
-            .put(&event.id, reply_text, Some(MARK_TTL_SECS))
-            .await
-        {
-            log::warn!(event_id = event.id.as_str(), error = e.to_string(); "duplicate mark not written; a retry would be forwarded again");
         }
     }
 
@@ -178,13 +178,14 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         )))
     }
 
-    /// A message or event: dedup, hand-off, passive reply, mark, answer.
+    /// A message or event: claim, hand-off, passive reply, settle, answer.
     pub(super) async fn handle_message(
         &self,
         account: &Account,
         inbound: callback::Inbound,
         random: [u8; 32],
         authorizer: Option<String>,
+        nonce: Option<Nonce>,
     ) -> Result<Answer, Error> {
         let config = &self.config;
         let event = inbound.event;
@@ -195,14 +196,29 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         let reply_url = config.reply_url()?.cloned();
         let reply_timeout_ms = config.reply_timeout_ms()?;
 
-        if let Some(stored) = self.seen(&event).await {
-            let body = self.render_reply(account, inbound.mode, &stored, random)?;
-            return Ok(answer(body, inbound.json, None));
-        }
+        // Without a reply receiver the answer is `success` whatever happens next.
+        let provisional = reply_url.is_none().then(String::new);
+        let held = match self
+            .claim(account.name(), &event.id, nonce, provisional, &random)
+            .await?
+        {
+            Claim::Answered(stored) => {
+                let body = self.render_reply(account, inbound.mode, &stored, random)?;
+                return Ok(answer(body, inbound.json, None));
+            }
+            Claim::Go(held) => held,
+        };
         let event_body = event.to_json();
-        let now_targets = self
+        let now_targets = match self
             .enqueue(mode, account.name(), &event, &event_body, targets)
-            .await?;
+            .await
+        {
+            Ok(targets) => targets,
+            Err(e) => {
+                self.settle(held, None).await;
+                return Err(e);
+            }
+        };
 
         // The passive reply.
         let mut late = None;
@@ -236,7 +252,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
                 }
             }
         }
-        self.mark(&event, &reply_text).await;
+        self.settle(held, Some(reply_text.clone())).await;
 
         let mut background: Vec<Background> = Vec::new();
         background.extend(self.deliver_after(account.name(), &event, event_body, now_targets));

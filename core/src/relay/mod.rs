@@ -9,11 +9,14 @@
 //! (or, with no queue, four attempts inside `wait_until`), and whatever still fails is stored as
 //! a dead letter.
 //!
-//! **Once per retry storm.** A short-lived mark per event id (in the Cache API of the location)
-//! remembers the event and the reply it got; WeChat's retries get the same answer and are not
-//! delivered again.
+//! **Once per retry storm, in every location.** Before anything is handed over, the callback's
+//! event id is claimed at its account's object (`claims.rs`, over the [`Coordinator`] port: a
+//! Durable Object in the shell). A retry of a callback in flight waits for its outcome; one of
+//! a callback answered before gets the same answer and is not delivered again. When the object
+//! cannot be asked, the callback is processed anyway (a duplicate is better than a loss).
 //!
-//! One file per flow: `intake.rs` (a callback to its answer), `replies.rs` (passive and late
+//! One file per flow: `intake.rs` (a callback to its answer), `claims.rs` (its claim at the
+//! account's object), `replies.rs` (passive and late
 //! replies), `pushes.rs` (a platform's pushes and the release check), `queue.rs` (delivery after
 //! the hand-off and the two queue consumers), `admin.rs` (dead-letter pages and replay),
 //! `tokens.rs` (the token routes: whose token, and the answers).
@@ -30,6 +33,7 @@ use crate::callback::reply::{self, Reply};
 use crate::callback::{self, Mode, Query};
 use crate::component::{self, Platform, ReleaseCheck};
 use crate::config::{Config, ForwardMode};
+use crate::coordinator::Coordinator;
 use crate::delivery::dead_letters::{self, DeadLetter};
 use crate::delivery::jobs::{self, Job, Next, Schedule};
 use crate::delivery::{self, Failed, Outcome};
@@ -40,8 +44,6 @@ use crate::ports::{Cipher, Clock, Destination, Http, HttpAnswer, Queue, Store};
 use crate::token::passthrough::{self, Call, Passed};
 use crate::token::{Credentials, Memory, TokenSource};
 
-/// How long a duplicate mark lives: well past WeChat's three retries (5 s apart).
-pub const MARK_TTL_SECS: u64 = 300;
 /// How long a reply receiver may take in all; after the passive-reply deadline its answer goes
 /// through the customer-service API. Inside `wait_until`'s 30 s.
 pub const LATE_REPLY_LIMIT_MS: u64 = 25_000;
@@ -82,14 +84,16 @@ pub trait QueuePort: Queue + Clone + 'static {}
 impl<T: Queue + Clone + 'static> QueuePort for T {}
 pub trait CipherPort: Cipher + Clone + 'static {}
 impl<T: Cipher + Clone + 'static> CipherPort for T {}
+pub trait CoordinatorPort: Coordinator + Clone + 'static {}
+impl<T: Coordinator + Clone + 'static> CoordinatorPort for T {}
 
 /// The ports and the request's settings. Cloning is cheap (the ports are handles).
-pub struct Relay<C, S, M, H, Q, X> {
+pub struct Relay<C, S, K, H, Q, X> {
     pub clock: C,
     /// Workers KV: credentials and dead letters.
     pub store: S,
-    /// The duplicate marks (the Cache API).
-    pub marks: M,
+    /// The account objects: callback claims and nonces (Durable Objects).
+    pub coordinator: K,
     pub http: H,
     /// The delivery queue, when bound.
     pub queue: Option<Q>,
@@ -98,12 +102,12 @@ pub struct Relay<C, S, M, H, Q, X> {
     pub config: Rc<Config>,
 }
 
-impl<C: Clone, S: Clone, M: Clone, H: Clone, Q: Clone, X: Clone> Clone for Relay<C, S, M, H, Q, X> {
+impl<C: Clone, S: Clone, K: Clone, H: Clone, Q: Clone, X: Clone> Clone for Relay<C, S, K, H, Q, X> {
     fn clone(&self) -> Self {
         Relay {
             clock: self.clock.clone(),
             store: self.store.clone(),
-            marks: self.marks.clone(),
+            coordinator: self.coordinator.clone(),
             http: self.http.clone(),
             queue: self.queue.clone(),
             cipher: self.cipher.clone(),
@@ -113,8 +117,8 @@ impl<C: Clone, S: Clone, M: Clone, H: Clone, Q: Clone, X: Clone> Clone for Relay
     }
 }
 
-impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
-    Relay<C, S, M, H, Q, X>
+impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, K, H, Q, X>
 {
     /// An account's credentials.
     pub fn credentials<'a>(&'a self, account: &'a Account) -> Credentials<'a, C, S, H> {
@@ -160,6 +164,7 @@ fn answer(body: String, json: bool, background: Option<Background>) -> Answer {
 }
 
 mod admin;
+mod claims;
 mod intake;
 mod pushes;
 mod queue;

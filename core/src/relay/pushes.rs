@@ -1,10 +1,11 @@
 //! A third-party platform's pushes (the verify ticket, authorizations, everything else
 //! forwarded) and WeChat's release check of its merchants.
 
+use super::claims::Claim;
 use super::*;
 
-impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
-    Relay<C, S, M, H, Q, X>
+impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, K, H, Q, X>
 {
     /// A third-party platform's authorization push: answered `success` at once; the verify
     /// ticket stored (never forwarded); an authorization's code exchanged after the answer; a
@@ -14,6 +15,7 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         account: &Account,
         query: &Query,
         body: &[u8],
+        random: [u8; 32],
     ) -> Result<Answer, Error> {
         let opened = self.open_sealed(account.name(), query, body).await?;
         let event = opened.normalize_component()?;
@@ -38,19 +40,35 @@ impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: Cip
         let targets = self.config.targets_for(&event)?;
         let mode = self.config.forward_mode()?;
         self.config.forward_secret()?;
-        if self.seen(&event).await.is_some() {
-            return Ok(answer("success".to_owned(), false, None));
-        }
+        let held = match self
+            .claim(
+                account.name(),
+                &event.id,
+                None,
+                Some(String::new()),
+                &random,
+            )
+            .await?
+        {
+            Claim::Answered(_) => return Ok(answer("success".to_owned(), false, None)),
+            Claim::Go(held) => held,
+        };
         if info == "unauthorized" {
             if let (Some(app_id), Ok(platform)) = (&event.app_id, self.platform(account.name())) {
                 platform.revoke(app_id).await;
             }
         }
         let event_body = event.to_json();
-        let now_targets = self
+        let now_targets = match self
             .enqueue(mode, account.name(), &event, &event_body, targets)
-            .await?;
-        self.mark(&event, "").await;
+            .await
+        {
+            Ok(targets) => targets,
+            Err(e) => {
+                self.settle(held, None).await;
+                return Err(e);
+            }
+        };
         let mut background: Vec<Background> = Vec::new();
         background.extend(self.deliver_after(account.name(), &event, event_body, now_targets));
         if matches!(info.as_str(), "authorized" | "updateauthorized") {

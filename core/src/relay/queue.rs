@@ -46,8 +46,8 @@ pub struct QueueMessage {
     pub enqueued_ms: u64,
 }
 
-impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
-    Relay<C, S, M, H, Q, X>
+impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, K, H, Q, X>
 {
     /// A whole queue batch: one verdict per message, at most [`MAX_PARALLEL_ATTEMPTS`] of them
     /// in flight at once. `settle(i, verdict)` is called as each message is done (so it is

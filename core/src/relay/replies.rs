@@ -9,8 +9,8 @@ pub(super) enum ReplyResult {
     Nothing(String),
 }
 
-impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
-    Relay<C, S, M, H, Q, X>
+impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, K, H, Q, X>
 {
     /// Sends a message through WeChat's API (`path`, a JSON body) with `source`'s token; a
     /// refusal comes back as WeChat's words, for the log.

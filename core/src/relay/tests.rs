@@ -10,8 +10,8 @@ use super::*;
 use crate::delivery::webhook::WebhookSecret;
 use crate::ports::{FetchError, SoftwareCipher};
 use crate::testing::{
-    self, callback, config, text_message, FakeAnswer, FakeClock, FakeHttp, FakeQueue, MemoryStore,
-    Seen, Sent, WeChatState,
+    self, callback, config, text_message, FakeAnswer, FakeClock, FakeHttp, FakeQueue,
+    LocalCoordinator, MemoryStore, Seen, Sent, WeChatState,
 };
 use crate::wire::crypto::AesKey;
 
@@ -26,12 +26,12 @@ type Receiver = Rc<RefCell<Box<dyn Fn(&Seen) -> Result<FakeAnswer, FetchError>>>
 struct T {
     clock: FakeClock,
     store: MemoryStore,
-    marks: MemoryStore,
+    coordinator: LocalCoordinator,
     http: FakeHttp,
     queue: FakeQueue,
     wechat: Rc<WeChatState>,
     receiver: Receiver,
-    relay: Relay<FakeClock, MemoryStore, MemoryStore, FakeHttp, FakeQueue, SoftwareCipher>,
+    relay: Relay<FakeClock, MemoryStore, LocalCoordinator, FakeHttp, FakeQueue, SoftwareCipher>,
     seq: std::cell::Cell<u64>,
 }
 
@@ -64,12 +64,12 @@ fn world(extra: &[(&str, &str)], with_queue: bool) -> T {
         }
     });
     let store = MemoryStore::new(&clock);
-    let marks = MemoryStore::new(&clock);
+    let coordinator = LocalCoordinator::new(&clock);
     let queue = FakeQueue::new(&clock);
     let relay = Relay {
         clock: clock.clone(),
         store: store.clone(),
-        marks: marks.clone(),
+        coordinator: coordinator.clone(),
         http: http.clone(),
         queue: with_queue.then(|| queue.clone()),
         cipher: SoftwareCipher,
@@ -79,7 +79,7 @@ fn world(extra: &[(&str, &str)], with_queue: bool) -> T {
     T {
         clock,
         store,
-        marks,
+        coordinator,
         http,
         queue,
         wechat,
@@ -104,6 +104,8 @@ impl T {
             7_000_000 + self.seq.get(),
             self.clock.now_secs(),
         );
+        // A nonce of its own: in plaintext mode a pair seen with another body is a replay.
+        let nonce = format!("n{}", self.seq.get());
         let (q, b) = callback(
             TOKEN,
             KEY,
@@ -111,7 +113,7 @@ impl T {
             &xml,
             mode,
             self.clock.now_secs(),
-            "4242",
+            &nonce,
         );
         (q, b, from)
     }
@@ -372,8 +374,9 @@ fn enqueue_failure_is_503_with_no_mark_and_the_retry_is_delivered() {
     let err = t.receive(&q, &b).err().unwrap();
     assert_eq!(err.status(), 503);
     assert_eq!(err.code(), "queue_unavailable");
-    assert!(
-        t.marks.keys().is_empty(),
+    assert_eq!(
+        t.coordinator.marks(),
+        0,
         "no mark: WeChat's retry is not a duplicate"
     );
     // WeChat retries the same callback (new nonce, same message).
@@ -393,10 +396,14 @@ fn duplicates_are_answered_and_not_delivered_again() {
     assert_eq!(again.body, "success");
     assert!(again.background.is_none());
     assert_eq!(t.queue.len(), 1);
-    // A broken mark store means "not seen": a duplicate is better than a lost event.
-    t.marks.fail_reads.set(true);
+    // An unreachable account object means "not seen": a duplicate is better than a lost
+    // event.
+    t.coordinator.unreachable.set(true);
     t.receive_all(&q, &b).unwrap();
     assert_eq!(t.queue.len(), 2);
+    assert!(testing::take_logs()
+        .iter()
+        .any(|l| l.contains("did not answer")));
 }
 
 #[test]
@@ -614,7 +621,7 @@ fn a_bad_route_document_is_a_500_naming_it_and_nothing_is_handed_over() {
     assert_eq!(err.status(), 500);
     assert!(err.to_string().contains("FORWARD_ROUTES"));
     assert!(t.queue.sent.borrow().is_empty());
-    assert!(t.marks.keys().is_empty());
+    assert_eq!(t.coordinator.claims(), 0, "refused before the claim");
 }
 
 // --- passive replies --------------------------------------------------------------------------
@@ -967,3 +974,7 @@ fn the_token_routes_answer_for_the_account_or_refuse_a_merchant_of_a_non_platfor
         Error::NotFound
     );
 }
+
+#[cfg(test)]
+#[path = "claims_tests.rs"]
+mod claims;

@@ -50,8 +50,8 @@ impl<C: Clock, S: Store, H: Http> TokenSource for Source<'_, C, S, H> {
     }
 }
 
-impl<C: ClockPort, S: StorePort, M: StorePort, H: HttpPort, Q: QueuePort, X: CipherPort>
-    Relay<C, S, M, H, Q, X>
+impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, K, H, Q, X>
 {
     /// The token source of `account`, or of its merchant `authorizer` (then `account` must be a
     /// platform: `not_available` otherwise).

@@ -5,14 +5,13 @@
 use super::*;
 use crate::coordinator::{
     decode_request, decode_response, encode, encode_response, AccountObject, CoordinationError,
-    Coordinator, Mark, Request, Response, Rows, RowsError,
+    Coordinator, Request, Response, Rows, RowsError, StoredBucket,
 };
 
 /// An object's storage in memory; clones share it (it outlives the object, as SQLite does).
 #[derive(Clone, Default)]
 pub struct MemoryRows {
-    marks: Rc<RefCell<BTreeMap<String, Mark>>>,
-    nonces: Rc<RefCell<BTreeMap<String, (String, u64)>>>,
+    buckets: Rc<RefCell<BTreeMap<u64, StoredBucket>>>,
     /// Every call fails while set.
     pub fail: Rc<Cell<bool>>,
     /// Rows written (inserted, replaced or deleted), as Cloudflare counts them.
@@ -20,8 +19,41 @@ pub struct MemoryRows {
 }
 
 impl MemoryRows {
+    /// The stored buckets' contents, parsed.
+    fn contents(&self) -> Vec<serde_json::Value> {
+        self.buckets
+            .borrow()
+            .values()
+            .map(|b| serde_json::from_str(&b.content).unwrap())
+            .collect()
+    }
+
+    /// How many done marks are stored.
     pub fn marks(&self) -> usize {
-        self.marks.borrow().len()
+        self.contents()
+            .iter()
+            .map(|c| c["marks"].as_object().map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    /// How many nonces are stored.
+    pub fn nonces(&self) -> usize {
+        self.contents()
+            .iter()
+            .map(|c| c["nonces"].as_object().map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    /// How many rows (buckets) are stored.
+    pub fn rows(&self) -> usize {
+        self.buckets.borrow().len()
+    }
+
+    /// Overwrites every stored bucket's content (a corrupted row).
+    pub fn corrupt(&self) {
+        for bucket in self.buckets.borrow_mut().values_mut() {
+            bucket.content = "{not json".into();
+        }
     }
 
     fn check(&self) -> Result<(), RowsError> {
@@ -37,43 +69,31 @@ impl MemoryRows {
 }
 
 impl Rows for MemoryRows {
-    fn mark(&self, event_id: &str) -> Result<Option<Mark>, RowsError> {
+    fn buckets(&self, now_secs: u64) -> Result<Vec<StoredBucket>, RowsError> {
         self.check()?;
-        Ok(self.marks.borrow().get(event_id).cloned())
+        Ok(self
+            .buckets
+            .borrow()
+            .values()
+            .filter(|b| b.expires_at >= now_secs)
+            .cloned()
+            .collect())
     }
 
-    fn put_mark(&self, event_id: &str, mark: &Mark) -> Result<(), RowsError> {
+    fn put_bucket(&self, bucket: &StoredBucket) -> Result<(), RowsError> {
         self.check()?;
         self.wrote(1);
-        self.marks
-            .borrow_mut()
-            .insert(event_id.to_owned(), mark.clone());
-        Ok(())
-    }
-
-    fn nonce(&self, key: &str) -> Result<Option<(String, u64)>, RowsError> {
-        self.check()?;
-        Ok(self.nonces.borrow().get(key).cloned())
-    }
-
-    fn put_nonce(&self, key: &str, body_sha1: &str, expires_at: u64) -> Result<(), RowsError> {
-        self.check()?;
-        self.wrote(1);
-        self.nonces
-            .borrow_mut()
-            .insert(key.to_owned(), (body_sha1.to_owned(), expires_at));
+        self.buckets.borrow_mut().insert(bucket.key, bucket.clone());
         Ok(())
     }
 
     fn purge(&self, now_secs: u64) -> Result<(), RowsError> {
         self.check()?;
-        let before = self.marks().saturating_add(self.nonces.borrow().len());
-        self.marks
+        let before = self.rows();
+        self.buckets
             .borrow_mut()
-            .retain(|_, m| m.expires_at >= now_secs);
-        self.nonces.borrow_mut().retain(|_, n| n.1 >= now_secs);
-        let after = self.marks().saturating_add(self.nonces.borrow().len());
-        self.wrote(before - after);
+            .retain(|_, b| b.expires_at >= now_secs);
+        self.wrote(before - self.rows());
         Ok(())
     }
 }
@@ -117,6 +137,11 @@ impl LocalCoordinator {
             .entry(account.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// The done marks stored by every object.
+    pub fn marks(&self) -> usize {
+        self.rows.borrow().values().map(MemoryRows::marks).sum()
     }
 
     /// The claims asked so far (not counting settles).

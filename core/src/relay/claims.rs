@@ -1,0 +1,143 @@
+//! A callback's claim at its account's object: before anything is handed over, after the
+//! answer is known.
+//!
+//! One request per callback without a reply receiver (the claim settles itself with
+//! `success`), two with one (the claim, then the reply). A retry of a callback in flight asks
+//! again every [`WAIT_STEP_MS`] until [`WAIT_LIMIT_MS`], then is answered 503 so that WeChat
+//! retries once more: answering `success` for an attempt that may still fail could lose the
+//! event. Every question has [`REQUEST_TIMEOUT_MS`]; an object that does not answer in time,
+//! or answers that it failed, leaves the callback uncoordinated: processed, and logged.
+
+use super::*;
+use crate::coordinator::{
+    Claimed, Nonce, Request, Response, REQUEST_TIMEOUT_MS, WAIT_LIMIT_MS, WAIT_STEP_MS,
+};
+
+/// What the claim decided.
+pub(super) enum Claim {
+    /// Process the callback, then [`Relay::settle`] the claim.
+    Go(Held),
+    /// Answered before (or by the attempt that was in flight): answer this reply again.
+    Answered(String),
+}
+
+/// A claim this attempt holds.
+pub(super) struct Held {
+    object: String,
+    event_id: String,
+    attempt: String,
+    nonce: Option<Nonce>,
+    /// The object took the outcome with the claim (no reply receiver).
+    settled: bool,
+    /// The object answered; when it did not, there is nothing to report to it.
+    coordinated: bool,
+}
+
+/// The attempt's id: random, so that two attempts at one callback are told apart.
+fn attempt_id(random: &[u8; 32]) -> String {
+    random.iter().skip(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
+    Relay<C, S, K, H, Q, X>
+{
+    /// One question to the object `object`, within [`REQUEST_TIMEOUT_MS`]; `None` (logged)
+    /// when it did not answer, or answered that it failed.
+    async fn ask_object(
+        &self,
+        object: &str,
+        event_id: &str,
+        request: &Request,
+    ) -> Option<Response> {
+        let ask = self.coordinator.ask(object, request);
+        let deadline = self.clock.sleep(REQUEST_TIMEOUT_MS);
+        futures_util::pin_mut!(ask, deadline);
+        let error = match select(ask, deadline).await {
+            Either::Left((Ok(Response::Failed { error }), _)) => error,
+            Either::Left((Ok(response), _)) => return Some(response),
+            Either::Left((Err(e), _)) => e.0,
+            Either::Right(_) => format!("no answer within {REQUEST_TIMEOUT_MS} ms"),
+        };
+        log::warn!(event_id = event_id, account = object, error = error.as_str(); "the account object did not answer; the callback is handled without dedup or replay protection");
+        None
+    }
+
+    /// Claims `event_id` at the object `object` (the account's; a platform's merchants share
+    /// the platform's). `provisional` is the outcome when it is known before the work
+    /// (`success`, with no reply receiver), so the claim settles itself.
+    pub(super) async fn claim(
+        &self,
+        object: &str,
+        event_id: &str,
+        nonce: Option<Nonce>,
+        provisional: Option<String>,
+        random: &[u8; 32],
+    ) -> Result<Claim, Error> {
+        let mut held = Held {
+            object: object.to_owned(),
+            event_id: event_id.to_owned(),
+            attempt: attempt_id(random),
+            nonce,
+            settled: provisional.is_some(),
+            coordinated: false,
+        };
+        let request = Request::Claim {
+            event_id: held.event_id.clone(),
+            attempt: held.attempt.clone(),
+            nonce: held.nonce.clone(),
+            reply: provisional,
+        };
+        let started = self.clock.now_ms();
+        loop {
+            let Some(response) = self.ask_object(object, event_id, &request).await else {
+                return Ok(Claim::Go(held));
+            };
+            match response {
+                Response::Claimed(Claimed::New) => {
+                    held.coordinated = true;
+                    return Ok(Claim::Go(held));
+                }
+                Response::Claimed(Claimed::Done { reply }) => {
+                    log::info!(event_id = event_id; "duplicate callback, not forwarded");
+                    return Ok(Claim::Answered(reply));
+                }
+                Response::Claimed(Claimed::Replayed) => {
+                    log::warn!(event_id = event_id, account = object; "replayed callback URL refused: its timestamp and nonce came before with another body");
+                    return Err(Error::Replayed);
+                }
+                Response::Claimed(Claimed::InFlight) => {
+                    let waited = self.clock.now_ms().saturating_sub(started);
+                    if waited.saturating_add(WAIT_STEP_MS) > WAIT_LIMIT_MS {
+                        log::warn!(event_id = event_id, waited_ms = waited; "an earlier attempt is still in flight; answering 503 so WeChat retries");
+                        return Err(Error::StillInFlight);
+                    }
+                    self.clock.sleep(WAIT_STEP_MS).await;
+                }
+                other => {
+                    log::warn!(event_id = event_id, answer = format!("{other:?}"); "the account object answered a claim with something else; handling the callback anyway");
+                    return Ok(Claim::Go(held));
+                }
+            }
+        }
+    }
+
+    /// Reports the outcome of a held claim: the reply WeChat is answered with (`Some`, "" for
+    /// `success`), or `None` when nothing was handed over, so WeChat's retry is processed.
+    pub(super) async fn settle(&self, held: Held, reply: Option<String>) {
+        if !held.coordinated || (held.settled && reply.is_some()) {
+            return;
+        }
+        let request = Request::Settle {
+            event_id: held.event_id.clone(),
+            attempt: held.attempt,
+            reply,
+            nonce: held.nonce,
+        };
+        if let Some(Response::Settled { taken: false }) = self
+            .ask_object(&held.object, &held.event_id, &request)
+            .await
+        {
+            log::warn!(event_id = held.event_id.as_str(); "this attempt's claim was taken over by a later one (it took longer than the bound); the event may be delivered twice");
+        }
+    }
+}

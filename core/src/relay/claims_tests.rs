@@ -1,0 +1,196 @@
+//! Claims at the account's object, end to end: a retry while the first attempt waits on the
+//! reply receiver, replayed plaintext URLs, eviction, an object that fails or is slow, and the
+//! requests and rows each callback costs.
+
+use futures_util::future::join;
+
+use super::*;
+use crate::coordinator::{Request, REQUEST_TIMEOUT_MS, WAIT_LIMIT_MS};
+
+fn text_reply_world() -> T {
+    let t = reply_world(&[]);
+    answer_replies(&t, json!({"type": "text", "content": "hi"}));
+    t
+}
+
+fn replies_asked(t: &T) -> usize {
+    t.http
+        .requests()
+        .iter()
+        .filter(|s| s.path() == "/reply")
+        .count()
+}
+
+#[test]
+fn a_retry_while_the_first_attempt_waits_on_the_reply_receiver_gets_its_reply_and_nothing_twice() {
+    for mode in [Sent::Plain, Sent::Safe] {
+        let t = text_reply_world();
+        t.http.delay_for.borrow_mut().insert("/reply".into(), 1_500);
+        let (q, b, _) = t.message(mode);
+        let first = t.relay.receive("default", &q, &b, [1; 32]);
+        let retry = async {
+            t.clock.sleep(300).await;
+            t.relay.receive("default", &q, &b, [2; 32]).await
+        };
+        let (first, retry) = t.clock.run(join(first, retry));
+        let (first, retry) = (first.unwrap(), retry.unwrap());
+        assert_eq!(replies_asked(&t), 1, "the reply receiver is asked once");
+        assert!(first.body.contains("<xml>"));
+        assert!(retry.background.is_none(), "the retry hands nothing over");
+        if mode == Sent::Plain {
+            assert_eq!(retry.body, first.body, "the same passive reply");
+        } else {
+            // Sealed again with the retry's randomness: the same message inside.
+            let (a, b) = (open_envelope(&first.body), open_envelope(&retry.body));
+            assert_eq!(a.child_text("Content"), b.child_text("Content"));
+        }
+        t.drain(100);
+        assert_eq!(
+            t.deliveries().iter().filter(|s| s.path() == "/a").count(),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_retry_of_an_attempt_still_running_after_the_wait_is_503_and_the_next_retry_is_answered() {
+    let t = reply_world(&[("REPLY_TIMEOUT_MS", "4500")]);
+    answer_replies(&t, json!({"type": "text", "content": "slow"}));
+    t.http.delay_for.borrow_mut().insert("/reply".into(), 4_400);
+    let (q, b, _) = t.message(Sent::Safe);
+    let first = t.relay.receive("default", &q, &b, [1; 32]);
+    let retry = async {
+        t.clock.sleep(100).await;
+        let started = t.clock.now_ms();
+        let answer = t.relay.receive("default", &q, &b, [2; 32]).await;
+        (answer, t.clock.now_ms() - started)
+    };
+    let (first, (retry, waited)) = t.clock.run(join(first, retry));
+    assert!(first.unwrap().body.contains("<xml>"));
+    let err = retry.err().unwrap();
+    assert_eq!((err.status(), err.code()), (503, "in_flight"));
+    assert!(
+        waited <= WAIT_LIMIT_MS,
+        "answered inside WeChat's 5 s: {waited} ms"
+    );
+    // WeChat's next retry gets the first attempt's outcome.
+    let again = t.receive(&q, &b).unwrap();
+    assert!(again.body.contains("<xml>"));
+    assert!(again.background.is_none());
+    assert_eq!(replies_asked(&t), 1);
+}
+
+#[test]
+fn a_replayed_plaintext_url_with_another_body_is_401_and_forwarded_nowhere() {
+    let t = world(&[], true);
+    let (q, b, _) = t.message(Sent::Plain);
+    t.receive_all(&q, &b).unwrap();
+    let forged = String::from_utf8(b.clone())
+        .unwrap()
+        .replace("你好", "forged");
+    assert_ne!(forged.as_bytes(), b.as_slice());
+    let err = t.receive(&q, forged.as_bytes()).err().unwrap();
+    assert_eq!((err.status(), err.code()), (401, "replayed"));
+    // After an eviction too: the nonce is stored.
+    t.coordinator.evict();
+    let err = t.receive(&q, forged.as_bytes()).err().unwrap();
+    assert_eq!(err.code(), "replayed");
+    // The same body is WeChat's retry: answered, not delivered again.
+    assert_eq!(t.receive(&q, &b).unwrap().body, "success");
+    t.drain(100);
+    assert_eq!(t.deliveries().len(), 1);
+    // Safe mode needs no nonce: the body is authenticated.
+    let (q, b, _) = t.message(Sent::Safe);
+    t.receive_all(&q, &b).unwrap();
+    let asked = t.coordinator.asked.borrow();
+    let (_, last) = asked.last().unwrap();
+    assert!(matches!(last, Request::Claim { nonce: None, .. }));
+}
+
+#[test]
+fn marks_survive_the_objects_eviction() {
+    let t = text_reply_world();
+    let (q, b, _) = t.message(Sent::Plain);
+    let first = t.receive_all(&q, &b).unwrap();
+    t.coordinator.evict();
+    t.clock.advance(60_000);
+    let again = t.receive(&q, &b).unwrap();
+    assert_eq!(again.body, first);
+    assert_eq!(replies_asked(&t), 1);
+}
+
+#[test]
+fn one_request_per_callback_without_a_reply_receiver_two_with_one_and_no_row_for_a_retry() {
+    let t = world(&[], true);
+    let (q, b, _) = t.message(Sent::Safe);
+    t.receive_all(&q, &b).unwrap();
+    assert_eq!(t.coordinator.asked.borrow().len(), 1);
+    let written = t.coordinator.rows_of("default").written.get();
+    assert_eq!(written, 1);
+    t.receive_all(&q, &b).unwrap();
+    assert_eq!(t.coordinator.asked.borrow().len(), 2);
+    assert_eq!(
+        t.coordinator.rows_of("default").written.get(),
+        written,
+        "a retry writes nothing"
+    );
+
+    let t = text_reply_world();
+    let (q, b, _) = t.message(Sent::Safe);
+    t.receive_all(&q, &b).unwrap();
+    let asked: Vec<&'static str> = t
+        .coordinator
+        .asked
+        .borrow()
+        .iter()
+        .map(|(_, r)| match r {
+            Request::Claim { reply: None, .. } => "claim",
+            Request::Claim { .. } => "claim and settle",
+            Request::Settle { .. } => "settle",
+        })
+        .collect();
+    assert_eq!(asked, ["claim", "settle"]);
+    assert_eq!(t.coordinator.rows_of("default").written.get(), 1);
+}
+
+#[test]
+fn an_object_that_fails_or_is_slow_leaves_the_callback_handled_and_logged() {
+    let t = world(&[], true);
+    t.coordinator.rows_of("default").fail.set(true);
+    let (q, b, _) = t.message(Sent::Safe);
+    assert_eq!(t.receive_all(&q, &b).unwrap(), "success");
+    assert_eq!(t.queue.len(), 1, "handed over anyway");
+    assert!(testing::take_logs()
+        .iter()
+        .any(|l| l.contains("did not answer")));
+
+    let t = world(&[], true);
+    t.coordinator.delay_ms.set(REQUEST_TIMEOUT_MS + 1_000);
+    let (q, b, _) = t.message(Sent::Safe);
+    let started = t.clock.now_ms();
+    assert_eq!(t.receive(&q, &b).unwrap().body, "success");
+    assert!(t.clock.now_ms() - started <= REQUEST_TIMEOUT_MS + 10);
+    assert_eq!(t.queue.len(), 1);
+}
+
+#[test]
+fn a_refused_hand_off_releases_the_claim_so_the_retry_is_processed() {
+    for reply in [false, true] {
+        let t = if reply {
+            text_reply_world()
+        } else {
+            world(&[], true)
+        };
+        let (q, b, _) = t.message(Sent::Safe);
+        t.queue.fail_next.set(1);
+        assert_eq!(t.receive(&q, &b).err().unwrap().status(), 503);
+        assert_eq!(
+            t.coordinator.marks(),
+            0,
+            "released (reply receiver: {reply})"
+        );
+        t.receive_all(&q, &b).unwrap();
+        assert_eq!(t.queue.len(), 1);
+        assert_eq!(t.coordinator.marks(), 1);
+    }
+}
