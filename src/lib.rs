@@ -104,7 +104,16 @@ async fn run(
         Route::TokenRefresh {
             account,
             authorizer,
-        } => respond::json(&relay.refresh_token(&account, authorizer.as_deref()).await?),
+        } => {
+            let body =
+                body::read_limited(&mut req, wechat_relay_core::token::MAX_REFRESH_BODY_BYTES)
+                    .await?;
+            respond::json(
+                &relay
+                    .refresh_token(&account, authorizer.as_deref(), &body)
+                    .await?,
+            )
+        }
         Route::JsapiSignature { account } => {
             let page = query_param(&req, "url")?;
             let mut nonce = [0u8; 16];

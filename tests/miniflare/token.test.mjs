@@ -237,6 +237,34 @@ describe("POST /token/refresh", () => {
       assert.equal(wechat.tokenCalls().length, 2);
     });
   });
+  test("two refreshes naming the same refused token at once make one upstream call", async () => {
+    await withService({}, async ({ relay, wechat }) => {
+      const first = await (await getToken(relay)).json();
+      const refuse = () =>
+        relay.fetch("/token/refresh", { method: "POST", headers: { ...AUTH, "content-type": "application/json" }, body: JSON.stringify({ access_token: first.access_token }) });
+      const answers = await Promise.all([refuse(), refuse()]);
+      const bodies = await Promise.all(answers.map((r) => r.json()));
+      assert.deepEqual(answers.map((r) => r.status), [200, 200]);
+      assert.equal(wechat.tokenCalls().length, 2, "one forced refresh for both");
+      assert.equal(bodies[0].access_token, bodies[1].access_token);
+      assert.notEqual(bodies[0].access_token, first.access_token);
+      // Naming a token that was already replaced: the current one, WeChat not asked.
+      const late = await (await refuse()).json();
+      assert.equal(late.refreshed, false);
+      assert.equal(late.access_token, bodies[0].access_token);
+      assert.equal(wechat.tokenCalls().length, 2);
+    });
+  });
+  test("a body that is not {\"access_token\": \"…\"} is 400 and asks WeChat nothing", async () => {
+    await withService({}, async ({ relay, wechat }) => {
+      for (const body of ["access_token=x", "[1]", '{"access_token": 7}', "{"]) {
+        const res = await relay.fetch("/token/refresh", { method: "POST", headers: AUTH, body });
+        assert.equal(res.status, 400, body);
+        assert.equal((await res.json()).error, "bad_request");
+      }
+      assert.equal(wechat.tokenCalls().length, 0);
+    });
+  });
   test("GET is 405", async () => {
     await withService({}, async ({ relay }) => {
       assert.equal((await relay.fetch("/token/refresh", { headers: AUTH })).status, 405);

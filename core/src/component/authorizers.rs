@@ -105,8 +105,9 @@ impl<C: Clock, S: Store, H: Http> TokenSource for AuthorizerTokens<'_, C, S, H> 
         }
     }
 
-    /// A forced refresh, at most once a minute per authorizer.
-    async fn force_refresh(&self) -> Result<Refreshed, Error> {
+    /// A forced refresh, at most once a minute per authorizer; none when `refused` is no
+    /// longer the authorizer's token (the current one is the answer).
+    async fn force_refresh(&self, refused: Option<&str>) -> Result<Refreshed, Error> {
         let creds = &self.platform.creds;
         let now = creds.clock.now_secs();
         let record = self
@@ -114,6 +115,15 @@ impl<C: Clock, S: Store, H: Http> TokenSource for AuthorizerTokens<'_, C, S, H> 
             .load_authorizer(&self.app_id)
             .await?
             .ok_or(Error::UnknownAuthorizer)?;
+        let current = record.credential().filter(|c| c.expires_at > now);
+        if let (Some(refused), Some(current)) = (refused, &current) {
+            if current.value != refused {
+                return Ok(Refreshed {
+                    credential: current.clone(),
+                    refreshed: false,
+                });
+            }
+        }
         let key = format!("{}/{}", self.platform.name(), self.app_id);
         let recently = record
             .forced_at

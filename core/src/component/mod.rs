@@ -101,7 +101,7 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
             match errcode_of(&answer) {
                 Some(ApiError::WeChat { errcode, .. }) if is_token_invalid(errcode) && !retried => {
                     retried = true;
-                    let refreshed = self.creds.force_refresh().await?;
+                    let refreshed = self.creds.force_refresh(Some(&token.value)).await?;
                     if refreshed.credential.value == token.value {
                         return Err(ApiError::wechat(errcode, "component token refused")
                             .for_kind(self.creds.account.kind())

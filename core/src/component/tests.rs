@@ -465,13 +465,13 @@ fn authorizer_tokens_refresh_with_rotated_refresh_tokens_kept() {
     // Forced: at most once a minute.
     assert!(
         p.clock
-            .run(platform.authorizer(MERCHANT).force_refresh())
+            .run(platform.authorizer(MERCHANT).force_refresh(None))
             .unwrap()
             .refreshed
     );
     assert!(
         !p.clock
-            .run(platform.authorizer(MERCHANT).force_refresh())
+            .run(platform.authorizer(MERCHANT).force_refresh(None))
             .unwrap()
             .refreshed
     );

@@ -1,5 +1,6 @@
 //! One coordinator per account: the place where everything that must be the same in every
-//! Cloudflare location is decided (today: callback claims and plaintext nonces).
+//! Cloudflare location is decided (today: callback claims, plaintext nonces, and the access
+//! token and JS-SDK ticket of every account that is not a third-party platform).
 //!
 //! The Worker asks an account's object one [`Request`] at a time and gets one [`Response`]
 //! (JSON over the Durable Object stub's `fetch`). The object is [`AccountObject`]: the rules,
@@ -20,6 +21,11 @@
 //! and the claim settles itself: one request per callback. An object evicted
 //! while a claim is in flight forgets that claim, so a retry is processed again (a duplicate,
 //! never a loss).
+//!
+//! **Credentials.** [`Request::Credential`], [`Request::Refresh`] and [`Request::RefreshAhead`]
+//! run the token service (`crate::token`) inside the object, over the object's storage: one
+//! upstream call at a time for every location, one writer for each token. `relay/object.rs`
+//! answers them.
 //!
 //! **Nonces.** In plaintext mode WeChat signs only (token, timestamp, nonce), so a URL seen
 //! once could be posted again with any body. The claim then carries the pair and a hash of the
@@ -85,6 +91,31 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<Nonce>,
     },
+    /// The account's access token or JS-SDK ticket, with more than 5 minutes left.
+    Credential { account: String, wanted: Wanted },
+    /// A forced refresh of the account's access token; `refused` is the token WeChat refused.
+    Refresh {
+        account: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
+    /// The cron's renewal of what expires within 15 minutes.
+    RefreshAhead { account: String },
+}
+
+/// Which credential a [`Request::Credential`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wanted {
+    AccessToken,
+    JsapiTicket,
+}
+
+impl Request {
+    /// Whether the object answers this with its claim rules (synchronously, no I/O).
+    pub fn is_claim(&self) -> bool {
+        matches!(self, Request::Claim { .. } | Request::Settle { .. })
+    }
 }
 
 /// A claim's answer.
@@ -107,6 +138,24 @@ pub enum Response {
     Settled {
         taken: bool,
     },
+    /// A credential (token or ticket): its value and expiry (Unix seconds); `refreshed` for a
+    /// forced refresh that happened.
+    Credential {
+        value: String,
+        expires_at: u64,
+        #[serde(default)]
+        refreshed: bool,
+    },
+    /// The flow failed with an error for the caller (WeChat refused, a setting is missing, the
+    /// budget is spent): its rendered JSON answer, passed on as it is.
+    Refused {
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<String>,
+        body: String,
+    },
+    /// Done (a renewal).
+    Done,
     /// The object could not do what it was asked (its storage failed); the Worker goes on
     /// without coordination.
     Failed {

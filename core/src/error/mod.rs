@@ -62,9 +62,22 @@ pub enum Error {
     /// Another attempt at the same callback is still being processed after the wait a retry
     /// may take; WeChat retries, and the next retry gets that attempt's answer.
     StillInFlight,
+    /// Today's forced refreshes of the account's token are spent; `current` is the stored
+    /// token (value, expiry) while valid.
+    RefreshBudgetSpent {
+        resets_at: u64,
+        retry_after_secs: u64,
+        current: Option<(String, u64)>,
+    },
     /// A third-party platform has no component_verify_ticket yet (WeChat pushes one every 10
     /// minutes; the relay has asked it to restart the push).
     NoVerifyTicket,
+    /// An error an account's object answered, passed on as it rendered it (JSON).
+    Relayed {
+        status: u16,
+        retry_after: Option<String>,
+        body: String,
+    },
     /// The runtime failed (reading a body, building a response). The detail is logged, never
     /// shown.
     Internal(String),
@@ -106,10 +119,12 @@ impl Error {
             | Error::Unauthorized => 401,
             Error::NotFound | Error::NotAvailable(_) | Error::UnknownAuthorizer => 404,
             Error::MethodNotAllowed { .. } => 405,
+            Error::RefreshBudgetSpent { .. } => 429,
             Error::BodyTooLarge { .. } => 413,
             Error::Config(_) | Error::Internal(_) => 500,
             Error::QueueUnavailable(_) | Error::StillInFlight | Error::NoVerifyTicket => 503,
             Error::Api(e) => e.status(),
+            Error::Relayed { status, .. } => *status,
         }
     }
 
@@ -134,11 +149,13 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::Replayed => "replayed",
             Error::StillInFlight => "in_flight",
+            Error::RefreshBudgetSpent { .. } => "refresh_budget_spent",
             Error::Api(e) => e.code(),
             Error::Config(_) => "configuration",
             Error::QueueUnavailable(_) => "queue_unavailable",
             Error::NoVerifyTicket => "no_verify_ticket",
             Error::Internal(_) => "internal",
+            Error::Relayed { .. } => "relayed",
         }
     }
 
@@ -160,6 +177,13 @@ impl Error {
                 vec![("retry-after", "5".to_owned())]
             }
             Error::NoVerifyTicket => vec![("retry-after", "600".to_owned())],
+            Error::RefreshBudgetSpent {
+                retry_after_secs, ..
+            } => vec![("retry-after", retry_after_secs.to_string())],
+            Error::Relayed {
+                retry_after: Some(after),
+                ..
+            } => vec![("retry-after", after.clone())],
             _ => Vec::new(),
         }
     }
@@ -174,6 +198,14 @@ impl Error {
 
     /// The answer for this error in a route's format.
     pub fn render(&self, format: Format) -> Rendered {
+        if let Error::Relayed { status, body, .. } = self {
+            return Rendered {
+                status: *status,
+                content_type: "application/json",
+                headers: self.headers(),
+                body: body.clone(),
+            };
+        }
         let (content_type, body) = match format {
             Format::Text => (
                 "text/plain; charset=utf-8",
@@ -182,6 +214,15 @@ impl Error {
             Format::Json => {
                 let value = match self {
                     Error::Api(api) => serde_json::to_value(api.body()).unwrap_or_default(),
+                    Error::RefreshBudgetSpent {
+                        resets_at, current, ..
+                    } => serde_json::json!({
+                        "error": self.code(),
+                        "message": self.public_message(),
+                        "resets_at": resets_at,
+                        "access_token": current.as_ref().map(|c| c.0.as_str()),
+                        "expires_at": current.as_ref().map(|c| c.1),
+                    }),
                     other => serde_json::json!({
                         "error": other.code(),
                         "message": other.public_message(),
@@ -243,12 +284,28 @@ impl std::fmt::Display for Error {
             Error::Replayed => f.write_str(
                 "this timestamp and nonce were already used with another body (a replayed callback URL)",
             ),
+            Error::RefreshBudgetSpent { resets_at, .. } => write!(
+                f,
+                "today's forced refreshes of this token are spent (the budget keeps WeChat's daily limit for you); it resets at {resets_at} (Unix seconds); the stored token is in access_token"
+            ),
             Error::StillInFlight => f.write_str(
                 "an earlier attempt at this callback is still being processed; retry for its answer",
             ),
             Error::Config(e) => e.fmt(f),
             Error::Api(e) => e.fmt(f),
             Error::Internal(e) => write!(f, "internal error: {e}"),
+            // Never the body: it may carry a token (a spent budget's answer does).
+            Error::Relayed { status, body, .. } => {
+                let code = serde_json::from_str::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("error")
+                            .or_else(|| v.get("errcode"))
+                            .map(|c| c.to_string())
+                    })
+                    .unwrap_or_default();
+                write!(f, "the account object answered HTTP {status} {code}")
+            }
             Error::QueueUnavailable(e) => write!(f, "the delivery queue is unavailable: {e}"),
             Error::NoVerifyTicket => f.write_str(
                 "no component_verify_ticket has arrived yet: WeChat pushes one to the authorization-event URL (/wechat/<name>) every 10 minutes; the relay has asked WeChat to restart the push",

@@ -952,11 +952,17 @@ fn the_token_routes_answer_for_the_account_or_refuse_a_merchant_of_a_non_platfor
         t.wechat.token_of(APP_ID).as_deref()
     );
     assert!(token["expires_at"].as_u64().unwrap() > NOW);
-    let refreshed = t.clock.run(t.relay.refresh_token("default", None)).unwrap();
+    let refreshed = t
+        .clock
+        .run(t.relay.refresh_token("default", None, b""))
+        .unwrap();
     assert_eq!(refreshed["refreshed"], true);
     assert_ne!(refreshed["access_token"], token["access_token"]);
     // At most one forced refresh a minute: the stored token comes back.
-    let again = t.clock.run(t.relay.refresh_token("default", None)).unwrap();
+    let again = t
+        .clock
+        .run(t.relay.refresh_token("default", None, b""))
+        .unwrap();
     assert_eq!(
         (&again["refreshed"], &again["access_token"]),
         (&json!(false), &refreshed["access_token"])

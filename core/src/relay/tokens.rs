@@ -40,11 +40,11 @@ impl<C: Clock, S: Store, H: Http> TokenSource for Source<'_, C, S, H> {
         }
     }
 
-    async fn force_refresh(&self) -> Result<Refreshed, Error> {
+    async fn force_refresh(&self, refused: Option<&str>) -> Result<Refreshed, Error> {
         match self {
-            Source::Own(own) => own.force_refresh().await,
+            Source::Own(own) => own.force_refresh(refused).await,
             Source::Merchant { platform, app_id } => {
-                TokenSource::force_refresh(&platform.authorizer(app_id)).await
+                TokenSource::force_refresh(&platform.authorizer(app_id), refused).await
             }
         }
     }
@@ -79,15 +79,18 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         Ok(json!({ "access_token": token.value, "expires_at": token.expires_at }))
     }
 
-    /// `POST /token/refresh`: `{"access_token", "expires_at", "refreshed"}`.
+    /// `POST /token/refresh`: `{"access_token", "expires_at", "refreshed"}`. `body` may name
+    /// the token WeChat refused (`{"access_token": "…"}`); empty, it forces a refresh as before.
     pub async fn refresh_token(
         &self,
         account: &str,
         authorizer: Option<&str>,
+        body: &[u8],
     ) -> Result<serde_json::Value, Error> {
+        let refused = crate::token::refused_token(body)?;
         let r = self
             .token_source(account, authorizer)?
-            .force_refresh()
+            .force_refresh(refused.as_deref())
             .await?;
         Ok(json!({
             "access_token": r.credential.value,

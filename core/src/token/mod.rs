@@ -57,6 +57,51 @@ impl Credential {
     }
 }
 
+/// Forced refreshes of an account's own token per day (WeChat's day, UTC+8), below
+/// `stable_token`'s 20: what is left covers a human's fix after a looping backend spent it.
+pub const FORCED_REFRESH_DAILY_BUDGET: u32 = 15;
+/// WeChat's daily quotas reset at midnight in China (UTC+8).
+const WECHAT_DAY_OFFSET_SECS: u64 = 8 * 3600;
+const BUDGET_TTL_SECS: u64 = 2 * 86_400;
+
+/// The store key of an account's forced-refresh count for the WeChat day of `now`.
+fn budget_key(account: &str, now: u64) -> String {
+    let day = now.saturating_add(WECHAT_DAY_OFFSET_SECS) / 86_400;
+    format!("forced:{account}:{day}")
+}
+
+/// When the budget of the WeChat day of `now` resets (Unix seconds).
+fn budget_resets_at(now: u64) -> u64 {
+    let day = now.saturating_add(WECHAT_DAY_OFFSET_SECS) / 86_400;
+    day.saturating_add(1)
+        .saturating_mul(86_400)
+        .saturating_sub(WECHAT_DAY_OFFSET_SECS)
+}
+
+/// The largest `POST /token/refresh` body read.
+pub const MAX_REFRESH_BODY_BYTES: usize = 4096;
+
+/// The token a `POST /token/refresh` body names as refused: `{"access_token": "…"}`; `None`
+/// for an empty body (a refresh as before). Anything else is a 400 saying what is wrong.
+pub fn refused_token(body: &[u8]) -> Result<Option<String>, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let usage = "the body must be empty or a JSON object: {\"access_token\": \"<the token WeChat refused>\"}";
+    let parsed: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| Error::BadRequest(usage))?;
+    let serde_json::Value::Object(fields) = parsed else {
+        return Err(Error::BadRequest(usage));
+    };
+    match fields.get("access_token") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => Ok(Some(t.clone())),
+        Some(_) => Err(Error::BadRequest(
+            "access_token must be the token WeChat refused, as a non-empty string",
+        )),
+    }
+}
+
 /// The store key of an account's credential.
 pub fn store_key(account: &str, kind: Credential) -> String {
     format!("credential:{account}:{}", kind.name())
@@ -112,8 +157,9 @@ pub trait TokenSource {
     fn api_base(&self) -> Result<&str, Error>;
     /// A token with more than 5 minutes left.
     async fn token(&self) -> Result<Stored, Error>;
-    /// A forced refresh, rate-limited.
-    async fn force_refresh(&self) -> Result<Refreshed, Error>;
+    /// A forced refresh, rate-limited. `refused` is the token WeChat refused: when it is no
+    /// longer the current one, the current one is the answer and WeChat is not asked.
+    async fn force_refresh(&self, refused: Option<&str>) -> Result<Refreshed, Error>;
 }
 
 impl<C: Clock, S: Store, H: Http> TokenSource for Credentials<'_, C, S, H> {
@@ -129,8 +175,8 @@ impl<C: Clock, S: Store, H: Http> TokenSource for Credentials<'_, C, S, H> {
         self.access_token().await
     }
 
-    async fn force_refresh(&self) -> Result<Refreshed, Error> {
-        Credentials::force_refresh(self).await
+    async fn force_refresh(&self, refused: Option<&str>) -> Result<Refreshed, Error> {
+        Credentials::force_refresh(self, refused).await
     }
 }
 
@@ -250,29 +296,84 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
         })
     }
 
-    /// A new token, forced, unless one was forced in the last minute: then the stored one.
-    pub async fn force_refresh(&self) -> Result<Refreshed, Error> {
+    /// A new token, forced, unless `refused` is no longer the current token (then the current
+    /// one, WeChat not asked) or one was forced in the last minute (then the stored one); and
+    /// within [`FORCED_REFRESH_DAILY_BUDGET`] a day, after which it is
+    /// [`Error::RefreshBudgetSpent`] with the stored token.
+    pub async fn force_refresh(&self, refused: Option<&str>) -> Result<Refreshed, Error> {
         let now = self.clock.now_secs();
         let cached = self.load(Credential::AccessToken).await;
+        let valid = cached.as_ref().filter(|c| c.expires_at > now);
+        if let (Some(refused), Some(current)) = (refused, valid) {
+            if current.value != refused {
+                log::info!(account = self.account.name(), token = current.redacted(); "refresh asked for a token that was already replaced; the current one is served");
+                return Ok(Refreshed {
+                    credential: current.clone(),
+                    refreshed: false,
+                });
+            }
+        }
         let name = self.account.name().to_owned();
         let recently_forced = cached
             .as_ref()
             .is_some_and(|c| !c.allows_forced_refresh(now))
             || self.memory.forced_recently(&name, now);
         if recently_forced {
-            if let Some(credential) = cached.filter(|c| c.expires_at > now) {
+            let flight = (name.clone(), Credential::AccessToken, true);
+            if refused.is_some() && self.memory.flights.is_running(&flight, self.clock.now_ms()) {
+                // The refused token is being replaced right now: wait for its replacement.
+                let credential = self.fetch_access_token(true).await?;
+                return Ok(Refreshed {
+                    credential,
+                    refreshed: false,
+                });
+            }
+            if let Some(credential) = valid.cloned() {
                 return Ok(Refreshed {
                     credential,
                     refreshed: false,
                 });
             }
         }
+        let budget = budget_key(&name, now);
+        let spent = self.forced_today(&budget).await;
+        if spent >= FORCED_REFRESH_DAILY_BUDGET {
+            let resets_at = budget_resets_at(now);
+            log::warn!(account = name.as_str(), spent = spent; "forced-refresh budget spent for the day; the stored token is served");
+            return Err(Error::RefreshBudgetSpent {
+                resets_at,
+                retry_after_secs: resets_at.saturating_sub(now),
+                current: valid.map(|c| (c.value.clone(), c.expires_at)),
+            });
+        }
         self.memory.note_forced(&name, now);
+        if let Err(e) = self
+            .store
+            .put(
+                &budget,
+                &spent.saturating_add(1).to_string(),
+                Some(BUDGET_TTL_SECS),
+            )
+            .await
+        {
+            log::warn!(key = budget.as_str(), error = e.to_string(); "forced-refresh count not stored");
+        }
         let credential = self.fetch_access_token(true).await?;
         Ok(Refreshed {
             credential,
             refreshed: true,
         })
+    }
+
+    /// How many forced refreshes `budget` (a day's key) has counted.
+    async fn forced_today(&self, budget: &str) -> u32 {
+        match self.store.get(budget).await {
+            Ok(found) => found.and_then(|n| n.trim().parse().ok()).unwrap_or(0),
+            Err(e) => {
+                log::warn!(key = budget, error = e.to_string(); "forced-refresh count unreadable; counting from zero");
+                0
+            }
+        }
     }
 
     /// The JS-SDK ticket, stored or fetched (refreshing the token once if WeChat refuses it).
@@ -306,7 +407,7 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
             match result {
                 Err(ApiError::WeChat { errcode, .. }) if is_token_invalid(errcode) && !retried => {
                     retried = true;
-                    token = self.force_refresh().await?.credential;
+                    token = self.force_refresh(Some(&token.value)).await?.credential;
                 }
                 other => return other.map_err(|e| e.for_kind(self.account.kind()).into()),
             }
@@ -517,7 +618,7 @@ mod tests {
         let w = world(&[]);
         testing::take_logs();
         let t = token(&w).unwrap();
-        let r = w.clock.run(w.creds().force_refresh()).unwrap();
+        let r = w.clock.run(w.creds().force_refresh(None)).unwrap();
         let logs = testing::take_logs().join("\n");
         assert!(logs.contains("access token fetched"), "{logs}");
         for secret in [
@@ -534,11 +635,11 @@ mod tests {
     fn forced_refresh_at_most_once_a_minute() {
         let w = world(&[]);
         let first = token(&w).unwrap();
-        let r1 = w.clock.run(w.creds().force_refresh()).unwrap();
+        let r1 = w.clock.run(w.creds().force_refresh(None)).unwrap();
         assert!(r1.refreshed);
         assert_ne!(r1.credential.value, first.value);
         assert_eq!(w.wechat.token_calls()[1].json()["force_refresh"], true);
-        let r2 = w.clock.run(w.creds().force_refresh()).unwrap();
+        let r2 = w.clock.run(w.creds().force_refresh(None)).unwrap();
         assert!(!r2.refreshed);
         assert_eq!(r2.credential.value, r1.credential.value);
         assert_eq!(w.wechat.token_calls().len(), 2);
@@ -548,23 +649,141 @@ mod tests {
             memory: &other,
             ..w.creds()
         };
-        assert!(!w.clock.run(creds.force_refresh()).unwrap().refreshed);
+        assert!(!w.clock.run(creds.force_refresh(None)).unwrap().refreshed);
         // A minute later a forced refresh goes through again.
         w.clock.advance(60_000);
-        assert!(w.clock.run(w.creds().force_refresh()).unwrap().refreshed);
+        assert!(
+            w.clock
+                .run(w.creds().force_refresh(None))
+                .unwrap()
+                .refreshed
+        );
         assert_eq!(w.wechat.token_calls().len(), 3);
     }
 
     #[test]
     fn forced_refresh_within_the_minute_is_limited_by_memory_when_the_store_lags() {
         let w = world(&[]);
-        assert!(w.clock.run(w.creds().force_refresh()).unwrap().refreshed);
+        assert!(
+            w.clock
+                .run(w.creds().force_refresh(None))
+                .unwrap()
+                .refreshed
+        );
         // KV has not propagated (another location wrote an older record).
         let now = w.now();
         w.put(KEY, serde_json::json!({"access_token": "OLDER", "expires_at": now + 3000, "fetched_at": now - 100}));
-        let r = w.clock.run(w.creds().force_refresh()).unwrap();
+        let r = w.clock.run(w.creds().force_refresh(None)).unwrap();
         assert!(!r.refreshed);
         assert_eq!(r.credential.value, "OLDER");
+    }
+
+    #[test]
+    fn a_refresh_naming_a_replaced_token_answers_the_current_one_without_asking_wechat() {
+        let w = world(&[]);
+        let first = token(&w).unwrap();
+        w.wechat.http.delay_ms.set(300);
+        // Two backends got 40001 with the first token, at once.
+        let creds = w.creds();
+        let both = w.clock.run(join_all(
+            (0..2).map(|_| creds.force_refresh(Some(first.value.as_str()))),
+        ));
+        let (a, b) = (both[0].clone().unwrap(), both[1].clone().unwrap());
+        assert_eq!(
+            w.wechat.token_calls().len(),
+            2,
+            "one forced refresh for both"
+        );
+        assert_eq!(a.credential.value, b.credential.value);
+        assert_eq!([a.refreshed, b.refreshed].iter().filter(|r| **r).count(), 1);
+        // A minute later a backend still holding the first token is told the current one.
+        w.clock.advance(120_000);
+        let late = w
+            .clock
+            .run(w.creds().force_refresh(Some(first.value.as_str())))
+            .unwrap();
+        assert!(!late.refreshed);
+        assert_eq!(late.credential.value, a.credential.value);
+        assert_eq!(w.wechat.token_calls().len(), 2);
+        // Naming the current token forces a new one.
+        let current = a.credential.value.clone();
+        let forced = w
+            .clock
+            .run(w.creds().force_refresh(Some(current.as_str())))
+            .unwrap();
+        assert!(forced.refreshed);
+        assert_ne!(forced.credential.value, current);
+    }
+
+    #[test]
+    fn forced_refreshes_stop_at_the_daily_budget_with_a_429_and_the_stored_token() {
+        let w = world(&[]);
+        for _ in 0..FORCED_REFRESH_DAILY_BUDGET {
+            assert!(
+                w.clock
+                    .run(w.creds().force_refresh(None))
+                    .unwrap()
+                    .refreshed
+            );
+            w.clock.advance(61_000);
+        }
+        let calls = w.wechat.token_calls().len();
+        let e = w.clock.run(w.creds().force_refresh(None)).unwrap_err();
+        assert_eq!((e.status(), e.code()), (429, "refresh_budget_spent"));
+        assert_eq!(w.wechat.token_calls().len(), calls, "WeChat not asked");
+        let now = w.now();
+        let Error::RefreshBudgetSpent {
+            resets_at,
+            retry_after_secs,
+            current,
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        // Midnight in China.
+        assert_eq!((resets_at + 8 * 3600) % 86_400, 0);
+        assert!(*resets_at > now && *resets_at <= now + 86_400);
+        assert_eq!(*retry_after_secs, resets_at - now);
+        let stored = w.store.peek_json(KEY).unwrap();
+        assert_eq!(
+            current.as_ref().map(|c| c.0.as_str()),
+            stored["access_token"].as_str()
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&e.render(crate::error::Format::Json).body).unwrap();
+        assert_eq!(body["access_token"], stored["access_token"]);
+        assert_eq!(body["resets_at"], *resets_at);
+        // The next WeChat day has a budget again.
+        w.clock.set_secs(*resets_at);
+        assert!(
+            w.clock
+                .run(w.creds().force_refresh(None))
+                .unwrap()
+                .refreshed
+        );
+    }
+
+    #[test]
+    fn a_refresh_body_is_empty_or_names_a_token() {
+        assert_eq!(refused_token(b"").unwrap(), None);
+        assert_eq!(refused_token(b" \n").unwrap(), None);
+        assert_eq!(refused_token(b"{}").unwrap(), None);
+        assert_eq!(refused_token(br#"{"access_token": null}"#).unwrap(), None);
+        assert_eq!(
+            refused_token(br#"{"access_token": "T1", "other": 1}"#).unwrap(),
+            Some("T1".into())
+        );
+        for hostile in [
+            &b"access_token=T1"[..],
+            br#"{"access_token": 5}"#,
+            br#"{"access_token": ""}"#,
+            br#"["T1"]"#,
+            b"{\"access_token\": \"\xff\"}",
+            br#"{"access_token": "a""#,
+        ] {
+            let e = refused_token(hostile).unwrap_err();
+            assert_eq!(e.status(), 400, "{:?}", String::from_utf8_lossy(hostile));
+        }
     }
 
     #[test]
@@ -730,18 +949,21 @@ mod tests {
         let w = accounts_world();
         assert!(
             w.clock
-                .run(w.creds_for("shop").force_refresh())
+                .run(w.creds_for("shop").force_refresh(None))
                 .unwrap()
                 .refreshed
         );
         assert!(
             !w.clock
-                .run(w.creds_for("shop").force_refresh())
+                .run(w.creds_for("shop").force_refresh(None))
                 .unwrap()
                 .refreshed
         );
         assert!(
-            w.clock.run(w.creds().force_refresh()).unwrap().refreshed,
+            w.clock
+                .run(w.creds().force_refresh(None))
+                .unwrap()
+                .refreshed,
             "default is not limited by shop"
         );
     }

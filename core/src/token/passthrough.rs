@@ -136,7 +136,7 @@ pub async fn pass_through<H: Http, T: TokenSource>(
         if let Some(ApiError::WeChat { errcode, .. }) = errcode_of(&body) {
             if is_token_invalid(errcode) && !retried {
                 retried = true;
-                let refreshed = source.force_refresh().await?;
+                let refreshed = source.force_refresh(Some(&token.value)).await?;
                 // Rate-limited to the same token that just failed: retrying cannot help.
                 if refreshed.credential.value != token.value {
                     token = refreshed.credential;
@@ -420,7 +420,12 @@ mod tests {
     fn a_refresh_limited_to_the_failing_token_does_not_retry() {
         let w = World::new(1_800_000_000, &[]);
         // A forced refresh just happened: the rate limit hands back the same token.
-        assert!(w.clock.run(w.creds().force_refresh()).unwrap().refreshed);
+        assert!(
+            w.clock
+                .run(w.creds().force_refresh(None))
+                .unwrap()
+                .refreshed
+        );
         w.wechat.route("/cgi-bin/user/info", |_, _| {
             FakeAnswer::json(serde_json::json!({"errcode": 42001, "errmsg": "expired"}))
         });

@@ -107,6 +107,16 @@ impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
         }
     }
 
+    /// Whether a leader of `key` is running now (and would be followed).
+    pub fn is_running(&self, key: &K, now_ms: u64) -> bool {
+        self.state.borrow().get(key).is_some_and(|flight| {
+            flight.abandoned != Some(flight.generation)
+                && flight
+                    .leader_started_ms
+                    .is_some_and(|started| now_ms.saturating_sub(started) < self.max_wait_ms)
+        })
+    }
+
     /// Publishes a leader's result.
     pub fn finish(&self, key: &K, generation: u64, value: V) {
         let mut state = self.state.borrow_mut();
