@@ -147,6 +147,7 @@ fn one_request_per_callback_without_a_reply_receiver_two_with_one_and_no_row_for
             Request::Claim { reply: None, .. } => "claim",
             Request::Claim { .. } => "claim and settle",
             Request::Settle { .. } => "settle",
+            _ => "credential",
         })
         .collect();
     assert_eq!(asked, ["claim", "settle"]);
