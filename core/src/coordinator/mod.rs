@@ -23,7 +23,7 @@
 //! never a loss).
 //!
 //! **Credentials.** [`Request::Credential`], [`Request::Refresh`] and [`Request::RefreshAhead`]
-//! run the token service (`crate::token`) inside the object, over the object's storage: one
+//! run the token service inside the object, over the object's storage: one
 //! upstream call at a time for every location, one writer for each token. `relay/object.rs`
 //! answers them.
 //!

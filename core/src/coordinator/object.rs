@@ -131,7 +131,7 @@ impl<R: Rows> AccountObject<R> {
                 .settle(&event_id, &attempt, reply, nonce.as_ref(), now_ms)
                 .map(|taken| Response::Settled { taken }),
             // Answered by the token service in the object (`relay/object.rs`), not here.
-            other => Err(RowsError(format!("not a claim: {}", super::encode(&other)))),
+            other => Err(RowsError(format!("not a claim: {other:?}"))),
         };
         result.unwrap_or_else(|e| Response::Failed { error: e.0 })
     }
