@@ -3,10 +3,14 @@
 //! Worker's side (`COORDINATOR` namespace, one object per account name, JSON over the stub's
 //! `fetch`; workers-rs 0.8 has no JS RPC to a Rust object).
 //!
-//! The object holds one table, `buckets (key, expires_at, content)`, with no index beside its
-//! primary key (an index entry is one more row written).
+//! The object holds two tables, with no index beside their primary keys (an index entry is
+//! one more row written): `buckets (key, expires_at, content)` for the claim rules, and
+//! `records (key, value, expires_at)` for the token service (a [`Store`]). A record the object
+//! does not have yet is looked up once in `WECHAT_KV`, where relays before the objects kept
+//! their tokens, and imported.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use serde::Deserialize;
 use wechat_relay_core::config::bindings;
@@ -14,10 +18,13 @@ use wechat_relay_core::coordinator::{
     self, CoordinationError, Coordinator, Request as Ask, Response as Answer, Rows, RowsError,
     StoredBucket,
 };
+use wechat_relay_core::{Clock, Memory, ObjectPorts, Page, Store, StoreError};
 use worker::{
-    durable_object, Date, DurableObject, Env, Method, Request, RequestInit, Response, SqlStorage,
-    SqlStorageValue, State,
+    durable_object, DurableObject, Env, KvStore, Method, Request, RequestInit, Response,
+    SqlStorage, SqlStorageValue, State,
 };
+
+use crate::runtime::{self, WorkerClock, WorkerHttp};
 
 /// The object's SQLite, as the core's [`Rows`].
 pub struct SqlRows(SqlStorage);
@@ -95,29 +102,186 @@ impl Rows for SqlRows {
     }
 }
 
+/// The token service's records in the object's SQLite, as the core's [`Store`]; what it does
+/// not have is looked up in `WECHAT_KV` (the relay's records before the objects) and imported.
+pub struct SqlRecords {
+    sql: SqlStorage,
+    kv: Option<KvStore>,
+}
+
+fn store_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("SQLite: {e}"))
+}
+
+#[derive(Deserialize)]
+struct Record {
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct Key {
+    key: String,
+}
+
+impl SqlRecords {
+    fn new(sql: SqlStorage, env: &Env) -> Self {
+        if let Err(e) = sql.exec(
+            "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER)",
+            None,
+        ) {
+            log::error!(error = e.to_string(); "the account object's records table could not be created");
+        }
+        SqlRecords {
+            sql,
+            kv: env.kv(bindings::KV).ok(),
+        }
+    }
+
+    fn now_secs() -> u64 {
+        WorkerClock.now_secs()
+    }
+
+    fn read(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let rows: Vec<Record> = self
+            .sql
+            .exec(
+                "SELECT value FROM records WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                vec![SqlStorageValue::from(key), int(Self::now_secs())],
+            )
+            .and_then(|cursor| cursor.to_array())
+            .map_err(store_error)?;
+        Ok(rows.into_iter().next().map(|r| r.value))
+    }
+
+    fn write(&self, key: &str, value: &str, ttl_secs: Option<u64>) -> Result<(), StoreError> {
+        let expires_at = match ttl_secs {
+            Some(ttl) => int(Self::now_secs().saturating_add(ttl)),
+            None => SqlStorageValue::Null,
+        };
+        self.sql
+            .exec(
+                "INSERT OR REPLACE INTO records (key, value, expires_at) VALUES (?, ?, ?)",
+                vec![
+                    SqlStorageValue::from(key),
+                    SqlStorageValue::from(value),
+                    expires_at,
+                ],
+            )
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    fn keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<Key> = self
+            .sql
+            .exec(
+                "SELECT key FROM records WHERE substr(key, 1, length(?)) = ? AND key > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
+                vec![
+                    SqlStorageValue::from(prefix),
+                    SqlStorageValue::from(prefix),
+                    SqlStorageValue::from(after.unwrap_or("")),
+                    int(Self::now_secs()),
+                    SqlStorageValue::Integer(limit),
+                ],
+            )
+            .and_then(|cursor| cursor.to_array())
+            .map_err(store_error)?;
+        Ok(rows.into_iter().map(|k| k.key).collect())
+    }
+}
+
+impl Store for SqlRecords {
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        if let Some(found) = self.read(key)? {
+            return Ok(Some(found));
+        }
+        let Some(kv) = &self.kv else {
+            return Ok(None);
+        };
+        // Not here yet: a record of the relay before its objects, imported on first use.
+        let imported = match kv.get(key).text().await {
+            Ok(found) => found,
+            Err(e) => {
+                log::warn!(key = key, error = e.to_string(); "WECHAT_KV unreadable while importing; going on without it");
+                None
+            }
+        };
+        if let Some(value) = &imported {
+            self.write(key, value, None)?;
+            log::info!(key = key; "record imported from WECHAT_KV into the account object");
+        }
+        Ok(imported)
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl_secs: Option<u64>) -> Result<(), StoreError> {
+        self.write(key, value, ttl_secs)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.sql
+            .exec(
+                "DELETE FROM records WHERE key = ?",
+                vec![SqlStorageValue::from(key)],
+            )
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.keys(prefix, None, usize::MAX)
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let keys = self.keys(prefix, cursor, limit)?;
+        let cursor = (keys.len() == limit)
+            .then(|| keys.last().cloned())
+            .flatten();
+        Ok(Page { keys, cursor })
+    }
+}
+
 /// One account's object (the `AccountObject` class of wrangler.toml's migrations).
 #[durable_object]
 pub struct AccountObject {
     rules: RefCell<coordinator::AccountObject<SqlRows>>,
+    ports: ObjectPorts<WorkerClock, SqlRecords, WorkerHttp>,
 }
 
 impl DurableObject for AccountObject {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
+        crate::logging::install();
+        let sql = state.storage().sql();
         AccountObject {
-            rules: RefCell::new(coordinator::AccountObject::new(SqlRows::new(
-                state.storage().sql(),
-            ))),
+            rules: RefCell::new(coordinator::AccountObject::new(SqlRows::new(sql.clone()))),
+            ports: ObjectPorts {
+                clock: WorkerClock,
+                store: SqlRecords::new(sql, &env),
+                http: WorkerHttp::new(&env),
+                memory: Rc::new(Memory::default()),
+                // Bindings do not change while the object lives.
+                config: Rc::new(runtime::settings(&env)),
+            },
         }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         crate::logging::install();
-        // Read the whole body before touching the rules: no borrow across an await.
+        // The whole body first; the claim rules are borrowed only inside `answer`, never
+        // across an await.
         let body = req.bytes().await?;
-        let Some(ask) = coordinator::decode_request(&body) else {
-            return Response::error("not a request of the relay's", 400);
-        };
-        let answer = self.rules.borrow_mut().handle(ask, Date::now().as_millis());
+        let answer = self.ports.answer(&self.rules, &body).await;
         Response::ok(coordinator::encode_response(&answer))
     }
 

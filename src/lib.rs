@@ -62,7 +62,7 @@ pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) 
     logging::install();
     let relay = runtime::relay(&env, runtime::settings(&env));
     for account in relay.config.accounts() {
-        relay.credentials(account).refresh_ahead().await;
+        relay.refresh_ahead(account).await;
     }
 }
 
@@ -118,10 +118,7 @@ async fn run(
             let page = query_param(&req, "url")?;
             let mut nonce = [0u8; 16];
             nonce.copy_from_slice(random()?.get(..16).unwrap_or(&[0; 16]));
-            let signed = relay
-                .credentials(config.account(&account)?)
-                .jsapi_config(page.as_deref(), nonce)
-                .await?;
+            let signed = relay.jsapi_config(&account, page.as_deref(), nonce).await?;
             respond::json(&signed)
         }
         Route::PassThrough {

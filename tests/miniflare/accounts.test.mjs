@@ -204,14 +204,14 @@ describe("cross-account refusals", () => {
 });
 
 describe("tokens per account", () => {
-  test("each account has its own token, KV key and API: stable_token for the accounts, gettoken for WeCom", async () => {
+  test("each account has its own token, kept by its own object, and API: stable_token for the accounts, gettoken for WeCom", async () => {
     const kv = await relay.mf.getKVNamespace("WECHAT_KV");
     const got = {};
     for (const name of ["shop", "staff", "mini", "default"]) {
       const res = await relay.fetch(`/token${name === "default" ? "" : `?account=${name}`}`, { headers: AUTH });
       assert.equal(res.status, 200, name);
       got[name] = (await res.json()).access_token;
-      assert.equal((await kv.get(`credential:${name}:access_token`, "json")).access_token, got[name]);
+      assert.equal(await kv.get(`credential:${name}:access_token`), null, "kept by the account's object, not in KV");
     }
     assert.equal(new Set(Object.values(got)).size, 4, JSON.stringify(got));
     assert.equal(got.shop, wechat.tokenOf(SHOP.appId));
@@ -255,15 +255,31 @@ describe("tokens per account", () => {
     }
   });
 
-  test("the cron renews every account's token", async () => {
-    const kv = await relay.mf.getKVNamespace("WECHAT_KV");
-    const now = Math.floor(Date.now() / 1000);
-    for (const name of ["shop", "staff", "mini"]) {
-      await kv.put(`credential:${name}:access_token`, JSON.stringify({ access_token: `OLD_${name}`, expires_at: now + 60, fetched_at: now - 7140 }));
-    }
-    await (await relay.mf.getWorker()).scheduled({ cron: "*/5 * * * *" });
-    for (const name of ["shop", "staff", "mini"]) {
-      assert.notEqual((await kv.get(`credential:${name}:access_token`, "json")).access_token, `OLD_${name}`, name);
+  test("the cron renews every account's token, imported from a deployment that kept them in KV", async () => {
+    const w = fakeWeChat();
+    const c = fakeWeChat({ prefix: "WECOM" });
+    const r = await startRelay({
+      bindings,
+      upstream: (entry) => (entry.url.startsWith("http://wechat.test/") ? w.handle(entry) : entry.url.startsWith("http://wecom.test/") ? c.handle(entry) : new Response(null, { status: 204 })),
+    });
+    try {
+      const kv = await r.mf.getKVNamespace("WECHAT_KV");
+      const now = Math.floor(Date.now() / 1000);
+      // Written by the relay before its objects: one token about to expire, one good for an hour.
+      for (const name of ["shop", "staff"]) {
+        await kv.put(`credential:${name}:access_token`, JSON.stringify({ access_token: `OLD_${name}`, expires_at: now + 60, fetched_at: now - 7140 }));
+      }
+      await kv.put("credential:mini:access_token", JSON.stringify({ access_token: "KEPT_mini", expires_at: now + 3600, fetched_at: now - 3600 }));
+      await (await r.mf.getWorker()).scheduled({ cron: "*/5 * * * *" });
+      for (const name of ["shop", "staff"]) {
+        const token = (await (await r.fetch(`/token?account=${name}`, { headers: AUTH })).json()).access_token;
+        assert.ok(token && token !== `OLD_${name}`, `${name}: ${token}`);
+      }
+      const mini = (await (await r.fetch("/token?account=mini", { headers: AUTH })).json()).access_token;
+      assert.equal(mini, "KEPT_mini", "imported, not fetched again");
+      assert.equal(w.tokenCalls().filter((call) => JSON.parse(call.body).appid === MINI.appId).length, 0);
+    } finally {
+      await r.dispose();
     }
   });
 });

@@ -10,10 +10,16 @@ const AUTH = { authorization: `Bearer ${KEY}` };
 const KV_KEY = "credential:default:access_token";
 const now = () => Math.floor(Date.now() / 1000);
 
-async function withService(bindings, fn, { kv: bindKv = true } = {}) {
+/**
+ * A relay with the token service. Without `coordinator: true` it runs as without the COORDINATOR
+ * binding, over KV (the fallback, and what these tests can look into); the account objects'
+ * tests below pass it.
+ */
+async function withService(bindings, fn, { kv: bindKv = true, coordinator = false } = {}) {
   const wechat = fakeWeChat();
   const relay = await startRelay({
     kv: bindKv,
+    coordinator,
     bindings: { WECHAT_API_BASE: "http://wechat.test", TOKEN_API_KEY: KEY, WECHAT_APP_ID: "wx_test_app", WECHAT_APP_SECRET: "s3cr3t-app-secret", ...bindings },
     upstream: (entry) => wechat.handle(entry),
   });
@@ -253,7 +259,7 @@ describe("POST /token/refresh", () => {
       assert.equal(late.refreshed, false);
       assert.equal(late.access_token, bodies[0].access_token);
       assert.equal(wechat.tokenCalls().length, 2);
-    });
+    }, { coordinator: true });
   });
   test("a body that is not {\"access_token\": \"…\"} is 400 and asks WeChat nothing", async () => {
     await withService({}, async ({ relay, wechat }) => {
@@ -263,7 +269,7 @@ describe("POST /token/refresh", () => {
         assert.equal((await res.json()).error, "bad_request");
       }
       assert.equal(wechat.tokenCalls().length, 0);
-    });
+    }, { coordinator: true });
   });
   test("GET is 405", async () => {
     await withService({}, async ({ relay }) => {
@@ -414,5 +420,34 @@ describe("ANY /api/<path>", () => {
       }
       assert.ok(wechat.state.calls.every((c) => /^\/(cgi-bin|sns|wxa|datacube|customservice)\//.test(c.path)));
     });
+  });
+});
+
+describe("the account's object keeps its token", () => {
+  test("the token is kept by the object, not in KV, and survives a restart", async () => {
+    const fs = await import("node:fs");
+    const os = await import("node:os");
+    const path = await import("node:path");
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "relay-tokens-"));
+    const wechat = fakeWeChat();
+    const start = () =>
+      startRelay({
+        persist: dir,
+        bindings: { WECHAT_API_BASE: "http://wechat.test", TOKEN_API_KEY: KEY, WECHAT_APP_ID: "wx_test_app", WECHAT_APP_SECRET: "s3cr3t-app-secret" },
+        upstream: (entry) => wechat.handle(entry),
+      });
+    try {
+      let relay = await start();
+      const first = await (await getToken(relay)).json();
+      assert.equal(await (await relay.mf.getKVNamespace("WECHAT_KV")).get(KV_KEY), null);
+      await relay.dispose();
+      relay = await start();
+      const again = await (await getToken(relay)).json();
+      await relay.dispose();
+      assert.equal(again.access_token, first.access_token);
+      assert.equal(wechat.tokenCalls().length, 1, "WeChat asked once across the restart");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

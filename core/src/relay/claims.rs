@@ -33,6 +33,26 @@ pub(super) struct Held {
     coordinated: bool,
 }
 
+/// One question to the object `object` within `timeout_ms`: its answer, or why there is none
+/// (unreachable, too slow, or it answered that it failed).
+pub(super) async fn ask_within<C: Clock, K: Coordinator>(
+    coordinator: &K,
+    clock: &C,
+    object: &str,
+    request: &Request,
+    timeout_ms: u64,
+) -> Result<Response, String> {
+    let ask = coordinator.ask(object, request);
+    let deadline = clock.sleep(timeout_ms);
+    futures_util::pin_mut!(ask, deadline);
+    match select(ask, deadline).await {
+        Either::Left((Ok(Response::Failed { error }), _)) => Err(error),
+        Either::Left((Ok(response), _)) => Ok(response),
+        Either::Left((Err(e), _)) => Err(e.0),
+        Either::Right(_) => Err(format!("no answer within {timeout_ms} ms")),
+    }
+}
+
 /// The attempt's id: random, so that two attempts at one callback are told apart.
 fn attempt_id(random: &[u8; 32]) -> String {
     random.iter().skip(16).map(|b| format!("{b:02x}")).collect()
@@ -49,17 +69,21 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         event_id: &str,
         request: &Request,
     ) -> Option<Response> {
-        let ask = self.coordinator.ask(object, request);
-        let deadline = self.clock.sleep(REQUEST_TIMEOUT_MS);
-        futures_util::pin_mut!(ask, deadline);
-        let error = match select(ask, deadline).await {
-            Either::Left((Ok(Response::Failed { error }), _)) => error,
-            Either::Left((Ok(response), _)) => return Some(response),
-            Either::Left((Err(e), _)) => e.0,
-            Either::Right(_) => format!("no answer within {REQUEST_TIMEOUT_MS} ms"),
-        };
-        log::warn!(event_id = event_id, account = object, error = error.as_str(); "the account object did not answer; the callback is handled without dedup or replay protection");
-        None
+        match ask_within(
+            &self.coordinator,
+            &self.clock,
+            object,
+            request,
+            REQUEST_TIMEOUT_MS,
+        )
+        .await
+        {
+            Ok(response) => Some(response),
+            Err(error) => {
+                log::warn!(event_id = event_id, account = object, error = error.as_str(); "the account object did not answer; the callback is handled without dedup or replay protection");
+                None
+            }
+        }
     }
 
     /// Claims `event_id` at the object `object` (the account's; a platform's merchants share

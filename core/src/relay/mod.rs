@@ -42,7 +42,7 @@ use crate::event::Event;
 use crate::http::routes::Method;
 use crate::ports::{Cipher, Clock, Destination, Http, HttpAnswer, Queue, Store};
 use crate::token::passthrough::{self, Call, Passed};
-use crate::token::{Credentials, Memory, TokenSource};
+use crate::token::{Credentials, Memory, Refreshed, TokenSource};
 
 /// How long a reply receiver may take in all; after the passive-reply deadline its answer goes
 /// through the customer-service API. Inside `wait_until`'s 30 s.
@@ -166,6 +166,7 @@ fn answer(body: String, json: bool, background: Option<Background>) -> Answer {
 mod admin;
 mod claims;
 mod intake;
+mod object;
 mod pushes;
 mod queue;
 mod replies;
@@ -173,6 +174,7 @@ mod replies;
 mod tests;
 mod tokens;
 
+pub use object::ObjectPorts;
 pub use queue::{QueueMessage, MAX_PARALLEL_ATTEMPTS};
 pub use tokens::Source;
 

@@ -185,7 +185,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                     Err(e) => Err(e.to_string()),
                 },
                 None => {
-                    self.send_message(&self.credentials(account), path, &message)
+                    self.send_message(&self.own_source(account), path, &message)
                         .await
                 }
             };

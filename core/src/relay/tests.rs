@@ -64,7 +64,8 @@ fn world(extra: &[(&str, &str)], with_queue: bool) -> T {
         }
     });
     let store = MemoryStore::new(&clock);
-    let coordinator = LocalCoordinator::new(&clock);
+    let config = Rc::new(config(&pairs));
+    let coordinator = LocalCoordinator::new(&clock).with_token_service(&http, &config);
     let queue = FakeQueue::new(&clock);
     let relay = Relay {
         clock: clock.clone(),
@@ -74,7 +75,7 @@ fn world(extra: &[(&str, &str)], with_queue: bool) -> T {
         queue: with_queue.then(|| queue.clone()),
         cipher: SoftwareCipher,
         memory: Rc::default(),
-        config: Rc::new(config(&pairs)),
+        config,
     };
     T {
         clock,
@@ -984,3 +985,7 @@ fn the_token_routes_answer_for_the_account_or_refuse_a_merchant_of_a_non_platfor
 #[cfg(test)]
 #[path = "claims_tests.rs"]
 mod claims;
+
+#[cfg(test)]
+#[path = "object_tests.rs"]
+mod object;

@@ -3,10 +3,13 @@
 //! Durable Object stub is).
 
 use super::*;
+use crate::config::Config;
 use crate::coordinator::{
     decode_request, decode_response, encode, encode_response, AccountObject, CoordinationError,
     Coordinator, Request, Response, Rows, RowsError, StoredBucket,
 };
+use crate::relay::ObjectPorts;
+use crate::token::Memory;
 
 /// An object's storage in memory; clones share it (it outlives the object, as SQLite does).
 #[derive(Clone, Default)]
@@ -98,6 +101,9 @@ impl Rows for MemoryRows {
     }
 }
 
+/// What the objects run the token service with: the fake WeChat and the settings.
+type TokenService = (FakeHttp, Rc<Config>);
+
 /// Every account's object on the fake clock. Each request goes through JSON both ways; the
 /// objects can be evicted (their memory lost, their rows kept), made unreachable or slow.
 #[derive(Clone)]
@@ -111,6 +117,12 @@ pub struct LocalCoordinator {
     pub delay_ms: Rc<Cell<u64>>,
     /// Every request, in order: (account, request).
     pub asked: Rc<RefCell<Vec<(String, Request)>>>,
+    /// The token service the objects run (their `fetch` and the settings), once set.
+    tokens: Rc<RefCell<Option<TokenService>>>,
+    /// Each object's storage for the token service, kept across evictions.
+    pub stores: Rc<RefCell<BTreeMap<String, MemoryStore>>>,
+    /// Each object's memory of flights and forced refreshes, lost with an eviction.
+    memories: Rc<RefCell<BTreeMap<String, Rc<Memory>>>>,
 }
 
 impl LocalCoordinator {
@@ -122,12 +134,41 @@ impl LocalCoordinator {
             unreachable: Rc::default(),
             delay_ms: Rc::default(),
             asked: Rc::default(),
+            tokens: Rc::default(),
+            stores: Rc::default(),
+            memories: Rc::default(),
         }
+    }
+
+    /// Lets the objects answer credential requests: through `http` (the fake WeChat), with
+    /// `config`.
+    pub fn with_token_service(self, http: &FakeHttp, config: &Rc<Config>) -> Self {
+        *self.tokens.borrow_mut() = Some((http.clone(), config.clone()));
+        self
     }
 
     /// Every object forgets its memory (as after eviction or a restart); storage stays.
     pub fn evict(&self) {
         self.objects.borrow_mut().clear();
+        self.memories.borrow_mut().clear();
+    }
+
+    /// The storage of `account`'s object for the token service.
+    pub fn store_of(&self, account: &str) -> MemoryStore {
+        self.stores
+            .borrow_mut()
+            .entry(account.to_owned())
+            .or_insert_with(|| MemoryStore::new(&self.clock))
+            .clone()
+    }
+
+    /// The credential requests asked so far.
+    pub fn credential_requests(&self) -> usize {
+        self.asked
+            .borrow()
+            .iter()
+            .filter(|(_, r)| !r.is_claim())
+            .count()
     }
 
     /// The storage of `account`'s object.
@@ -168,8 +209,32 @@ impl Coordinator for LocalCoordinator {
                 "the account object is unreachable (fake)".into(),
             ));
         }
-        let request = decode_request(encode(request).as_bytes())
+        let body = encode(request);
+        let request = decode_request(body.as_bytes())
             .ok_or_else(|| CoordinationError("request not understood".into()))?;
+        if !request.is_claim() {
+            let Some((http, config)) = self.tokens.borrow().clone() else {
+                return Err(CoordinationError(
+                    "this fake's objects run no token service".into(),
+                ));
+            };
+            let memory = self
+                .memories
+                .borrow_mut()
+                .entry(account.to_owned())
+                .or_default()
+                .clone();
+            let ports = ObjectPorts {
+                clock: self.clock.clone(),
+                store: self.store_of(account),
+                http,
+                memory,
+                config,
+            };
+            let unused = RefCell::new(AccountObject::new(MemoryRows::default()));
+            let response = ports.answer(&unused, body.as_bytes()).await;
+            return decode_response(encode_response(&response).as_bytes());
+        }
         let rows = self.rows_of(account);
         let response = {
             let mut objects = self.objects.borrow_mut();

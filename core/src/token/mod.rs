@@ -23,6 +23,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::account::{Account, Kind as AccountKind};
+use crate::coordinator::Wanted;
 use crate::error::api_error::{is_token_invalid, ApiError};
 use crate::error::Error;
 use crate::ports::{Clock, Http, Store};
@@ -120,11 +121,31 @@ pub struct Memory {
     pub(crate) exchanges:
         Flights<String, Result<crate::token::verify_ticket::Authorization, Error>>,
     last_forced: RefCell<HashMap<String, u64>>,
+    /// What the accounts' objects answered, kept while fresh: (account, credential).
+    kept: RefCell<HashMap<(String, Wanted), Stored>>,
     /// Dead letters this isolate is replaying now (so two replays here never both send one).
     replaying: RefCell<std::collections::HashSet<String>>,
 }
 
 impl Memory {
+    /// The credential an account's object answered last, if this isolate has it.
+    pub fn kept(&self, account: &str, wanted: Wanted) -> Option<Stored> {
+        self.kept
+            .borrow()
+            .get(&(account.to_owned(), wanted))
+            .cloned()
+    }
+
+    pub fn keep(&self, account: &str, wanted: Wanted, stored: &Stored) {
+        self.kept
+            .borrow_mut()
+            .insert((account.to_owned(), wanted), stored.clone());
+    }
+
+    pub fn forget(&self, account: &str, wanted: Wanted) {
+        self.kept.borrow_mut().remove(&(account.to_owned(), wanted));
+    }
+
     /// Claims `key` for this isolate; `false` when it is claimed already.
     pub(crate) fn claim_replay(&self, key: &str) -> bool {
         self.replaying.borrow_mut().insert(key.to_owned())

@@ -1,0 +1,115 @@
+//! An account's object, answering the Worker: claims by the claim rules
+//! ([`AccountObject`], synchronous), credentials by the token service run here, over the
+//! object's own storage, so that every location shares one upstream call and one writer per
+//! token. The shell's Durable Object hands each request body to [`ObjectPorts::answer`] and
+//! returns what it gives.
+
+use std::cell::RefCell;
+
+use super::*;
+use crate::coordinator::{self, AccountObject, Request, Response, Rows, Wanted};
+use crate::error::Format;
+
+/// What an account's object runs the token service over: its clock, its storage (a [`Store`]
+/// over its SQLite), `fetch`, its own memory (flights and forced-refresh times), and the
+/// settings.
+pub struct ObjectPorts<C, S, H> {
+    pub clock: C,
+    pub store: S,
+    pub http: H,
+    pub memory: Rc<Memory>,
+    pub config: Rc<Config>,
+}
+
+fn refused(e: &Error) -> Response {
+    let rendered = e.render(Format::Json);
+    let retry_after = rendered
+        .headers
+        .iter()
+        .find(|(name, _)| *name == "retry-after")
+        .map(|(_, value)| value.clone());
+    Response::Refused {
+        status: rendered.status,
+        retry_after,
+        body: rendered.body,
+    }
+}
+
+fn credential(result: Result<Refreshed, Error>) -> Response {
+    match result {
+        Ok(r) => Response::Credential {
+            value: r.credential.value,
+            expires_at: r.credential.expires_at,
+            refreshed: r.refreshed,
+        },
+        Err(e) => refused(&e),
+    }
+}
+
+fn plain(result: Result<crate::token::access_token::Stored, Error>) -> Response {
+    credential(result.map(|credential| Refreshed {
+        credential,
+        refreshed: false,
+    }))
+}
+
+impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
+    /// The answer to one request body from the Worker.
+    pub async fn answer<R: Rows>(
+        &self,
+        rules: &RefCell<AccountObject<R>>,
+        body: &[u8],
+    ) -> Response {
+        let Some(request) = coordinator::decode_request(body) else {
+            return Response::Failed {
+                error: "not a request of the relay's".into(),
+            };
+        };
+        if request.is_claim() {
+            // Synchronous: no borrow is held across an await.
+            return rules.borrow_mut().handle(request, self.clock.now_ms());
+        }
+        let account_name = match &request {
+            Request::Credential { account, .. }
+            | Request::Refresh { account, .. }
+            | Request::RefreshAhead { account } => account.clone(),
+            Request::Claim { .. } | Request::Settle { .. } => String::new(),
+        };
+        let account = match self.config.account(&account_name) {
+            Ok(account) => account,
+            Err(e) => return refused(&e),
+        };
+        if account.kind().is_platform() {
+            return refused(&Error::NotAvailable(
+                "a third-party platform's credentials are kept in KV, not in its object",
+            ));
+        }
+        let creds = Credentials {
+            clock: &self.clock,
+            store: &self.store,
+            http: &self.http,
+            memory: &self.memory,
+            account,
+        };
+        match request {
+            Request::Credential {
+                wanted: Wanted::AccessToken,
+                ..
+            } => plain(creds.access_token().await),
+            Request::Credential {
+                wanted: Wanted::JsapiTicket,
+                ..
+            } => plain(creds.jsapi_ticket().await),
+            Request::Refresh { refused, .. } => {
+                credential(creds.force_refresh(refused.as_deref()).await)
+            }
+            Request::RefreshAhead { .. } => {
+                creds.refresh_ahead().await;
+                plain(creds.access_token().await)
+            }
+            Request::Claim { .. } | Request::Settle { .. } => Response::Failed {
+                error: "a claim reached the credential flows".into(),
+            },
+        }
+    }
+}
