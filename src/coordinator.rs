@@ -233,6 +233,34 @@ impl Store for SqlRecords {
             .map_err(store_error)
     }
 
+    /// Exact: the read and the write run with no await between them, so nothing interleaves.
+    async fn put_if(
+        &self,
+        key: &str,
+        value: &str,
+        expected: Option<&str>,
+        ttl_secs: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        if self.read(key)?.as_deref() != expected {
+            return Ok(false);
+        }
+        self.write(key, value, ttl_secs).map(|()| true)
+    }
+
+    /// Exact, as `put_if`.
+    async fn take(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let found = self.read(key)?;
+        if found.is_some() {
+            self.sql
+                .exec(
+                    "DELETE FROM records WHERE key = ?",
+                    vec![SqlStorageValue::from(key)],
+                )
+                .map_err(store_error)?;
+        }
+        Ok(found)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.keys(prefix, None, usize::MAX)
     }

@@ -11,6 +11,7 @@ use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wechat_relay_core::config::{bindings, Config};
+use wechat_relay_core::coordinator::SharedStore;
 use wechat_relay_core::{
     Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Memory, Page, Queue, QueueError,
     Relay, Store, StoreError,
@@ -19,15 +20,24 @@ use wechat_relay_core::{
 use crate::coordinator::WorkerCoordinator;
 use crate::webcrypto::WebCrypto;
 
+/// The relay's store: a platform's state at its object, the rest in Workers KV.
+pub type WorkerStore = SharedStore<WorkerClock, WorkerCoordinator, Kv>;
+
 /// The relay over Workers.
 pub type WorkerRelay =
-    Relay<WorkerClock, Kv, WorkerCoordinator, WorkerHttp, WorkerQueue, WebCrypto>;
+    Relay<WorkerClock, WorkerStore, WorkerCoordinator, WorkerHttp, WorkerQueue, WebCrypto>;
 
 /// The relay for one request (or one queue batch, or one cron run).
 pub fn relay(env: &Env, config: Config) -> WorkerRelay {
+    let platforms = config.platform_names();
     Relay {
         clock: WorkerClock,
-        store: Kv::new(env),
+        store: SharedStore {
+            clock: WorkerClock,
+            coordinator: WorkerCoordinator::new(env),
+            local: Kv::new(env),
+            platforms: Rc::new(platforms),
+        },
         coordinator: WorkerCoordinator::new(env),
         http: WorkerHttp::new(env),
         queue: WorkerQueue::from_env(env),

@@ -207,6 +207,15 @@ impl Config {
     }
 
     /// Every account that is configured and valid: `default` and the named ones.
+    /// The names of the third-party platform accounts (whose state their objects keep).
+    pub fn platform_names(&self) -> Vec<String> {
+        self.accounts()
+            .into_iter()
+            .filter(|a| a.kind().is_platform())
+            .map(|a| a.name().to_owned())
+            .collect()
+    }
+
     pub fn accounts(&self) -> Vec<&Account> {
         let mut all = vec![&self.default_account];
         if let Ok(Some(accounts)) = &self.accounts {

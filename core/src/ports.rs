@@ -68,6 +68,22 @@ pub trait Store {
         }
         Ok(found)
     }
+    /// Compare-and-set: writes `value` only if the entry is now `expected` (`None`: absent);
+    /// whether it wrote. Exact in a Durable Object and in memory; over Workers KV (this default)
+    /// a read then a write, which another location can interleave.
+    async fn put_if(
+        &self,
+        key: &str,
+        value: &str,
+        expected: Option<&str>,
+        ttl_secs: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        if self.get(key).await?.as_deref() != expected {
+            return Ok(false);
+        }
+        self.put(key, value, ttl_secs).await?;
+        Ok(true)
+    }
 }
 
 /// One page of a listing.

@@ -104,3 +104,27 @@ export async function withRelay(options, fn) {
     await relay.dispose();
   }
 }
+
+/**
+ * The records of an account's object (a platform's state), read and written the way the Worker
+ * does: the relay's JSON requests to the object's fetch. A KV-like face: get(key[, "json"]),
+ * put(key, value), delete(key).
+ */
+export async function objectRecords(relay, name) {
+  const ns = await relay.mf.getDurableObjectNamespace("COORDINATOR");
+  const stub = ns.get(ns.idFromName(name));
+  const ask = async (record) => {
+    const res = await stub.fetch("https://account-object.internal/", { method: "POST", body: JSON.stringify({ op: "store", record }) });
+    const answer = await res.json();
+    if (answer.answer === "failed") throw new Error(answer.error);
+    return answer;
+  };
+  return {
+    async get(key, type) {
+      const { value } = await ask({ do: "get", key });
+      return value == null ? null : type === "json" ? JSON.parse(value) : value;
+    },
+    put: (key, value) => ask({ do: "put", key, value, ttl_secs: null }),
+    delete: (key) => ask({ do: "delete", key }),
+  };
+}

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
-import { startRelay, root } from "./harness.mjs";
+import { startRelay, root, objectRecords } from "./harness.mjs";
 import { buildCallback, messageXml, encrypt, decrypt, sha1Sorted } from "../../tools/wechat.mjs";
 
 const schema = JSON.parse(fs.readFileSync(path.join(root, "schema/event.schema.json"), "utf8"));
@@ -155,7 +155,7 @@ describe("third-party platform", () => {
       assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
       assert.equal(await res.text(), "success");
     }
-    const kv = await relay.mf.getKVNamespace("WECHAT_KV");
+    const kv = await objectRecords(relay, "platform");
     assert.equal((await kv.get("component:platform:ticket", "json")).ticket, "ticket@@@newest");
     const res = await relay.fetch("/token?account=platform", { headers: AUTH });
     assert.equal(res.status, 200);
@@ -192,7 +192,7 @@ describe("third-party platform", () => {
     const event = await eventually(() => forwarded().find((e) => e.event === "authorized"));
     assert.ok(validateEvent(event), ajv.errorsText(validateEvent.errors));
     assert.deepEqual([event.type, event.app_id, event.from, event.to, event.account], ["component", MERCHANT, MERCHANT, COMPONENT, "platform"]);
-    const kv = await relay.mf.getKVNamespace("WECHAT_KV");
+    const kv = await objectRecords(relay, "platform");
     assert.equal((await kv.get(`authorizer:platform:${MERCHANT}`, "json")).refresh_token, `refreshtoken@@@${MERCHANT}_0`);
   });
 
@@ -208,7 +208,7 @@ describe("third-party platform", () => {
   });
 
   test("an authorizer's token is refreshed twice in a row, each rotated refresh token kept", async () => {
-    const kv = await relay.mf.getKVNamespace("WECHAT_KV");
+    const kv = await objectRecords(relay, "platform");
     const first = await (await relay.fetch(`/token?account=platform&authorizer=${MERCHANT}`, { headers: AUTH })).json();
     assert.equal(first.access_token, `AUTH_${MERCHANT}_0`);
     for (let n = 1; n <= 2; n++) {
@@ -269,7 +269,7 @@ describe("third-party platform", () => {
 
   test("unauthorized: the authorizer's tokens are deleted and the event forwarded; sync recovers what WeChat still knows", async () => {
     await push(infoXml("unauthorized", `<AuthorizerAppid><![CDATA[${OTHER}]]></AuthorizerAppid>`));
-    const kv = await relay.mf.getKVNamespace("WECHAT_KV");
+    const kv = await objectRecords(relay, "platform");
     assert.equal(await kv.get(`authorizer:platform:${OTHER}`), null);
     assert.equal((await relay.fetch(`/token?account=platform&authorizer=${OTHER}`, { headers: AUTH })).status, 404);
     await eventually(() => forwarded().find((e) => e.event === "unauthorized" && e.app_id === OTHER));
@@ -288,12 +288,63 @@ describe("third-party platform", () => {
   test("pushes with another token or receive id are refused; hostile authenticated pushes are 400s", async () => {
     assert.equal((await push(ticketXml("ticket@@@forged"), { token: "other" })).status, 401);
     assert.equal((await push(ticketXml("ticket@@@forged"), { receiveId: MERCHANT })).status, 401);
-    const kv = await relay.mf.getKVNamespace("WECHAT_KV");
+    const kv = await objectRecords(relay, "platform");
     assert.equal((await kv.get("component:platform:ticket", "json")).ticket, "ticket@@@newest");
     for (const garbage of ["", "<xml>", "<xml><AppId>x</AppId></xml>", "<!DOCTYPE x [<!ENTITY a 'b'>]><xml/>", "{\"InfoType\": 1}", "<xml><AppId>a</AppId><CreateTime>x</CreateTime><InfoType>authorized</InfoType></xml>", "<xml><AppId>a</AppId><CreateTime>1</CreateTime><InfoType>component_verify_ticket</InfoType></xml>"]) {
       const res = await push(garbage);
       assert.equal(res.status, 400, garbage);
     }
     assert.equal((await relay.fetch("/healthz")).status, 200);
+  });
+});
+
+describe("a platform's state in its object", () => {
+  test("the code exchanged from both sides at once asks WeChat once, and both get the record", async () => {
+    const THIRD = "wx2222222222222222";
+    api.state.codes["queryauthcode@@@both"] = THIRD;
+    const before = api.count("/cgi-bin/component/api_query_auth");
+    const [pushed, redirect] = await Promise.all([
+      push(authorizedXml(THIRD, "queryauthcode@@@both")),
+      relay.fetch("/component/authorizations?account=platform", { method: "POST", headers: AUTH, body: JSON.stringify({ auth_code: "queryauthcode@@@both" }) }),
+    ]);
+    assert.equal(await pushed.text(), "success");
+    assert.equal(redirect.status, 200);
+    assert.equal((await redirect.json()).authorizer_app_id, THIRD);
+    await relay.settle(800);
+    assert.equal(api.count("/cgi-bin/component/api_query_auth") - before, 1, "one exchange");
+    const records = await objectRecords(relay, "platform");
+    assert.equal((await records.get(`authorizer:platform:${THIRD}`, "json")).refresh_token, `refreshtoken@@@${THIRD}_0`);
+  });
+
+  test("a deployment that kept its merchants in KV keeps their refresh tokens after the upgrade", async () => {
+    const old = fakeComponentApi();
+    const LEGACY = "wx3333333333333333";
+    old.state.authorizers[LEGACY] = { access: "AUTH_legacy", refresh: "refreshtoken@@@legacy" };
+    const r = await startRelay({
+      bindings: {
+        WECHAT_ACCOUNTS: JSON.stringify({ platform: { kind: "component", app_id: COMPONENT } }),
+        WECHAT_PLATFORM_TOKEN: TOKEN,
+        WECHAT_PLATFORM_ENCODING_AES_KEY: KEY,
+        WECHAT_PLATFORM_APP_SECRET: "component-secret",
+        WECHAT_API_BASE: "http://wechat.test",
+        TOKEN_API_KEY: API_KEY,
+      },
+      upstream: (entry) => (entry.url.startsWith("http://wechat.test/") ? old.handle(entry) : new Response(null, { status: 200 })),
+    });
+    try {
+      // What the relay before its objects wrote: the verify ticket and a merchant whose token
+      // has expired.
+      const kv = await r.mf.getKVNamespace("WECHAT_KV");
+      await kv.put("component:platform:ticket", JSON.stringify({ ticket: "ticket@@@newest", create_time: now(), received_at: now() }));
+      await kv.put(`authorizer:platform:${LEGACY}`, JSON.stringify({ app_id: LEGACY, refresh_token: "refreshtoken@@@legacy", access_token: "AUTH_old", expires_at: now() - 10, fetched_at: now() - 7210, func_info: [], authorized_at: now() - 86400 }));
+      const res = await r.fetch(`/token?account=platform&authorizer=${LEGACY}`, { headers: AUTH });
+      assert.equal(res.status, 200, await res.clone().text());
+      const token = await res.json();
+      assert.equal(token.access_token, old.state.authorizers[LEGACY].access, "refreshed with the imported refresh token");
+      const records = await objectRecords(r, "platform");
+      assert.equal((await records.get(`authorizer:platform:${LEGACY}`, "json")).refresh_token, old.state.authorizers[LEGACY].refresh, "the rotated one stored in the object");
+    } finally {
+      await r.dispose();
+    }
   });
 });

@@ -52,7 +52,6 @@ fuzz_target!(|data: &[u8]| {
         event_id: "e".into(),
         attempt: "a".into(),
         nonce: None,
-        reply: None,
     });
     assert_eq!(decode_request(encode(&request).as_bytes()), Some(request.clone()));
     let response = object.handle(request, NOW_MS);

@@ -97,6 +97,8 @@ impl<C: Clock, S: Store, H: Http> TokenSource for AuthorizerTokens<'_, C, S, H> 
         }
         match (self.refresh(false).await, stored) {
             (Ok(fresh), _) => Ok(fresh),
+            // Revoked meanwhile: nothing of it is served any more.
+            (Err(Error::UnknownAuthorizer), _) => Err(Error::UnknownAuthorizer),
             (Err(e), Some(old)) if old.is_usable_fallback(now) => {
                 log::warn!(authorizer = self.app_id.as_str(), error = e.to_string(); "authorizer refresh failed; serving the stored token until it expires");
                 Ok(old)
@@ -169,16 +171,20 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
     }
 
     /// Refreshes an authorizer's token with its refresh token; the refresh token WeChat returns
-    /// replaces the stored one before the token is handed out.
+    /// replaces the stored one before the token is handed out. The write is a compare-and-set
+    /// against the record as read: a revocation or a re-authorization that happened during the
+    /// call wins (with the platform's object behind the store, in every location).
     pub(super) async fn refresh_authorizer(
         &self,
         app_id: &str,
         forced: bool,
     ) -> Result<Stored, Error> {
-        let mut record = self
-            .load_authorizer(app_id)
+        let (mut seen, mut record) = self
+            .load_authorizer_text(app_id)
             .await?
             .ok_or(Error::UnknownAuthorizer)?;
+        let used = record.refresh_token.clone();
+        let authorized_at = record.authorized_at;
         let component = self.creds.account.require_app_id()?;
         let answer = self
             .call(
@@ -186,7 +192,7 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
                 &json!({
                     "component_appid": component,
                     "authorizer_appid": app_id,
-                    "authorizer_refresh_token": record.refresh_token,
+                    "authorizer_refresh_token": used,
                 }),
             )
             .await?;
@@ -198,18 +204,48 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
             now,
             forced,
         )?;
-        if let Some(rotated) = answer
+        let rotated = answer
             .get("authorizer_refresh_token")
             .and_then(Value::as_str)
             .filter(|r| !r.is_empty())
-        {
-            record.refresh_token = rotated.to_owned();
+            .map(str::to_owned);
+        for _ in 0..3 {
+            if let Some(rotated) = &rotated {
+                record.refresh_token = rotated.clone();
+            }
+            record.access_token = Some(stored.value.clone());
+            record.expires_at = stored.expires_at;
+            record.fetched_at = stored.fetched_at;
+            record.forced_at = stored.forced_at.or(record.forced_at);
+            match self.save_authorizer_if(&record, &seen).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    log::error!(account = self.name(), authorizer = app_id, error = e.to_string();
+                        "authorizer record not stored: its refresh token may be lost; POST /component/authorizers/sync recovers it");
+                    break;
+                }
+            }
+            // Changed while WeChat was asked.
+            match self.load_authorizer_text(app_id).await? {
+                None => {
+                    log::info!(account = self.name(), authorizer = app_id; "authorizer revoked during its refresh; the refresh is dropped");
+                    return Err(Error::UnknownAuthorizer);
+                }
+                Some((_, current))
+                    if current.refresh_token != used || current.authorized_at != authorized_at =>
+                {
+                    // Re-authorized (or rotated by another refresh): the newer record wins.
+                    log::info!(account = self.name(), authorizer = app_id; "authorizer re-authorized during its refresh; the newer record is kept");
+                    return Ok(stored);
+                }
+                Some((text, current)) => {
+                    // Another refresh of the same authorization: apply this one on top.
+                    seen = text;
+                    record = current;
+                }
+            }
         }
-        record.access_token = Some(stored.value.clone());
-        record.expires_at = stored.expires_at;
-        record.fetched_at = stored.fetched_at;
-        record.forced_at = stored.forced_at.or(record.forced_at);
-        self.save_authorizer(&record).await;
         log::info!(account = self.name(), authorizer = app_id, token = stored.redacted(), forced = forced; "authorizer token refreshed");
         Ok(stored)
     }

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// The value of a code's key while a request exchanges it (not JSON: never read as a record).
+const EXCHANGING: &str = "exchanging";
+/// How long a claim of a code holds if its request dies: past WeChat's answer with retries.
+const EXCHANGE_CLAIM_TTL_SECS: u64 = 60;
+
 /// The code itself never becomes a key (it is a credential): a hash of it does.
 pub fn code_key(platform: &str, code: &str) -> String {
     let digest = Sha256::digest(code.as_bytes());
@@ -34,6 +39,21 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
         if let Some(done) = self.exchanged(&key).await {
             return Ok(done);
         }
+        // Claimed in the store first: with the platform's object behind it (exact), whoever
+        // asks second, from any location, waits for the first one's record instead of asking
+        // WeChat again.
+        match self
+            .creds
+            .store
+            .put_if(&key, EXCHANGING, None, Some(EXCHANGE_CLAIM_TTL_SECS))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return self.wait_for_exchange(code, &key).await,
+            Err(e) => {
+                log::warn!(account = self.name(), error = e.to_string(); "authorization code not claimed; exchanging it anyway");
+            }
+        }
         let flight = format!("{}/code/{}", self.name(), key);
         let result = self
             .creds
@@ -43,6 +63,17 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
                 self.exchange_now(code, &key).await
             })
             .await;
+        if result.is_err() {
+            // Not exchanged: the next attempt (the other path, a retry) may try again.
+            if let Err(e) = self
+                .creds
+                .store
+                .put_if(&key, "", Some(EXCHANGING), Some(60))
+                .await
+            {
+                log::warn!(account = self.name(), error = e.to_string(); "the claim of a failed exchange was not released");
+            }
+        }
         match result {
             Err(Error::Api(ApiError::WeChat {
                 errcode: 61009 | 61010,
@@ -65,6 +96,53 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
     pub(super) async fn exchanged(&self, key: &str) -> Option<Authorization> {
         let text = self.creds.store.get(key).await.ok()??;
         serde_json::from_str(&text).ok()
+    }
+
+    /// The record of an exchange another request claimed: waited for until it is there, or
+    /// until the claim is released or lapses (then this request exchanges itself).
+    async fn wait_for_exchange(&self, code: &str, key: &str) -> Result<Authorization, Error> {
+        let deadline = self.creds.clock.now_ms().saturating_add(EXCHANGE_WAIT_MS);
+        loop {
+            let found = self.creds.store.get(key).await.ok().flatten();
+            match found.as_deref() {
+                Some(EXCHANGING) if self.creds.clock.now_ms() < deadline => {
+                    self.creds.clock.sleep(250).await;
+                }
+                Some(EXCHANGING) => {
+                    return Err(ApiError::Unreachable(
+                        "the exchange of this code by another request has not finished; try again"
+                            .into(),
+                    )
+                    .into())
+                }
+                Some(text) if !text.is_empty() => {
+                    if let Ok(done) = serde_json::from_str(text) {
+                        return Ok(done);
+                    }
+                    return Err(bad("the stored exchange is unreadable"));
+                }
+                // Released (the first attempt failed) or lapsed: exchange it here.
+                _ => {
+                    let claimed = self
+                        .creds
+                        .store
+                        .put_if(
+                            key,
+                            EXCHANGING,
+                            found.as_deref(),
+                            Some(EXCHANGE_CLAIM_TTL_SECS),
+                        )
+                        .await;
+                    return match claimed {
+                        Ok(true) => self.exchange_now(code, key).await,
+                        _ => Err(ApiError::Unreachable(
+                            "the code's exchange is contested; try again".into(),
+                        )
+                        .into()),
+                    };
+                }
+            }
+        }
     }
 
     pub(super) async fn exchange_now(&self, code: &str, key: &str) -> Result<Authorization, Error> {

@@ -118,13 +118,42 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
     }
 
     pub(super) async fn load_authorizer(&self, app_id: &str) -> Result<Option<Authorizer>, Error> {
+        Ok(self
+            .load_authorizer_text(app_id)
+            .await?
+            .map(|(_, record)| record))
+    }
+
+    /// An authorizer's record with the text it was stored as (for a compare-and-set).
+    pub(super) async fn load_authorizer_text(
+        &self,
+        app_id: &str,
+    ) -> Result<Option<(String, Authorizer)>, Error> {
         let text = self
             .creds
             .store
             .get(&authorizer_key(self.name(), app_id))
             .await
             .map_err(|e| Error::Internal(format!("reading an authorizer: {e}")))?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        Ok(text.and_then(|t| {
+            let record = serde_json::from_str(&t).ok()?;
+            Some((t, record))
+        }))
+    }
+
+    /// Writes an authorizer's record only if it is still stored as `seen`: whether it wrote.
+    pub(super) async fn save_authorizer_if(
+        &self,
+        record: &Authorizer,
+        seen: &str,
+    ) -> Result<bool, Error> {
+        let key = authorizer_key(self.name(), &record.app_id);
+        let text = serde_json::to_string(record).unwrap_or_default();
+        self.creds
+            .store
+            .put_if(&key, &text, Some(seen), None)
+            .await
+            .map_err(|e| Error::Internal(format!("writing an authorizer: {e}")))
     }
 
     /// Writes an authorizer's record (twice if the first write fails: a lost refresh token

@@ -927,3 +927,112 @@ fn twelve_hundred_merchants_sync_and_page_within_one_invocations_operations() {
     }
     assert_eq!((seen, broken), (1_200, 1));
 }
+
+// --- state races (the platform's object makes the store exact for every location) ----------
+
+/// The same platform in another isolate: its own memory, the same (exact) store.
+fn elsewhere(
+    p: &P,
+) -> Relay<FakeClock, MemoryStore, LocalCoordinator, FakeHttp, FakeQueue, SoftwareCipher> {
+    Relay {
+        memory: Rc::new(Memory::default()),
+        ..p.relay.clone()
+    }
+}
+
+#[test]
+fn the_code_exchanged_from_both_sides_at_once_asks_wechat_once() {
+    let p = platform(&[]);
+    p.ticket("ticket@@@newest", NOW).unwrap();
+    p.api
+        .codes
+        .borrow_mut()
+        .insert("queryauthcode@@@both".into(), MERCHANT.into());
+    p.http
+        .delay_for
+        .borrow_mut()
+        .insert("/cgi-bin/component/api_query_auth".into(), 800);
+    let other = elsewhere(&p);
+    let here = p.platform();
+    let there = other.platform("platform").unwrap();
+    let (a, b) = p.clock.run(futures_util::future::join(
+        here.exchange("queryauthcode@@@both"),
+        there.exchange("queryauthcode@@@both"),
+    ));
+    assert_eq!(
+        a.unwrap(),
+        b.unwrap(),
+        "the second gets the first one's record"
+    );
+    assert_eq!(p.count("/cgi-bin/component/api_query_auth"), 1);
+}
+
+#[test]
+fn a_failed_exchange_releases_its_claim_so_the_code_can_be_tried_again() {
+    let p = platform(&[]);
+    p.ticket("ticket@@@newest", NOW).unwrap();
+    // Unknown to the fake WeChat at first: refused.
+    assert!(p
+        .clock
+        .run(p.platform().exchange("queryauthcode@@@later"))
+        .is_err());
+    p.api
+        .codes
+        .borrow_mut()
+        .insert("queryauthcode@@@later".into(), MERCHANT.into());
+    let done = p
+        .clock
+        .run(p.platform().exchange("queryauthcode@@@later"))
+        .unwrap();
+    assert_eq!(done.authorizer_app_id, MERCHANT);
+}
+
+#[test]
+fn a_revocation_during_a_refresh_wins_and_so_does_a_reauthorization() {
+    for reauthorize in [false, true] {
+        let p = platform(&[]);
+        p.ticket("ticket@@@newest", NOW).unwrap();
+        p.authorized(MERCHANT, "queryauthcode@@@first").unwrap();
+        p.clock.advance((7200 - 290) * 1000);
+        p.http
+            .delay_for
+            .borrow_mut()
+            .insert("/cgi-bin/component/api_authorizer_token".into(), 2_000);
+        let key = authorizer_key("platform", MERCHANT);
+        let platform = p.platform();
+        let meanwhile = async {
+            p.clock.sleep(1_200).await;
+            if reauthorize {
+                p.api
+                    .codes
+                    .borrow_mut()
+                    .insert("queryauthcode@@@second".into(), MERCHANT.into());
+                platform
+                    .exchange("queryauthcode@@@second")
+                    .await
+                    .map(|_| ())
+            } else {
+                platform.revoke(MERCHANT).await;
+                Ok(())
+            }
+        };
+        let (refreshed, done) = p.clock.run(futures_util::future::join(
+            platform.authorizer(MERCHANT).token(),
+            meanwhile,
+        ));
+        done.unwrap();
+        let stored = p.store.peek(&key);
+        if reauthorize {
+            let record: Authorizer = serde_json::from_str(&stored.unwrap()).unwrap();
+            assert_eq!(
+                record.refresh_token,
+                format!("refreshtoken@@@{MERCHANT}_0"),
+                "the new authorization's record, not the refresh's"
+            );
+            assert!(refreshed.is_ok());
+        } else {
+            assert_eq!(stored, None, "the revoked record stays deleted");
+            assert_eq!(refreshed.unwrap_err().code(), "unknown_authorizer");
+        }
+    }
+}

@@ -17,8 +17,9 @@
 //!
 //! In-flight claims are kept in the object's memory, done marks in its storage for
 //! [`MARK_TTL_SECS`] (in minute buckets: about one row written per callback, none for a WeChat
-//! retry; see `object.rs`). Without a reply receiver the outcome is known up front (`success`)
-//! and the claim settles itself: one request per callback. An object evicted
+//! retry; see `object.rs`). A claim is done only once its attempt reported that the callback
+//! was handed over: an attempt that dies first leaves a claim that lapses, never a mark that
+//! would answer WeChat's retries `success` for an event nobody has. An object evicted
 //! while a claim is in flight forgets that claim, so a retry is processed again (a duplicate,
 //! never a loss).
 //!
@@ -26,6 +27,10 @@
 //! run the token service inside the object, over the object's storage: one
 //! upstream call at a time for every location, one writer for each token. `relay/object.rs`
 //! answers them.
+//!
+//! **Platform state.** A third-party platform's records (verify ticket, component token,
+//! merchants, exchanged codes) are kept by the platform's object, reached through
+//! [`SharedStore`]: one consistent store with compare-and-set for every location.
 //!
 //! **Nonces.** In plaintext mode WeChat signs only (token, timestamp, nonce), so a URL seen
 //! once could be posted again with any body. The claim then carries the pair and a hash of the
@@ -35,8 +40,10 @@
 #![allow(async_fn_in_trait)]
 
 mod object;
+mod shared;
 
 pub use object::{AccountObject, Rows, RowsError, StoredBucket};
+pub use shared::SharedStore;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,16 +77,11 @@ pub struct Nonce {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Claims `event_id` for the attempt `attempt` (random, the Worker's).
-    /// `reply`, when the outcome is known before the work (no reply receiver: `success`),
-    /// settles a new claim at once, so the callback costs one request; a refused hand-off
-    /// then releases it.
     Claim {
         event_id: String,
         attempt: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<Nonce>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reply: Option<String>,
     },
     /// The attempt's outcome: the reply WeChat was answered with (`Some`, "" for `success`),
     /// or `None` to release the claim (nothing was handed over; WeChat's retry is processed).
@@ -101,6 +103,43 @@ pub enum Request {
     },
     /// The cron's renewal of what expires within 15 minutes.
     RefreshAhead { account: String },
+    /// One operation on the object's records (a third-party platform's state: its verify
+    /// ticket, component token and merchants), for [`SharedStore`].
+    Store { record: StoreOp },
+}
+
+/// A [`crate::ports::Store`] operation, carried to the object that owns the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum StoreOp {
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: String,
+        ttl_secs: Option<u64>,
+    },
+    PutIf {
+        key: String,
+        value: String,
+        expected: Option<String>,
+        ttl_secs: Option<u64>,
+    },
+    Delete {
+        key: String,
+    },
+    Take {
+        key: String,
+    },
+    List {
+        prefix: String,
+    },
+    ListPage {
+        prefix: String,
+        cursor: Option<String>,
+        limit: usize,
+    },
 }
 
 /// Which credential a [`Request::Credential`] asks for.
@@ -154,7 +193,20 @@ pub enum Response {
         retry_after: Option<String>,
         body: String,
     },
-    /// Done (a renewal).
+    /// A record's value (`Get`, `Take`).
+    Value {
+        value: Option<String>,
+    },
+    /// Whether a `PutIf` wrote.
+    Swapped {
+        written: bool,
+    },
+    /// Keys of a listing, and the next page's cursor.
+    Keys {
+        keys: Vec<String>,
+        cursor: Option<String>,
+    },
+    /// Done (a write).
     Done,
     /// The object could not do what it was asked (its storage failed); the Worker goes on
     /// without coordination.

@@ -118,9 +118,8 @@ impl<R: Rows> AccountObject<R> {
                 event_id,
                 attempt,
                 nonce,
-                reply,
             } => self
-                .claim(&event_id, &attempt, nonce.as_ref(), reply, now_ms)
+                .claim(&event_id, &attempt, nonce.as_ref(), now_ms)
                 .map(Response::Claimed),
             Request::Settle {
                 event_id,
@@ -131,7 +130,8 @@ impl<R: Rows> AccountObject<R> {
                 .settle(&event_id, &attempt, reply, nonce.as_ref(), now_ms)
                 .map(|taken| Response::Settled { taken }),
             // Answered by the token service in the object (`relay/object.rs`), not here.
-            other => Err(RowsError(format!("not a claim: {other:?}"))),
+            // Never formatted: a refresh names a token.
+            _ => Err(RowsError("not a claim".into())),
         };
         result.unwrap_or_else(|e| Response::Failed { error: e.0 })
     }
@@ -163,7 +163,6 @@ impl<R: Rows> AccountObject<R> {
         event_id: &str,
         attempt: &str,
         nonce: Option<&Nonce>,
-        provisional: Option<String>,
         now_ms: u64,
     ) -> Result<Claimed, RowsError> {
         let now_secs = now_ms / 1000;
@@ -201,23 +200,14 @@ impl<R: Rows> AccountObject<R> {
                 log::warn!(event_id = event_id, attempt = flight.attempt.as_str(); "a claim was never settled; its attempt is presumed dead and the event is processed again");
             }
         }
-        match provisional {
-            // The outcome is known up front (no reply receiver): done now, in the one request.
-            Some(reply) => {
-                self.flights.remove(event_id);
-                self.record(event_id, Some(reply), nonce, now_secs)?;
-            }
-            None => {
-                self.flights.insert(
-                    event_id.to_owned(),
-                    Flight {
-                        attempt: attempt.to_owned(),
-                        since_ms: now_ms,
-                        nonce: nonce.map(|n| (nonce_key(n), n.body_sha1.clone())),
-                    },
-                );
-            }
-        }
+        self.flights.insert(
+            event_id.to_owned(),
+            Flight {
+                attempt: attempt.to_owned(),
+                since_ms: now_ms,
+                nonce: nonce.map(|n| (nonce_key(n), n.body_sha1.clone())),
+            },
+        );
         Ok(Claimed::New)
     }
 
@@ -237,16 +227,17 @@ impl<R: Rows> AccountObject<R> {
             Some(_) => {
                 self.flights.remove(event_id);
             }
-            // Settled at its claim (a provisional outcome), or the object was evicted since:
-            // the outcome still counts.
+            // The object was evicted since the claim (or the claim's answer was lost): the
+            // outcome still counts.
             None => {}
         }
         self.record(event_id, reply, nonce, now_secs)?;
         Ok(true)
     }
 
-    /// Stores an outcome: the mark (`Some`) in this minute's bucket, or its release (`None`:
-    /// a provisional mark is taken back); the nonce either way, so a replay stays refused.
+    /// Stores an outcome: the mark (`Some`) in this minute's bucket, or its release (`None`);
+    /// the nonce either way, so a replay stays refused. Storage is the truth: when a write
+    /// fails, the buckets in memory are dropped and read again on the next request.
     fn record(
         &mut self,
         event_id: &str,
@@ -292,12 +283,16 @@ impl<R: Rows> AccountObject<R> {
                 touched.push(key);
             }
         }
+        let mut written = Ok(());
         for key in touched {
             if let Some(bucket) = buckets.get(&key) {
-                self.rows.put_bucket(&bucket.stored(key))?;
+                written = written.and_then(|()| self.rows.put_bucket(&bucket.stored(key)));
             }
         }
-        Ok(())
+        if written.is_err() {
+            self.buckets = None;
+        }
+        written
     }
 
     /// At most once a minute: deletes the expired buckets, and forgets the flights of dead
@@ -328,18 +323,21 @@ mod tests {
             event_id: id.into(),
             attempt: attempt.into(),
             nonce: None,
-            reply: None,
         }
     }
 
-    /// A claim that settles itself with `success` (no reply receiver).
-    fn claim_done(id: &str, attempt: &str) -> Request {
-        Request::Claim {
-            event_id: id.into(),
-            attempt: attempt.into(),
-            nonce: None,
-            reply: Some(String::new()),
+    /// A claim and its settle with `success`: a callback handed over.
+    fn claim_done(
+        object: &mut AccountObject<MemoryRows>,
+        id: &str,
+        attempt: &str,
+        now: u64,
+    ) -> Response {
+        let claimed = object.handle(claim(id, attempt), now);
+        if claimed == Response::Claimed(Claimed::New) {
+            object.handle(settle(id, attempt, Some("")), now);
         }
+        claimed
     }
 
     fn settle(id: &str, attempt: &str, reply: Option<&str>) -> Request {
@@ -504,7 +502,6 @@ mod tests {
             event_id: id.into(),
             attempt: format!("{id}-attempt"),
             nonce: Some(nonce_of(body, expires_at)),
-            reply: Some(String::new()),
         }
     }
 
@@ -519,8 +516,16 @@ mod tests {
         );
         assert_eq!(
             object.handle(nonce_claim("e2", "h2", window_end), T0 + 5),
-            claimed(Claimed::Replayed)
+            claimed(Claimed::Replayed),
+            "refused while the first is in flight"
         );
+        let settled = Request::Settle {
+            event_id: "e1".into(),
+            attempt: "e1-attempt".into(),
+            reply: Some(String::new()),
+            nonce: Some(nonce_of("h1", window_end)),
+        };
+        object.handle(settled, T0 + 5);
         assert_eq!(
             object.handle(nonce_claim("e1", "h1", window_end), T0 + 6),
             claimed(Claimed::Done { reply: "".into() }),
@@ -551,7 +556,6 @@ mod tests {
             event_id: "e1".into(),
             attempt: "a".into(),
             nonce: Some(nonce_of("h1", window_end)),
-            reply: None,
         };
         assert_eq!(object.handle(first, T0), claimed(Claimed::New));
         assert_eq!(rows.written.get(), 0, "a claim in flight writes nothing");
@@ -580,25 +584,55 @@ mod tests {
     }
 
     #[test]
-    fn a_self_settling_claim_is_one_request_and_a_refused_hand_off_takes_it_back() {
+    fn a_claim_is_done_only_once_settled_so_a_dead_attempt_never_answers_for_its_event() {
         let rows = MemoryRows::default();
         let mut object = AccountObject::new(rows.clone());
+        // The attempt dies after its claim: retries wait, then process the event again.
+        assert_eq!(object.handle(claim("e1", "a"), T0), claimed(Claimed::New));
         assert_eq!(
-            object.handle(claim_done("e1", "a"), T0),
+            rows.marks(),
+            0,
+            "nothing is done before the hand-off is reported"
+        );
+        assert_eq!(
+            object.handle(claim("e1", "b"), T0 + 5_000),
+            claimed(Claimed::InFlight)
+        );
+        assert_eq!(
+            object.handle(claim("e1", "c"), T0 + IN_FLIGHT_BOUND_MS),
             claimed(Claimed::New)
         );
-        assert_eq!(rows.marks(), 1);
-        let done = claimed(Claimed::Done { reply: "".into() });
-        assert_eq!(object.handle(claim_done("e1", "b"), T0 + 5), done);
-        // The enqueue was refused: released, and WeChat's retry is processed afresh.
+    }
+
+    #[test]
+    fn a_failed_write_leaves_memory_as_storage_is() {
+        let rows = MemoryRows::default();
+        let mut object = AccountObject::new(rows.clone());
+        claim_done(&mut object, "e1", "a", T0);
+        object.handle(claim("e2", "a"), T0 + 1);
+        // The settle of e2 cannot be written, nor e1's release.
+        rows.fail.set(true);
+        assert!(matches!(
+            object.handle(settle("e2", "a", Some("")), T0 + 2),
+            Response::Failed { .. }
+        ));
+        rows.fail.set(false);
         assert_eq!(
-            object.handle(settle("e1", "a", None), T0 + 6),
-            Response::Settled { taken: true }
+            object.handle(claim("e2", "b"), T0 + 3),
+            claimed(Claimed::New),
+            "no mark in memory that storage does not have"
         );
-        assert_eq!(rows.marks(), 0);
+        rows.fail.set(true);
+        object.handle(claim("e1", "x"), T0 + 4);
+        assert!(matches!(
+            object.handle(settle("e1", "a", None), T0 + 5),
+            Response::Failed { .. }
+        ));
+        rows.fail.set(false);
         assert_eq!(
-            object.handle(claim_done("e1", "c"), T0 + 5000),
-            claimed(Claimed::New)
+            object.handle(claim("e1", "y"), T0 + 6),
+            claimed(Claimed::Done { reply: "".into() }),
+            "the stored mark, as the next object would see it"
         );
     }
 
@@ -612,11 +646,11 @@ mod tests {
             let now = start + i * 1000;
             let id = format!("e{i}");
             assert_eq!(
-                object.handle(claim_done(&id, "a"), now),
+                claim_done(&mut object, &id, "a", now),
                 claimed(Claimed::New)
             );
             assert!(matches!(
-                object.handle(claim_done(&id, "b"), now + 500),
+                claim_done(&mut object, &id, "b", now + 500),
                 Response::Claimed(Claimed::Done { .. })
             ));
         }
@@ -657,12 +691,12 @@ mod tests {
     fn a_corrupted_bucket_is_ignored_not_a_failure() {
         let rows = MemoryRows::default();
         let mut object = AccountObject::new(rows.clone());
-        object.handle(claim_done("e1", "a"), T0);
+        claim_done(&mut object, "e1", "a", T0);
         drop(object);
         rows.corrupt();
         let mut object = AccountObject::new(rows.clone());
         assert_eq!(
-            object.handle(claim_done("e1", "b"), T0 + 5),
+            claim_done(&mut object, "e1", "b", T0 + 5),
             claimed(Claimed::New),
             "a duplicate rather than a refusal"
         );

@@ -1,8 +1,11 @@
 //! A callback's claim at its account's object: before anything is handed over, after the
 //! answer is known.
 //!
-//! One request per callback without a reply receiver (the claim settles itself with
-//! `success`), two with one (the claim, then the reply). A retry of a callback in flight asks
+//! Two requests per callback: the claim before the hand-off, and its settle (the reply WeChat
+//! got) before the answer with a reply receiver, or right after it (in the background) without
+//! one. A claim is done only when its settle arrives, so an attempt that dies in between leaves
+//! a claim that lapses after the bound (WeChat's next retry is processed), never a mark that
+//! answers `success` for an event nobody handed over. A retry of a callback in flight asks
 //! again every [`WAIT_STEP_MS`] until [`WAIT_LIMIT_MS`], then is answered 503 so that WeChat
 //! retries once more: answering `success` for an attempt that may still fail could lose the
 //! event. Every question has [`REQUEST_TIMEOUT_MS`]; an object that does not answer in time,
@@ -27,9 +30,8 @@ pub(super) struct Held {
     event_id: String,
     attempt: String,
     nonce: Option<Nonce>,
-    /// The object took the outcome with the claim (no reply receiver).
-    settled: bool,
-    /// The object answered; when it did not, there is nothing to report to it.
+    /// The object answered the claim. When it did not (too slow, failed), the outcome is still
+    /// reported, quietly: the object may have taken the claim after all.
     coordinated: bool,
 }
 
@@ -87,14 +89,12 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
     }
 
     /// Claims `event_id` at the object `object` (the account's; a platform's merchants share
-    /// the platform's). `provisional` is the outcome when it is known before the work
-    /// (`success`, with no reply receiver), so the claim settles itself.
+    /// the platform's).
     pub(super) async fn claim(
         &self,
         object: &str,
         event_id: &str,
         nonce: Option<Nonce>,
-        provisional: Option<String>,
         random: &[u8; 32],
     ) -> Result<Claim, Error> {
         let mut held = Held {
@@ -102,14 +102,12 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
             event_id: event_id.to_owned(),
             attempt: attempt_id(random),
             nonce,
-            settled: provisional.is_some(),
             coordinated: false,
         };
         let request = Request::Claim {
             event_id: held.event_id.clone(),
             attempt: held.attempt.clone(),
             nonce: held.nonce.clone(),
-            reply: provisional,
         };
         let started = self.clock.now_ms();
         loop {
@@ -137,8 +135,8 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                     }
                     self.clock.sleep(WAIT_STEP_MS).await;
                 }
-                other => {
-                    log::warn!(event_id = event_id, answer = format!("{other:?}"); "the account object answered a claim with something else; handling the callback anyway");
+                _ => {
+                    log::warn!(event_id = event_id; "the account object answered a claim with something else; handling the callback anyway");
                     return Ok(Claim::Go(held));
                 }
             }
@@ -148,20 +146,36 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
     /// Reports the outcome of a held claim: the reply WeChat is answered with (`Some`, "" for
     /// `success`), or `None` when nothing was handed over, so WeChat's retry is processed.
     pub(super) async fn settle(&self, held: Held, reply: Option<String>) {
-        if !held.coordinated || (held.settled && reply.is_some()) {
-            return;
-        }
         let request = Request::Settle {
             event_id: held.event_id.clone(),
             attempt: held.attempt,
             reply,
             nonce: held.nonce,
         };
-        if let Some(Response::Settled { taken: false }) = self
-            .ask_object(&held.object, &held.event_id, &request)
+        let answer = match held.coordinated {
+            true => {
+                self.ask_object(&held.object, &held.event_id, &request)
+                    .await
+            }
+            // The claim went unanswered: report anyway, without a second warning.
+            false => ask_within(
+                &self.coordinator,
+                &self.clock,
+                &held.object,
+                &request,
+                REQUEST_TIMEOUT_MS,
+            )
             .await
-        {
+            .ok(),
+        };
+        if let Some(Response::Settled { taken: false }) = answer {
             log::warn!(event_id = held.event_id.as_str(); "this attempt's claim was taken over by a later one (it took longer than the bound); the event may be delivered twice");
         }
+    }
+
+    /// [`Relay::settle`] after the answer, as background work.
+    pub(super) fn settle_after(&self, held: Held, reply: String) -> Background {
+        let relay = self.clone();
+        Box::pin(async move { relay.settle(held, Some(reply)).await })
     }
 }

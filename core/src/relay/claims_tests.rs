@@ -103,8 +103,12 @@ fn a_replayed_plaintext_url_with_another_body_is_401_and_forwarded_nowhere() {
     let (q, b, _) = t.message(Sent::Safe);
     t.receive_all(&q, &b).unwrap();
     let asked = t.coordinator.asked.borrow();
-    let (_, last) = asked.last().unwrap();
-    assert!(matches!(last, Request::Claim { nonce: None, .. }));
+    let last = asked
+        .iter()
+        .rev()
+        .find(|(_, r)| matches!(r, Request::Claim { .. }))
+        .unwrap();
+    assert!(matches!(last.1, Request::Claim { nonce: None, .. }));
 }
 
 #[test]
@@ -120,38 +124,78 @@ fn marks_survive_the_objects_eviction() {
 }
 
 #[test]
-fn one_request_per_callback_without_a_reply_receiver_two_with_one_and_no_row_for_a_retry() {
-    let t = world(&[], true);
-    let (q, b, _) = t.message(Sent::Safe);
-    t.receive_all(&q, &b).unwrap();
-    assert_eq!(t.coordinator.asked.borrow().len(), 1);
-    let written = t.coordinator.rows_of("default").written.get();
-    assert_eq!(written, 1);
-    t.receive_all(&q, &b).unwrap();
-    assert_eq!(t.coordinator.asked.borrow().len(), 2);
-    assert_eq!(
-        t.coordinator.rows_of("default").written.get(),
-        written,
-        "a retry writes nothing"
-    );
+fn two_requests_and_one_row_per_callback_and_a_retry_costs_one_request_and_no_row() {
+    for reply in [false, true] {
+        let t = if reply {
+            text_reply_world()
+        } else {
+            world(&[], true)
+        };
+        let (q, b, _) = t.message(Sent::Safe);
+        let answer = t.receive(&q, &b).unwrap();
+        let kinds = || -> Vec<&'static str> {
+            t.coordinator
+                .asked
+                .borrow()
+                .iter()
+                .map(|(_, r)| match r {
+                    Request::Claim { .. } => "claim",
+                    Request::Settle { .. } => "settle",
+                    _ => "other",
+                })
+                .collect()
+        };
+        if reply {
+            assert_eq!(
+                kinds(),
+                ["claim", "settle"],
+                "settled before the reply is answered"
+            );
+        } else {
+            assert_eq!(kinds(), ["claim"], "only the claim on the answer's path");
+        }
+        if let Some(background) = answer.background {
+            t.clock.run(background);
+        }
+        assert_eq!(kinds(), ["claim", "settle"]);
+        let written = t.coordinator.rows_of("default").written.get();
+        assert_eq!(written, 1);
+        t.receive_all(&q, &b).unwrap();
+        assert_eq!(kinds(), ["claim", "settle", "claim"]);
+        assert_eq!(
+            t.coordinator.rows_of("default").written.get(),
+            written,
+            "a retry writes nothing"
+        );
+    }
+}
 
-    let t = text_reply_world();
+#[test]
+fn an_attempt_that_dies_after_its_claim_leaves_nothing_answered_for_it() {
+    let t = world(&[("FORWARD_MODE", "direct")], true);
     let (q, b, _) = t.message(Sent::Safe);
+    // Answered, but the isolate dies before its background work (delivery, settle) runs.
+    let answer = t.receive(&q, &b).unwrap();
+    drop(answer.background);
+    assert!(t.deliveries().is_empty());
+    // WeChat's retry after the bound is processed, and delivered.
+    t.clock.advance(crate::coordinator::IN_FLIGHT_BOUND_MS);
     t.receive_all(&q, &b).unwrap();
-    let asked: Vec<&'static str> = t
-        .coordinator
-        .asked
-        .borrow()
-        .iter()
-        .map(|(_, r)| match r {
-            Request::Claim { reply: None, .. } => "claim",
-            Request::Claim { .. } => "claim and settle",
-            Request::Settle { .. } => "settle",
-            _ => "credential",
-        })
-        .collect();
-    assert_eq!(asked, ["claim", "settle"]);
-    assert_eq!(t.coordinator.rows_of("default").written.get(), 1);
+    assert_eq!(t.deliveries().len(), 1);
+}
+
+#[test]
+fn a_claim_answered_too_late_is_still_released_when_the_hand_off_fails() {
+    let t = world(&[], true);
+    // The object takes the claim, but its answer comes after the 2 s limit.
+    t.coordinator.delay_ms.set(REQUEST_TIMEOUT_MS + 500);
+    let (q, b, _) = t.message(Sent::Safe);
+    t.queue.fail_next.set(1);
+    assert_eq!(t.receive(&q, &b).err().unwrap().status(), 503);
+    t.coordinator.delay_ms.set(0);
+    // The release went out anyway: WeChat's retry is processed, not answered from a claim.
+    t.receive_all(&q, &b).unwrap();
+    assert_eq!(t.queue.len(), 1);
 }
 
 #[test]

@@ -196,10 +196,8 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         let reply_url = config.reply_url()?.cloned();
         let reply_timeout_ms = config.reply_timeout_ms()?;
 
-        // Without a reply receiver the answer is `success` whatever happens next.
-        let provisional = reply_url.is_none().then(String::new);
         let held = match self
-            .claim(account.name(), &event.id, nonce, provisional, &random)
+            .claim(account.name(), &event.id, nonce, &random)
             .await?
         {
             Claim::Answered(stored) => {
@@ -223,6 +221,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         // The passive reply.
         let mut late = None;
         let mut reply_text = String::new();
+        let asked_for_reply = reply_url.is_some();
         if let Some(reply_url) = reply_url {
             match self
                 .ask_for_reply(&event, &event_body, &reply_url, reply_timeout_ms)
@@ -252,9 +251,15 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                 }
             }
         }
-        self.settle(held, Some(reply_text.clone())).await;
-
         let mut background: Vec<Background> = Vec::new();
+        if asked_for_reply {
+            // Before the answer: a retry waiting on this attempt gets the same reply.
+            self.settle(held, Some(reply_text.clone())).await;
+        } else {
+            // `success` whatever follows: reported right after the answer.
+            background.push(self.settle_after(held, String::new()));
+        }
+
         background.extend(self.deliver_after(account.name(), &event, event_body, now_targets));
         background.extend(late);
         let body = self.render_reply(account, inbound.mode, &reply_text, random)?;

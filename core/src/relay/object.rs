@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 
 use super::*;
-use crate::coordinator::{self, AccountObject, Request, Response, Rows, Wanted};
+use crate::coordinator::{self, AccountObject, Request, Response, Rows, StoreOp, Wanted};
 use crate::error::Format;
 
 /// What an account's object runs the token service over: its clock, its storage (a [`Store`]
@@ -69,11 +69,14 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
             // Synchronous: no borrow is held across an await.
             return rules.borrow_mut().handle(request, self.clock.now_ms());
         }
+        if let Request::Store { record } = request {
+            return self.record(record).await;
+        }
         let account_name = match &request {
             Request::Credential { account, .. }
             | Request::Refresh { account, .. }
             | Request::RefreshAhead { account } => account.clone(),
-            Request::Claim { .. } | Request::Settle { .. } => String::new(),
+            Request::Claim { .. } | Request::Settle { .. } | Request::Store { .. } => String::new(),
         };
         let account = match self.config.account(&account_name) {
             Ok(account) => account,
@@ -107,9 +110,57 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
                 creds.refresh_ahead().await;
                 plain(creds.access_token().await)
             }
-            Request::Claim { .. } | Request::Settle { .. } => Response::Failed {
-                error: "a claim reached the credential flows".into(),
-            },
+            Request::Claim { .. } | Request::Settle { .. } | Request::Store { .. } => {
+                Response::Failed {
+                    error: "a claim reached the credential flows".into(),
+                }
+            }
         }
+    }
+
+    /// One operation on the object's records; a storage failure is [`Response::Failed`].
+    async fn record(&self, op: StoreOp) -> Response {
+        let store = &self.store;
+        let result = match op {
+            StoreOp::Get { key } => store.get(&key).await.map(|value| Response::Value { value }),
+            StoreOp::Take { key } => store
+                .take(&key)
+                .await
+                .map(|value| Response::Value { value }),
+            StoreOp::Put {
+                key,
+                value,
+                ttl_secs,
+            } => store
+                .put(&key, &value, ttl_secs)
+                .await
+                .map(|()| Response::Done),
+            StoreOp::PutIf {
+                key,
+                value,
+                expected,
+                ttl_secs,
+            } => store
+                .put_if(&key, &value, expected.as_deref(), ttl_secs)
+                .await
+                .map(|written| Response::Swapped { written }),
+            StoreOp::Delete { key } => store.delete(&key).await.map(|()| Response::Done),
+            StoreOp::List { prefix } => store
+                .list(&prefix)
+                .await
+                .map(|keys| Response::Keys { keys, cursor: None }),
+            StoreOp::ListPage {
+                prefix,
+                cursor,
+                limit,
+            } => store
+                .list_page(&prefix, cursor.as_deref(), limit)
+                .await
+                .map(|page| Response::Keys {
+                    keys: page.keys,
+                    cursor: page.cursor,
+                }),
+        };
+        result.unwrap_or_else(|e| Response::Failed { error: e.0 })
     }
 }

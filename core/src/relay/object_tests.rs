@@ -248,3 +248,74 @@ fn the_cron_renews_at_the_object_and_skips_what_it_knows_is_fresh() {
         Some((_, Request::RefreshAhead { .. }))
     ));
 }
+
+#[test]
+fn the_shared_store_keeps_a_platforms_state_at_its_object_and_the_rest_local() {
+    use crate::coordinator::SharedStore;
+    let t = world(&[], true);
+    let shared = SharedStore {
+        clock: t.clock.clone(),
+        coordinator: t.coordinator.clone(),
+        local: MemoryStore::new(&t.clock),
+        platforms: Rc::new(vec!["platform".to_owned()]),
+    };
+    for key in [
+        "authorizer:platform:wx1",
+        "component:platform:ticket",
+        "credential:platform:access_token",
+    ] {
+        t.clock.run(shared.put(key, "v", None)).unwrap();
+        assert_eq!(
+            t.coordinator.store_of("platform").peek(key).as_deref(),
+            Some("v")
+        );
+        assert_eq!(shared.local.peek(key), None, "{key}");
+    }
+    for key in [
+        "credential:default:access_token",
+        "dead:evt_1",
+        "authorizer:other:wx1",
+    ] {
+        t.clock.run(shared.put(key, "v", None)).unwrap();
+        assert_eq!(shared.local.peek(key).as_deref(), Some("v"), "{key}");
+    }
+    // Compare-and-set and take are exact at the object.
+    assert!(!t
+        .clock
+        .run(shared.put_if("authorizer:platform:wx1", "w", Some("stale"), None))
+        .unwrap());
+    assert!(t
+        .clock
+        .run(shared.put_if("authorizer:platform:wx1", "w", Some("v"), None))
+        .unwrap());
+    assert_eq!(
+        t.clock
+            .run(shared.take("authorizer:platform:wx1"))
+            .unwrap()
+            .as_deref(),
+        Some("w")
+    );
+    assert_eq!(
+        t.clock.run(shared.take("authorizer:platform:wx1")).unwrap(),
+        None
+    );
+    let page = t
+        .clock
+        .run(shared.list_page("component:platform:", None, 10))
+        .unwrap();
+    assert_eq!(page.keys, ["component:platform:ticket"]);
+    // Unreachable: reads fall back to the local store, writes fail (the flows log them).
+    t.coordinator.unreachable.set(true);
+    shared.local.insert("component:platform:ticket", "from KV");
+    assert_eq!(
+        t.clock
+            .run(shared.get("component:platform:ticket"))
+            .unwrap()
+            .as_deref(),
+        Some("from KV")
+    );
+    assert!(t
+        .clock
+        .run(shared.put("component:platform:ticket", "x", None))
+        .is_err());
+}

@@ -40,16 +40,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         let targets = self.config.targets_for(&event)?;
         let mode = self.config.forward_mode()?;
         self.config.forward_secret()?;
-        let held = match self
-            .claim(
-                account.name(),
-                &event.id,
-                None,
-                Some(String::new()),
-                &random,
-            )
-            .await?
-        {
+        let held = match self.claim(account.name(), &event.id, None, &random).await? {
             Claim::Answered(_) => return Ok(answer("success".to_owned(), false, None)),
             Claim::Go(held) => held,
         };
@@ -69,7 +60,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                 return Err(e);
             }
         };
-        let mut background: Vec<Background> = Vec::new();
+        let mut background: Vec<Background> = vec![self.settle_after(held, String::new())];
         background.extend(self.deliver_after(account.name(), &event, event_body, now_targets));
         if matches!(info.as_str(), "authorized" | "updateauthorized") {
             if let Some(code) = opened

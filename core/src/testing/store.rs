@@ -103,6 +103,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn put_if(
+        &self,
+        key: &str,
+        value: &str,
+        expected: Option<&str>,
+        ttl_secs: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        // No await between the read and the write: exact, as in a Durable Object.
+        if self.fail_reads.get() {
+            return Err(StoreError("store read failed (fake)".into()));
+        }
+        if self.peek(key).as_deref() != expected {
+            self.count();
+            return Ok(false);
+        }
+        self.put(key, value, ttl_secs).await.map(|()| true)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.count();
         if self.fail_writes.get() {
