@@ -76,6 +76,9 @@ describe("callback claims", () => {
       await withRelay({ queues: true, persist: dir }, async (relay) => {
         assert.equal((await post(relay, buildCallback({ ...creds, xml, mode: "safe" }))).status, 200);
         await relay.waitFor((s) => hooks(s).length === 1);
+        // The outcome reaches the object within a second of the answer (with the next claim,
+        // or alone); a restart before then would deliver the retry again, never lose it.
+        await relay.settle(1500);
       });
       await withRelay({ queues: true, persist: dir }, async (relay) => {
         const res = await post(relay, buildCallback({ ...creds, xml, mode: "safe" }));

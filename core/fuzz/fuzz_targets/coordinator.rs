@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
         event_id: "e".into(),
         attempt: "a".into(),
         nonce: None,
+        settled: Vec::new(),
     });
     assert_eq!(decode_request(encode(&request).as_bytes()), Some(request.clone()));
     let response = object.handle(request, NOW_MS);

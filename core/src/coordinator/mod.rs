@@ -60,6 +60,9 @@ pub const REQUEST_TIMEOUT_MS: u64 = 2_000;
 pub const WAIT_LIMIT_MS: u64 = 4_000;
 /// The pause between two questions of a waiting retry.
 pub const WAIT_STEP_MS: u64 = 250;
+/// How long an outcome reported after the answer waits for the isolate's next claim to the same
+/// object to carry it, before it is sent alone (well before WeChat's first retry, 5 s in).
+pub const REPORT_AFTER_MS: u64 = 1_000;
 
 /// A plaintext callback's (timestamp, nonce) and its body's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,12 +80,18 @@ pub struct Nonce {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Claims `event_id` for the attempt `attempt` (random, the Worker's).
+    /// `settled` carries this isolate's outcomes not yet reported to this object (so that on a
+    /// busy account most callbacks cost one request).
     Claim {
         event_id: String,
         attempt: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<Nonce>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        settled: Vec<Settlement>,
     },
+    /// Outcomes no claim carried within [`REPORT_AFTER_MS`], reported alone.
+    Report { settled: Vec<Settlement> },
     /// The attempt's outcome: the reply WeChat was answered with (`Some`, "" for `success`),
     /// or `None` to release the claim (nothing was handed over; WeChat's retry is processed).
     /// The claim's nonce again, so it is stored even if the object was evicted in between.
@@ -142,6 +151,16 @@ pub enum StoreOp {
     },
 }
 
+/// An attempt's outcome reported after the answer: the reply WeChat got ("" for `success`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub event_id: String,
+    pub attempt: String,
+    pub reply: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<Nonce>,
+}
+
 /// Which credential a [`Request::Credential`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -153,7 +172,10 @@ pub enum Wanted {
 impl Request {
     /// Whether the object answers this with its claim rules (synchronously, no I/O).
     pub fn is_claim(&self) -> bool {
-        matches!(self, Request::Claim { .. } | Request::Settle { .. })
+        matches!(
+            self,
+            Request::Claim { .. } | Request::Settle { .. } | Request::Report { .. }
+        )
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Claimed, Nonce, Request, Response, IN_FLIGHT_BOUND_MS, MARK_TTL_SECS};
+use super::{Claimed, Nonce, Request, Response, Settlement, IN_FLIGHT_BOUND_MS, MARK_TTL_SECS};
 
 /// How often, at most, expired buckets are deleted (in seconds).
 const PURGE_EVERY_SECS: u64 = 60;
@@ -118,9 +118,14 @@ impl<R: Rows> AccountObject<R> {
                 event_id,
                 attempt,
                 nonce,
+                settled,
             } => self
-                .claim(&event_id, &attempt, nonce.as_ref(), now_ms)
+                .report(settled, now_ms)
+                .and_then(|_| self.claim(&event_id, &attempt, nonce.as_ref(), now_ms))
                 .map(Response::Claimed),
+            Request::Report { settled } => self
+                .report(settled, now_ms)
+                .map(|taken| Response::Settled { taken }),
             Request::Settle {
                 event_id,
                 attempt,
@@ -209,6 +214,21 @@ impl<R: Rows> AccountObject<R> {
             },
         );
         Ok(Claimed::New)
+    }
+
+    /// Settles each reported outcome; whether every one was taken.
+    fn report(&mut self, settled: Vec<Settlement>, now_ms: u64) -> Result<bool, RowsError> {
+        let mut all = true;
+        for s in settled {
+            all &= self.settle(
+                &s.event_id,
+                &s.attempt,
+                Some(s.reply),
+                s.nonce.as_ref(),
+                now_ms,
+            )?;
+        }
+        Ok(all)
     }
 
     fn settle(
@@ -323,6 +343,7 @@ mod tests {
             event_id: id.into(),
             attempt: attempt.into(),
             nonce: None,
+            settled: Vec::new(),
         }
     }
 
@@ -502,6 +523,7 @@ mod tests {
             event_id: id.into(),
             attempt: format!("{id}-attempt"),
             nonce: Some(nonce_of(body, expires_at)),
+            settled: Vec::new(),
         }
     }
 
@@ -556,6 +578,7 @@ mod tests {
             event_id: "e1".into(),
             attempt: "a".into(),
             nonce: Some(nonce_of("h1", window_end)),
+            settled: Vec::new(),
         };
         assert_eq!(object.handle(first, T0), claimed(Claimed::New));
         assert_eq!(rows.written.get(), 0, "a claim in flight writes nothing");

@@ -1,9 +1,10 @@
 //! A callback's claim at its account's object: before anything is handed over, after the
 //! answer is known.
 //!
-//! Two requests per callback: the claim before the hand-off, and its settle (the reply WeChat
-//! got) before the answer with a reply receiver, or right after it (in the background) without
-//! one. A claim is done only when its settle arrives, so an attempt that dies in between leaves
+//! The claim goes before the hand-off; its settle (the reply WeChat got) before the answer with
+//! a reply receiver, or after it without one: then held for this isolate's next claim to the
+//! same object to carry, and sent alone after [`REPORT_AFTER_MS`] if none does, so a busy
+//! account's callbacks cost one request each and a quiet one's two. A claim is done only when its settle arrives, so an attempt that dies in between leaves
 //! a claim that lapses after the bound (WeChat's next retry is processed), never a mark that
 //! answers `success` for an event nobody handed over. A retry of a callback in flight asks
 //! again every [`WAIT_STEP_MS`] until [`WAIT_LIMIT_MS`], then is answered 503 so that WeChat
@@ -13,7 +14,8 @@
 
 use super::*;
 use crate::coordinator::{
-    Claimed, Nonce, Request, Response, REQUEST_TIMEOUT_MS, WAIT_LIMIT_MS, WAIT_STEP_MS,
+    Claimed, Nonce, Request, Response, Settlement, REPORT_AFTER_MS, REQUEST_TIMEOUT_MS,
+    WAIT_LIMIT_MS, WAIT_STEP_MS,
 };
 
 /// What the claim decided.
@@ -104,16 +106,23 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
             nonce,
             coordinated: false,
         };
-        let request = Request::Claim {
+        let carried = self.memory.take_settlements(object);
+        let mut request = Request::Claim {
             event_id: held.event_id.clone(),
             attempt: held.attempt.clone(),
             nonce: held.nonce.clone(),
+            settled: carried.clone(),
         };
         let started = self.clock.now_ms();
         loop {
             let Some(response) = self.ask_object(object, event_id, &request).await else {
+                // Maybe not applied: reported again later (a second report changes nothing).
+                self.memory.return_settlements(object, carried);
                 return Ok(Claim::Go(held));
             };
+            if let Request::Claim { settled, .. } = &mut request {
+                settled.clear();
+            }
             match response {
                 Response::Claimed(Claimed::New) => {
                     held.coordinated = true;
@@ -173,9 +182,32 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         }
     }
 
-    /// [`Relay::settle`] after the answer, as background work.
+    /// Reports `success` after the answer, as background work: held for this isolate's next
+    /// claim to the same object to carry (so a busy account's callbacks cost one request each),
+    /// and sent alone after [`REPORT_AFTER_MS`] if none did.
     pub(super) fn settle_after(&self, held: Held, reply: String) -> Background {
         let relay = self.clone();
-        Box::pin(async move { relay.settle(held, Some(reply)).await })
+        if !held.coordinated {
+            return Box::pin(async move { relay.settle(held, Some(reply)).await });
+        }
+        let attempt = held.attempt.clone();
+        relay.memory.hold_settlement(
+            &held.object,
+            Settlement {
+                event_id: held.event_id.clone(),
+                attempt: held.attempt,
+                reply,
+                nonce: held.nonce,
+            },
+        );
+        let (object, event_id) = (held.object, held.event_id);
+        Box::pin(async move {
+            relay.clock.sleep(REPORT_AFTER_MS).await;
+            let Some(settled) = relay.memory.take_settlements_with(&object, &attempt) else {
+                return;
+            };
+            let request = Request::Report { settled };
+            relay.ask_object(&object, &event_id, &request).await;
+        })
     }
 }

@@ -124,7 +124,7 @@ fn marks_survive_the_objects_eviction() {
 }
 
 #[test]
-fn two_requests_and_one_row_per_callback_and_a_retry_costs_one_request_and_no_row() {
+fn a_quiet_callback_costs_two_requests_and_one_row_and_a_retry_one_request_and_no_row() {
     for reply in [false, true] {
         let t = if reply {
             text_reply_world()
@@ -140,7 +140,7 @@ fn two_requests_and_one_row_per_callback_and_a_retry_costs_one_request_and_no_ro
                 .iter()
                 .map(|(_, r)| match r {
                     Request::Claim { .. } => "claim",
-                    Request::Settle { .. } => "settle",
+                    Request::Settle { .. } | Request::Report { .. } => "settle",
                     _ => "other",
                 })
                 .collect()
@@ -178,9 +178,17 @@ fn an_attempt_that_dies_after_its_claim_leaves_nothing_answered_for_it() {
     let answer = t.receive(&q, &b).unwrap();
     drop(answer.background);
     assert!(t.deliveries().is_empty());
-    // WeChat's retry after the bound is processed, and delivered.
+    // WeChat's retry after the bound reaches another isolate: processed, and delivered.
     t.clock.advance(crate::coordinator::IN_FLIGHT_BOUND_MS);
-    t.receive_all(&q, &b).unwrap();
+    let other = Relay {
+        memory: Rc::default(),
+        ..t.relay.clone()
+    };
+    let answer = t
+        .clock
+        .run(other.receive("default", &q, &b, [9; 32]))
+        .unwrap();
+    t.clock.run(answer.background.unwrap());
     assert_eq!(t.deliveries().len(), 1);
 }
 
@@ -238,4 +246,53 @@ fn a_refused_hand_off_releases_the_claim_so_the_retry_is_processed() {
         assert_eq!(t.queue.len(), 1);
         assert_eq!(t.coordinator.marks(), 1);
     }
+}
+
+#[test]
+fn on_a_busy_account_each_claim_carries_the_last_outcome_so_a_callback_costs_one_request() {
+    let t = world(&[], true);
+    let mut backgrounds = Vec::new();
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        let (q, b, _) = t.message(Sent::Safe);
+        let answer = t.receive(&q, &b).unwrap();
+        backgrounds.extend(answer.background);
+        sent.push((q, b));
+        t.clock.advance(100);
+    }
+    t.clock.run(futures_util::future::join_all(backgrounds));
+    let asked = t.coordinator.asked.borrow().clone();
+    assert_eq!(
+        asked.len(),
+        11,
+        "ten claims, and one report for the last outcome"
+    );
+    assert!(matches!(asked.last(), Some((_, Request::Report { .. }))));
+    assert_eq!(t.coordinator.marks(), 10, "every outcome arrived");
+    // Every retry is answered from its mark.
+    for (q, b) in &sent {
+        let again = t.receive(q, b).unwrap();
+        assert!(again.background.is_none());
+    }
+    assert_eq!(t.queue.len(), 10);
+}
+
+#[test]
+fn outcomes_a_failed_claim_carried_are_reported_again() {
+    let t = world(&[], true);
+    let (q1, b1, _) = t.message(Sent::Safe);
+    let first = t.receive(&q1, &b1).unwrap();
+    // The next claim (carrying the first outcome) reaches no object.
+    t.coordinator.unreachable.set(true);
+    let (q2, b2, _) = t.message(Sent::Safe);
+    let second = t.receive(&q2, &b2).unwrap();
+    t.coordinator.unreachable.set(false);
+    t.clock.run(futures_util::future::join_all(
+        first.background.into_iter().chain(second.background),
+    ));
+    assert!(
+        t.coordinator.marks() >= 1,
+        "the first outcome was reported after all"
+    );
+    assert!(t.receive(&q1, &b1).unwrap().background.is_none());
 }

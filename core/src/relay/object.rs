@@ -76,7 +76,10 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
             Request::Credential { account, .. }
             | Request::Refresh { account, .. }
             | Request::RefreshAhead { account } => account.clone(),
-            Request::Claim { .. } | Request::Settle { .. } | Request::Store { .. } => String::new(),
+            Request::Claim { .. }
+            | Request::Settle { .. }
+            | Request::Report { .. }
+            | Request::Store { .. } => String::new(),
         };
         let account = match self.config.account(&account_name) {
             Ok(account) => account,
@@ -110,11 +113,12 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
                 creds.refresh_ahead().await;
                 plain(creds.access_token().await)
             }
-            Request::Claim { .. } | Request::Settle { .. } | Request::Store { .. } => {
-                Response::Failed {
-                    error: "a claim reached the credential flows".into(),
-                }
-            }
+            Request::Claim { .. }
+            | Request::Settle { .. }
+            | Request::Report { .. }
+            | Request::Store { .. } => Response::Failed {
+                error: "a claim reached the credential flows".into(),
+            },
         }
     }
 

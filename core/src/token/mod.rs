@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::account::{Account, Kind as AccountKind};
-use crate::coordinator::Wanted;
+use crate::coordinator::{Settlement, Wanted};
 use crate::error::api_error::{is_token_invalid, ApiError};
 use crate::error::Error;
 use crate::ports::{Clock, Http, Store};
@@ -123,6 +123,8 @@ pub struct Memory {
     last_forced: RefCell<HashMap<String, u64>>,
     /// What the accounts' objects answered, kept while fresh: (account, credential).
     kept: RefCell<HashMap<(String, Wanted), Stored>>,
+    /// Callback outcomes not yet reported to their object, by object.
+    unreported: RefCell<HashMap<String, Vec<Settlement>>>,
     /// Dead letters this isolate is replaying now (so two replays here never both send one).
     replaying: RefCell<std::collections::HashSet<String>>,
 }
@@ -140,6 +142,46 @@ impl Memory {
         self.kept
             .borrow_mut()
             .insert((account.to_owned(), wanted), stored.clone());
+    }
+
+    /// Holds an outcome for the next claim to `object` to carry.
+    pub fn hold_settlement(&self, object: &str, settlement: Settlement) {
+        self.unreported
+            .borrow_mut()
+            .entry(object.to_owned())
+            .or_default()
+            .push(settlement);
+    }
+
+    /// Every outcome held for `object` (a claim carries them).
+    pub fn take_settlements(&self, object: &str) -> Vec<Settlement> {
+        self.unreported
+            .borrow_mut()
+            .remove(object)
+            .unwrap_or_default()
+    }
+
+    /// Every outcome held for `object`, if the attempt `attempt` is still among them (no claim
+    /// carried it yet).
+    pub fn take_settlements_with(&self, object: &str, attempt: &str) -> Option<Vec<Settlement>> {
+        let mut unreported = self.unreported.borrow_mut();
+        let held = unreported.get(object)?;
+        if !held.iter().any(|s| s.attempt == attempt) {
+            return None;
+        }
+        unreported.remove(object)
+    }
+
+    /// Gives outcomes back (the claim that carried them got no answer).
+    pub fn return_settlements(&self, object: &str, settled: Vec<Settlement>) {
+        if settled.is_empty() {
+            return;
+        }
+        self.unreported
+            .borrow_mut()
+            .entry(object.to_owned())
+            .or_default()
+            .extend(settled);
     }
 
     pub fn forget(&self, account: &str, wanted: Wanted) {
