@@ -5,9 +5,9 @@
 //!
 //! The object holds two tables, with no index beside their primary keys (an index entry is
 //! one more row written): `buckets (key, expires_at, content)` for the claim rules, and
-//! `records (key, value, expires_at)` for the token service (a [`Store`]). A record the object
-//! does not have yet is looked up once in `WECHAT_KV`, where relays before the objects kept
-//! their tokens, and imported.
+//! `entries (key, value, expires_at)` for the token service (a [`Store`]; a deletion is a row
+//! without a value). A record the object has never held is looked up once in `WECHAT_KV`,
+//! where relays before the objects kept their tokens and merchants, and imported.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -115,7 +115,7 @@ fn store_error(e: impl std::fmt::Display) -> StoreError {
 
 #[derive(Deserialize)]
 struct Record {
-    value: String,
+    value: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,7 +126,7 @@ struct Key {
 impl SqlRecords {
     fn new(sql: SqlStorage, env: &Env) -> Self {
         if let Err(e) = sql.exec(
-            "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER)",
+            "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT, expires_at INTEGER)",
             None,
         ) {
             log::error!(error = e.to_string(); "the account object's records table could not be created");
@@ -145,12 +145,37 @@ impl SqlRecords {
         let rows: Vec<Record> = self
             .sql
             .exec(
-                "SELECT value FROM records WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                "SELECT value FROM entries WHERE key = ? AND value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?)",
                 vec![SqlStorageValue::from(key), int(Self::now_secs())],
             )
             .and_then(|cursor| cursor.to_array())
             .map_err(store_error)?;
-        Ok(rows.into_iter().next().map(|r| r.value))
+        Ok(rows.into_iter().next().and_then(|r| r.value))
+    }
+
+    /// Whether the object has ever held `key` (a value, an expired one, or a deletion): then
+    /// WECHAT_KV's copy, older, is never imported.
+    fn owns(&self, key: &str) -> Result<bool, StoreError> {
+        let rows: Vec<Key> = self
+            .sql
+            .exec(
+                "SELECT key FROM entries WHERE key = ?",
+                vec![SqlStorageValue::from(key)],
+            )
+            .and_then(|cursor| cursor.to_array())
+            .map_err(store_error)?;
+        Ok(!rows.is_empty())
+    }
+
+    /// A deletion, kept as a row without a value (one row written, as a delete is).
+    fn tombstone(&self, key: &str) -> Result<(), StoreError> {
+        self.sql
+            .exec(
+                "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?, NULL, NULL)",
+                vec![SqlStorageValue::from(key)],
+            )
+            .map(|_| ())
+            .map_err(store_error)
     }
 
     fn write(&self, key: &str, value: &str, ttl_secs: Option<u64>) -> Result<(), StoreError> {
@@ -160,7 +185,7 @@ impl SqlRecords {
         };
         self.sql
             .exec(
-                "INSERT OR REPLACE INTO records (key, value, expires_at) VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?, ?, ?)",
                 vec![
                     SqlStorageValue::from(key),
                     SqlStorageValue::from(value),
@@ -181,7 +206,7 @@ impl SqlRecords {
         let rows: Vec<Key> = self
             .sql
             .exec(
-                "SELECT key FROM records WHERE substr(key, 1, length(?)) = ? AND key > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
+                "SELECT key FROM entries WHERE substr(key, 1, length(?)) = ? AND key > ? AND value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
                 vec![
                     SqlStorageValue::from(prefix),
                     SqlStorageValue::from(prefix),
@@ -201,10 +226,10 @@ impl Store for SqlRecords {
         if let Some(found) = self.read(key)? {
             return Ok(Some(found));
         }
-        let Some(kv) = &self.kv else {
+        let Some(kv) = self.kv.as_ref().filter(|_| !self.owns(key).unwrap_or(true)) else {
             return Ok(None);
         };
-        // Not here yet: a record of the relay before its objects, imported on first use.
+        // Never held here: a record of the relay before its objects, imported on first use.
         let imported = match kv.get(key).text().await {
             Ok(found) => found,
             Err(e) => {
@@ -212,6 +237,10 @@ impl Store for SqlRecords {
                 None
             }
         };
+        // Another request may have written the key while KV was read: that write wins.
+        if self.owns(key)? {
+            return self.read(key);
+        }
         if let Some(value) = &imported {
             self.write(key, value, None)?;
             log::info!(key = key; "record imported from WECHAT_KV into the account object");
@@ -224,13 +253,7 @@ impl Store for SqlRecords {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.sql
-            .exec(
-                "DELETE FROM records WHERE key = ?",
-                vec![SqlStorageValue::from(key)],
-            )
-            .map(|_| ())
-            .map_err(store_error)
+        self.tombstone(key)
     }
 
     /// Exact: the read and the write run with no await between them, so nothing interleaves.
@@ -251,12 +274,7 @@ impl Store for SqlRecords {
     async fn take(&self, key: &str) -> Result<Option<String>, StoreError> {
         let found = self.read(key)?;
         if found.is_some() {
-            self.sql
-                .exec(
-                    "DELETE FROM records WHERE key = ?",
-                    vec![SqlStorageValue::from(key)],
-                )
-                .map_err(store_error)?;
+            self.tombstone(key)?;
         }
         Ok(found)
     }

@@ -343,6 +343,12 @@ describe("a platform's state in its object", () => {
       assert.equal(token.access_token, old.state.authorizers[LEGACY].access, "refreshed with the imported refresh token");
       const records = await objectRecords(r, "platform");
       assert.equal((await records.get(`authorizer:platform:${LEGACY}`, "json")).refresh_token, old.state.authorizers[LEGACY].refresh, "the rotated one stored in the object");
+      // Revoked in the object: KV's older copy is never imported again.
+      await records.delete(`authorizer:platform:${LEGACY}`);
+      const gone = await r.fetch(`/token?account=platform&authorizer=${LEGACY}`, { headers: AUTH });
+      assert.equal(gone.status, 404);
+      assert.equal((await gone.json()).error, "unknown_authorizer");
+      assert.ok(await kv.get(`authorizer:platform:${LEGACY}`), "KV still has the old copy");
     } finally {
       await r.dispose();
     }

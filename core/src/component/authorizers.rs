@@ -217,17 +217,33 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
             record.expires_at = stored.expires_at;
             record.fetched_at = stored.fetched_at;
             record.forced_at = stored.forced_at.or(record.forced_at);
-            match self.save_authorizer_if(&record, &seen).await {
-                Ok(true) => break,
+            let written = match self.save_authorizer_if(&record, &seen).await {
+                // One more try on a store error: a lost refresh token means re-authorizing.
+                Err(_) => self.save_authorizer_if(&record, &seen).await,
+                other => other,
+            };
+            match written {
+                Ok(true) => {
+                    log::info!(account = self.name(), authorizer = app_id, token = stored.redacted(), forced = forced; "authorizer token refreshed");
+                    return Ok(stored);
+                }
                 Ok(false) => {}
                 Err(e) => {
                     log::error!(account = self.name(), authorizer = app_id, error = e.to_string();
                         "authorizer record not stored: its refresh token may be lost; POST /component/authorizers/sync recovers it");
-                    break;
+                    return Ok(stored);
                 }
             }
             // Changed while WeChat was asked.
-            match self.load_authorizer_text(app_id).await? {
+            let reloaded = match self.load_authorizer_text(app_id).await {
+                Ok(found) => found,
+                Err(e) => {
+                    log::error!(account = self.name(), authorizer = app_id, error = e.to_string();
+                        "authorizer record not re-read after a concurrent change; its refreshed token is served but not stored");
+                    return Ok(stored);
+                }
+            };
+            match reloaded {
                 None => {
                     log::info!(account = self.name(), authorizer = app_id; "authorizer revoked during its refresh; the refresh is dropped");
                     return Err(Error::UnknownAuthorizer);
@@ -246,7 +262,8 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
                 }
             }
         }
-        log::info!(account = self.name(), authorizer = app_id, token = stored.redacted(), forced = forced; "authorizer token refreshed");
+        log::error!(account = self.name(), authorizer = app_id;
+            "authorizer record kept changing during its refresh; the refreshed token is served but not stored");
         Ok(stored)
     }
 

@@ -64,15 +64,7 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
             })
             .await;
         if result.is_err() {
-            // Not exchanged: the next attempt (the other path, a retry) may try again.
-            if let Err(e) = self
-                .creds
-                .store
-                .put_if(&key, "", Some(EXCHANGING), Some(60))
-                .await
-            {
-                log::warn!(account = self.name(), error = e.to_string(); "the claim of a failed exchange was not released");
-            }
+            self.release_exchange(&key).await;
         }
         match result {
             Err(Error::Api(ApiError::WeChat {
@@ -90,6 +82,14 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
                 result
             }
             other => other,
+        }
+    }
+
+    /// Not exchanged: the claim is released so that the next attempt (the other path, a retry)
+    /// may try again.
+    async fn release_exchange(&self, key: &str) {
+        if let Err(e) = self.creds.store.delete(key).await {
+            log::warn!(account = self.name(), error = e.to_string(); "the claim of a failed exchange was not released");
         }
     }
 
@@ -134,7 +134,13 @@ impl<'a, C: Clock, S: Store, H: Http> Platform<'a, C, S, H> {
                         )
                         .await;
                     return match claimed {
-                        Ok(true) => self.exchange_now(code, key).await,
+                        Ok(true) => {
+                            let result = self.exchange_now(code, key).await;
+                            if result.is_err() {
+                                self.release_exchange(key).await;
+                            }
+                            result
+                        }
                         _ => Err(ApiError::Unreachable(
                             "the code's exchange is contested; try again".into(),
                         )

@@ -53,8 +53,9 @@ impl<C: Clock, K: Coordinator, S: Store> SharedStore<C, K, S> {
     }
 }
 
-fn unexpected(response: Response) -> StoreError {
-    StoreError(format!("the account object answered {response:?}"))
+/// Never the answer's content: it may be a record with a refresh token.
+fn unexpected(_: Response) -> StoreError {
+    StoreError("the account object answered something else than a store answer".into())
 }
 
 impl<C: Clock, K: Coordinator, S: Store> Store for SharedStore<C, K, S> {
