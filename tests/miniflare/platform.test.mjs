@@ -55,6 +55,7 @@ function fakeComponentApi() {
         return json({ authorization_info: { authorizer_appid: app, authorizer_access_token: state.authorizers[app].access, expires_in: 7200, authorizer_refresh_token: state.authorizers[app].refresh, func_info: [{ funcscope_category: { id: 1 } }] } });
       }
       case "/cgi-bin/component/api_authorizer_token": {
+        if (state.refreshDelayMs) await new Promise((r) => setTimeout(r, state.refreshDelayMs));
         const a = state.authorizers[body.authorizer_appid];
         if (!a) return json({ errcode: 61003, errmsg: "not authorized" });
         if (body.authorizer_refresh_token !== a.refresh) return json({ errcode: 61023, errmsg: "refresh_token is invalid" });
@@ -314,6 +315,28 @@ describe("a platform's state in its object", () => {
     assert.equal(api.count("/cgi-bin/component/api_query_auth") - before, 1, "one exchange");
     const records = await objectRecords(relay, "platform");
     assert.equal((await records.get(`authorizer:platform:${THIRD}`, "json")).refresh_token, `refreshtoken@@@${THIRD}_0`);
+  });
+
+  test("a revocation racing a refresh wins: the record stays deleted and the token is refused", async () => {
+    const RACER = "wx4444444444444444";
+    api.state.codes["queryauthcode@@@racer"] = RACER;
+    await relay.fetch("/component/authorizations?account=platform", { method: "POST", headers: AUTH, body: JSON.stringify({ auth_code: "queryauthcode@@@racer" }) });
+    const records = await objectRecords(relay, "platform");
+    const key = `authorizer:platform:${RACER}`;
+    await records.put(key, JSON.stringify({ ...(await records.get(key, "json")), expires_at: now() + 100 }));
+    api.state.refreshDelayMs = 1000;
+    try {
+      const refresh = relay.fetch(`/token?account=platform&authorizer=${RACER}`, { headers: AUTH });
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await (await push(infoXml("unauthorized", `<AuthorizerAppid><![CDATA[${RACER}]]></AuthorizerAppid>`))).text(), "success");
+      const answer = await refresh;
+      assert.equal(answer.status, 404, "the refresh that started before the revocation does not bring it back");
+      assert.equal((await answer.json()).error, "unknown_authorizer");
+    } finally {
+      api.state.refreshDelayMs = 0;
+    }
+    assert.equal(await records.get(key), null);
+    assert.equal((await relay.fetch(`/token?account=platform&authorizer=${RACER}`, { headers: AUTH })).status, 404);
   });
 
   test("a deployment that kept its merchants in KV keeps their refresh tokens after the upgrade", async () => {
