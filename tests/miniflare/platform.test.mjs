@@ -83,20 +83,22 @@ function fakeComponentApi() {
   return { state, handle, count: (p) => state.calls.filter((c) => c.path === p).length };
 }
 
+/** The platform account's settings. */
+const PLATFORM = {
+  WECHAT_ACCOUNTS: JSON.stringify({ platform: { kind: "component", app_id: COMPONENT } }),
+  WECHAT_PLATFORM_TOKEN: TOKEN,
+  WECHAT_PLATFORM_ENCODING_AES_KEY: KEY,
+  WECHAT_PLATFORM_APP_SECRET: "component-secret",
+  WECHAT_API_BASE: "http://wechat.test",
+  TOKEN_API_KEY: API_KEY,
+};
+
 const api = fakeComponentApi();
 let relay;
 before(async () => {
   relay = await startRelay({
     queues: true,
-    bindings: {
-      WECHAT_ACCOUNTS: JSON.stringify({ platform: { kind: "component", app_id: COMPONENT } }),
-      WECHAT_PLATFORM_TOKEN: TOKEN,
-      WECHAT_PLATFORM_ENCODING_AES_KEY: KEY,
-      WECHAT_PLATFORM_APP_SECRET: "component-secret",
-      WECHAT_API_BASE: "http://wechat.test",
-      TOKEN_API_KEY: API_KEY,
-      REPLY_URL: "http://replies.test/reply",
-    },
+    bindings: { ...PLATFORM, REPLY_URL: "http://replies.test/reply" },
     upstream: (entry) => {
       if (entry.url.startsWith("http://wechat.test/")) return api.handle(entry);
       if (entry.url === "http://replies.test/reply") return new Response(null, { status: 204 });
@@ -344,14 +346,7 @@ describe("a platform's state in its object", () => {
     const LEGACY = "wx3333333333333333";
     old.state.authorizers[LEGACY] = { access: "AUTH_legacy", refresh: "refreshtoken@@@legacy" };
     const r = await startRelay({
-      bindings: {
-        WECHAT_ACCOUNTS: JSON.stringify({ platform: { kind: "component", app_id: COMPONENT } }),
-        WECHAT_PLATFORM_TOKEN: TOKEN,
-        WECHAT_PLATFORM_ENCODING_AES_KEY: KEY,
-        WECHAT_PLATFORM_APP_SECRET: "component-secret",
-        WECHAT_API_BASE: "http://wechat.test",
-        TOKEN_API_KEY: API_KEY,
-      },
+      bindings: PLATFORM,
       upstream: (entry) => (entry.url.startsWith("http://wechat.test/") ? old.handle(entry) : new Response(null, { status: 200 })),
     });
     try {

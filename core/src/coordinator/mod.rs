@@ -45,7 +45,10 @@ mod shared;
 pub use object::{AccountObject, Rows, RowsError, StoredBucket};
 pub use shared::SharedStore;
 
+use futures_util::future::{select, Either};
 use serde::{Deserialize, Serialize};
+
+use crate::ports::Clock;
 
 /// How long a done mark lives: well past WeChat's three retries (about 5 s apart).
 pub const MARK_TTL_SECS: u64 = 300;
@@ -251,6 +254,26 @@ impl std::fmt::Display for CoordinationError {
 /// it through the Durable Object namespace; `testing` runs [`AccountObject`] in process.
 pub trait Coordinator {
     async fn ask(&self, account: &str, request: &Request) -> Result<Response, CoordinationError>;
+}
+
+/// One question to the object `object` within `timeout_ms`: its answer, or why there is none
+/// (unreachable, too slow, or it answered that it failed).
+pub async fn ask_within<C: Clock, K: Coordinator>(
+    coordinator: &K,
+    clock: &C,
+    object: &str,
+    request: &Request,
+    timeout_ms: u64,
+) -> Result<Response, String> {
+    let ask = coordinator.ask(object, request);
+    let deadline = clock.sleep(timeout_ms);
+    futures_util::pin_mut!(ask, deadline);
+    match select(ask, deadline).await {
+        Either::Left((Ok(Response::Failed { error }), _)) => Err(error),
+        Either::Left((Ok(response), _)) => Ok(response),
+        Either::Left((Err(e), _)) => Err(e.0),
+        Either::Right(_) => Err(format!("no answer within {timeout_ms} ms")),
+    }
 }
 
 /// The request's JSON (what the stub's `fetch` carries).

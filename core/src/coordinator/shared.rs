@@ -9,9 +9,7 @@
 
 use std::rc::Rc;
 
-use futures_util::future::{select, Either};
-
-use super::{Coordinator, Request, Response, StoreOp, REQUEST_TIMEOUT_MS};
+use super::{ask_within, Coordinator, Request, Response, StoreOp, REQUEST_TIMEOUT_MS};
 use crate::ports::{Clock, Page, Store, StoreError};
 
 /// The kinds of keys an object owns.
@@ -39,17 +37,15 @@ impl<C: Clock, K: Coordinator, S: Store> SharedStore<C, K, S> {
 
     async fn ask(&self, object: &str, op: StoreOp) -> Result<Response, StoreError> {
         let request = Request::Store { record: op };
-        let ask = self.coordinator.ask(object, &request);
-        let deadline = self.clock.sleep(REQUEST_TIMEOUT_MS);
-        futures_util::pin_mut!(ask, deadline);
-        match select(ask, deadline).await {
-            Either::Left((Ok(Response::Failed { error }), _)) => Err(StoreError(error)),
-            Either::Left((Ok(response), _)) => Ok(response),
-            Either::Left((Err(e), _)) => Err(StoreError(format!("account object {object}: {e}"))),
-            Either::Right(_) => Err(StoreError(format!(
-                "account object {object}: no answer within {REQUEST_TIMEOUT_MS} ms"
-            ))),
-        }
+        ask_within(
+            &self.coordinator,
+            &self.clock,
+            object,
+            &request,
+            REQUEST_TIMEOUT_MS,
+        )
+        .await
+        .map_err(|e| StoreError(format!("account object {object}: {e}")))
     }
 }
 

@@ -14,7 +14,7 @@
 
 use super::*;
 use crate::coordinator::{
-    Claimed, Nonce, Request, Response, Settlement, REPORT_AFTER_MS, REQUEST_TIMEOUT_MS,
+    ask_within, Claimed, Nonce, Request, Response, Settlement, REPORT_AFTER_MS, REQUEST_TIMEOUT_MS,
     WAIT_LIMIT_MS, WAIT_STEP_MS,
 };
 
@@ -35,26 +35,6 @@ pub(super) struct Held {
     /// The object answered the claim. When it did not (too slow, failed), the outcome is still
     /// reported, quietly: the object may have taken the claim after all.
     coordinated: bool,
-}
-
-/// One question to the object `object` within `timeout_ms`: its answer, or why there is none
-/// (unreachable, too slow, or it answered that it failed).
-pub(super) async fn ask_within<C: Clock, K: Coordinator>(
-    coordinator: &K,
-    clock: &C,
-    object: &str,
-    request: &Request,
-    timeout_ms: u64,
-) -> Result<Response, String> {
-    let ask = coordinator.ask(object, request);
-    let deadline = clock.sleep(timeout_ms);
-    futures_util::pin_mut!(ask, deadline);
-    match select(ask, deadline).await {
-        Either::Left((Ok(Response::Failed { error }), _)) => Err(error),
-        Either::Left((Ok(response), _)) => Ok(response),
-        Either::Left((Err(e), _)) => Err(e.0),
-        Either::Right(_) => Err(format!("no answer within {timeout_ms} ms")),
-    }
 }
 
 /// The attempt's id: random, so that two attempts at one callback are told apart.
@@ -106,7 +86,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
             nonce,
             coordinated: false,
         };
-        let carried = self.memory.take_settlements(object);
+        let mut carried = self.memory.take_settlements(object);
         let mut request = Request::Claim {
             event_id: held.event_id.clone(),
             attempt: held.attempt.clone(),
@@ -120,6 +100,8 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                 self.memory.return_settlements(object, carried);
                 return Ok(Claim::Go(held));
             };
+            // Applied: asking again carries nothing, and a later failure gives nothing back.
+            carried.clear();
             if let Request::Claim { settled, .. } = &mut request {
                 settled.clear();
             }

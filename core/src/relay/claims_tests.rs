@@ -13,6 +13,14 @@ fn text_reply_world() -> T {
     t
 }
 
+/// Queue mode, with a reply receiver that answers a text or without one.
+fn queue_world(reply: bool) -> T {
+    match reply {
+        true => text_reply_world(),
+        false => world(&[], true),
+    }
+}
+
 fn replies_asked(t: &T) -> usize {
     t.http
         .requests()
@@ -126,11 +134,7 @@ fn marks_survive_the_objects_eviction() {
 #[test]
 fn a_quiet_callback_costs_two_requests_and_one_row_and_a_retry_one_request_and_no_row() {
     for reply in [false, true] {
-        let t = if reply {
-            text_reply_world()
-        } else {
-            world(&[], true)
-        };
+        let t = queue_world(reply);
         let (q, b, _) = t.message(Sent::Safe);
         let answer = t.receive(&q, &b).unwrap();
         let kinds = || -> Vec<&'static str> {
@@ -229,11 +233,7 @@ fn an_object_that_fails_or_is_slow_leaves_the_callback_handled_and_logged() {
 #[test]
 fn a_refused_hand_off_releases_the_claim_so_the_retry_is_processed() {
     for reply in [false, true] {
-        let t = if reply {
-            text_reply_world()
-        } else {
-            world(&[], true)
-        };
+        let t = queue_world(reply);
         let (q, b, _) = t.message(Sent::Safe);
         t.queue.fail_next.set(1);
         assert_eq!(t.receive(&q, &b).err().unwrap().status(), 503);

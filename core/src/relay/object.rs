@@ -65,61 +65,49 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
                 error: "not a request of the relay's".into(),
             };
         };
-        if request.is_claim() {
+        match request {
             // Synchronous: no borrow is held across an await.
-            return rules.borrow_mut().handle(request, self.clock.now_ms());
+            Request::Claim { .. } | Request::Settle { .. } | Request::Report { .. } => {
+                rules.borrow_mut().handle(request, self.clock.now_ms())
+            }
+            Request::Store { record } => self.record(record).await,
+            Request::Credential { account, wanted } => match self.credentials(&account) {
+                Ok(creds) => match wanted {
+                    Wanted::AccessToken => plain(creds.access_token().await),
+                    Wanted::JsapiTicket => plain(creds.jsapi_ticket().await),
+                },
+                Err(refusal) => refusal,
+            },
+            Request::Refresh { account, refused } => match self.credentials(&account) {
+                Ok(creds) => credential(creds.force_refresh(refused.as_deref()).await),
+                Err(refusal) => refusal,
+            },
+            Request::RefreshAhead { account } => match self.credentials(&account) {
+                Ok(creds) => {
+                    creds.refresh_ahead().await;
+                    plain(creds.access_token().await)
+                }
+                Err(refusal) => refusal,
+            },
         }
-        if let Request::Store { record } = request {
-            return self.record(record).await;
-        }
-        let account_name = match &request {
-            Request::Credential { account, .. }
-            | Request::Refresh { account, .. }
-            | Request::RefreshAhead { account } => account.clone(),
-            Request::Claim { .. }
-            | Request::Settle { .. }
-            | Request::Report { .. }
-            | Request::Store { .. } => String::new(),
-        };
-        let account = match self.config.account(&account_name) {
-            Ok(account) => account,
-            Err(e) => return refused(&e),
-        };
+    }
+
+    /// The token service of the account `name`, or the refusal to answer for it.
+    fn credentials(&self, name: &str) -> Result<Credentials<'_, C, S, H>, Response> {
+        let account = self.config.account(name).map_err(|e| refused(&e))?;
         if account.kind().is_platform() {
-            return refused(&Error::NotAvailable(
-                "a third-party platform's credentials are kept in KV, not in its object",
-            ));
+            // Its tokens are the Worker's flows over the platform object's records.
+            return Err(refused(&Error::NotAvailable(
+                "a third-party platform's tokens are served by the Worker, not by its object",
+            )));
         }
-        let creds = Credentials {
+        Ok(Credentials {
             clock: &self.clock,
             store: &self.store,
             http: &self.http,
             memory: &self.memory,
             account,
-        };
-        match request {
-            Request::Credential {
-                wanted: Wanted::AccessToken,
-                ..
-            } => plain(creds.access_token().await),
-            Request::Credential {
-                wanted: Wanted::JsapiTicket,
-                ..
-            } => plain(creds.jsapi_ticket().await),
-            Request::Refresh { refused, .. } => {
-                credential(creds.force_refresh(refused.as_deref()).await)
-            }
-            Request::RefreshAhead { .. } => {
-                creds.refresh_ahead().await;
-                plain(creds.access_token().await)
-            }
-            Request::Claim { .. }
-            | Request::Settle { .. }
-            | Request::Report { .. }
-            | Request::Store { .. } => Response::Failed {
-                error: "a claim reached the credential flows".into(),
-            },
-        }
+        })
     }
 
     /// One operation on the object's records; a storage failure is [`Response::Failed`].

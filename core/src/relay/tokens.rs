@@ -79,8 +79,14 @@ async fn ask_object<C: Clock, K: Coordinator>(
     account: &str,
     request: &Request,
 ) -> Option<Response> {
-    match super::claims::ask_within(coordinator, clock, account, request, CREDENTIAL_TIMEOUT_MS)
-        .await
+    match crate::coordinator::ask_within(
+        coordinator,
+        clock,
+        account,
+        request,
+        CREDENTIAL_TIMEOUT_MS,
+    )
+    .await
     {
         Ok(response) => Some(response),
         Err(error) => {

@@ -65,16 +65,20 @@ pub const FORCED_REFRESH_DAILY_BUDGET: u32 = 15;
 const WECHAT_DAY_OFFSET_SECS: u64 = 8 * 3600;
 const BUDGET_TTL_SECS: u64 = 2 * 86_400;
 
+/// The WeChat day of `now` (days since the epoch, in UTC+8).
+fn wechat_day(now: u64) -> u64 {
+    now.saturating_add(WECHAT_DAY_OFFSET_SECS) / 86_400
+}
+
 /// The store key of an account's forced-refresh count for the WeChat day of `now`.
 fn budget_key(account: &str, now: u64) -> String {
-    let day = now.saturating_add(WECHAT_DAY_OFFSET_SECS) / 86_400;
-    format!("forced:{account}:{day}")
+    format!("forced:{account}:{}", wechat_day(now))
 }
 
 /// When the budget of the WeChat day of `now` resets (Unix seconds).
 fn budget_resets_at(now: u64) -> u64 {
-    let day = now.saturating_add(WECHAT_DAY_OFFSET_SECS) / 86_400;
-    day.saturating_add(1)
+    wechat_day(now)
+        .saturating_add(1)
         .saturating_mul(86_400)
         .saturating_sub(WECHAT_DAY_OFFSET_SECS)
 }
