@@ -18,7 +18,7 @@ use wechat_relay_core::coordinator::{
     self, CoordinationError, Coordinator, Request as Ask, Response as Answer, Rows, RowsError,
     StoredBucket,
 };
-use wechat_relay_core::{Clock, Memory, ObjectPorts, Page, Store, StoreError};
+use wechat_relay_core::{Clock, ObjectPorts, Page, Store, StoreError};
 use worker::{
     durable_object, DurableObject, Env, KvStore, Method, Request, RequestInit, Response,
     SqlStorage, SqlStorageValue, State,
@@ -290,10 +290,11 @@ impl Store for SqlRecords {
         limit: usize,
     ) -> Result<Page, StoreError> {
         let limit = limit.clamp(1, 1000);
-        let keys = self.keys(prefix, cursor, limit)?;
-        let cursor = (keys.len() == limit)
-            .then(|| keys.last().cloned())
-            .flatten();
+        // One key more than the page, to know whether there is a next page.
+        let mut keys = self.keys(prefix, cursor, limit + 1)?;
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let cursor = more.then(|| keys.last().cloned()).flatten();
         Ok(Page { keys, cursor })
     }
 }
@@ -303,6 +304,20 @@ impl Store for SqlRecords {
 pub struct AccountObject {
     rules: RefCell<coordinator::AccountObject<SqlRows>>,
     ports: ObjectPorts<WorkerClock, SqlRecords, WorkerHttp>,
+    state: State,
+}
+
+impl AccountObject {
+    /// Sets the alarm the counts asked for (one row written, at most once a minute).
+    async fn set_alarm(&self) {
+        let Some(at) = self.ports.alarm_to_set() else {
+            return;
+        };
+        let after = std::time::Duration::from_millis(at.saturating_sub(WorkerClock.now_ms()));
+        if let Err(e) = self.state.storage().set_alarm(after).await {
+            log::warn!(error = e.to_string(); "the account object's alarm could not be set; its last counts are written at its next request");
+        }
+    }
 }
 
 impl DurableObject for AccountObject {
@@ -311,14 +326,14 @@ impl DurableObject for AccountObject {
         let sql = state.storage().sql();
         AccountObject {
             rules: RefCell::new(coordinator::AccountObject::new(SqlRows::new(sql.clone()))),
-            ports: ObjectPorts {
-                clock: WorkerClock,
-                store: SqlRecords::new(sql, &env),
-                http: WorkerHttp::new(&env),
-                memory: Rc::new(Memory::default()),
-                // Bindings do not change while the object lives.
-                config: Rc::new(runtime::settings(&env)),
-            },
+            // Bindings do not change while the object lives.
+            ports: ObjectPorts::new(
+                WorkerClock,
+                SqlRecords::new(sql, &env),
+                WorkerHttp::new(&env),
+                Rc::new(runtime::settings(&env)),
+            ),
+            state,
         }
     }
 
@@ -328,11 +343,14 @@ impl DurableObject for AccountObject {
         // across an await.
         let body = req.bytes().await?;
         let answer = self.ports.answer(&self.rules, &body).await;
+        self.set_alarm().await;
         Response::ok(coordinator::encode_response(&answer))
     }
 
-    /// No alarm is ever set (an alarm is one row written); the default handler would panic.
+    /// The counts of the last minute written (the only alarm the object sets).
     async fn alarm(&self) -> worker::Result<Response> {
+        crate::logging::install();
+        self.ports.alarm().await;
         Response::ok("")
     }
 }

@@ -21,7 +21,7 @@ mod webcrypto;
 use wechat_relay_core::callback::{Query, MAX_BODY_BYTES};
 use wechat_relay_core::component;
 use wechat_relay_core::token::passthrough::{self, Call, Passed};
-use wechat_relay_core::{callback, dispatch, Clock, Error, Incoming, Route};
+use wechat_relay_core::{callback, dispatch, Clock, DeadLetterQuery, Error, Incoming, Route};
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
 use respond::Failure;
@@ -186,22 +186,27 @@ async fn run(
             let offset = query_param(&req, "offset")?;
             respond::json(&platform.sync(offset.as_deref()).await?)
         }
-        Route::DeadLetters => {
-            let (limit, cursor) = (query_param(&req, "limit")?, query_param(&req, "cursor")?);
-            respond::json(
-                &relay
-                    .dead_letters(limit.as_deref(), cursor.as_deref())
-                    .await?,
-            )
+        Route::Status => {
+            let url = req.url()?;
+            let origin = url.origin().ascii_serialization();
+            respond::json(&relay.status(&origin).await)
         }
-        Route::Replay => {
-            let id = query_param(&req, "id")?;
-            let (limit, cursor) = (query_param(&req, "limit")?, query_param(&req, "cursor")?);
-            respond::json(
-                &relay
-                    .replay(id.as_deref(), limit.as_deref(), cursor.as_deref())
-                    .await?,
-            )
+        Route::DeadLetters | Route::Replay => {
+            let [id, account, target, limit, cursor] =
+                ["id", "account", "target", "limit", "cursor"].map(|name| query_param(&req, name));
+            let (id, account, target, limit, cursor) = (id?, account?, target?, limit?, cursor?);
+            let query = DeadLetterQuery {
+                id: id.as_deref(),
+                account: account.as_deref(),
+                target: target.as_deref(),
+                limit: limit.as_deref(),
+                cursor: cursor.as_deref(),
+            };
+            if matches!(route, Route::Replay) {
+                respond::json(&relay.replay(&query).await?)
+            } else {
+                respond::json(&relay.dead_letters(&query).await?)
+            }
         }
     }
 }

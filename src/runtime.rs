@@ -37,6 +37,7 @@ pub fn relay(env: &Env, config: Config) -> WorkerRelay {
             coordinator: WorkerCoordinator::new(env),
             local: Kv::new(env),
             platforms: Rc::new(platforms),
+            objects: env.durable_object(bindings::COORDINATOR).is_ok(),
         },
         coordinator: WorkerCoordinator::new(env),
         http: WorkerHttp::new(env),

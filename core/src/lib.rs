@@ -88,5 +88,5 @@ pub use ports::{
     Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Method, Page, Queue,
     QueueError, SoftwareCipher, Store, StoreError,
 };
-pub use relay::{Answer, ObjectPorts, Relay, Verdict};
+pub use relay::{Answer, DeadLetterQuery, ObjectPorts, Relay, Verdict};
 pub use token::{Credentials, Memory};

@@ -58,6 +58,19 @@ pub trait Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, StoreError>;
+    /// How many keys start with `prefix`, counting keys only (1,000 a list operation).
+    async fn count(&self, prefix: &str) -> Result<usize, StoreError> {
+        let mut cursor: Option<String> = None;
+        let mut n = 0;
+        loop {
+            let page = self.list_page(prefix, cursor.as_deref(), 1000).await?;
+            n += page.keys.len();
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(n),
+            }
+        }
+    }
     /// Reads and removes an entry, so that of two callers taking one key only one gets it (as
     /// far as the store can promise: Workers KV reads its own location's writes, a Durable
     /// Object is exact).

@@ -17,9 +17,15 @@ impl ConfigError {
         }
     }
     pub fn missing(setting: &str) -> Self {
-        ConfigError::new(setting, "is not set")
+        ConfigError::new(setting, MISSING)
+    }
+    /// Whether the setting is absent (rather than malformed).
+    pub fn is_missing(&self) -> bool {
+        self.problem == MISSING
     }
 }
+
+const MISSING: &str = "is not set";
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -164,6 +164,54 @@ struct SettingNames {
     token: String,
     aes_key: String,
     app_id: String,
+    app_secret: String,
+}
+
+/// Whether a setting an account uses is there: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingState {
+    Present,
+    Missing,
+    Malformed,
+    /// Not set, and not needed the way the account is set up.
+    Optional,
+}
+
+/// One setting of a new account's setup check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SettingCheck {
+    pub setting: String,
+    /// A secret (`wrangler secret put`) rather than a variable or a `WECHAT_ACCOUNTS` field.
+    pub secret: bool,
+    pub state: SettingState,
+    /// What it is needed for.
+    pub needed_for: &'static str,
+    /// What is wrong with it, when something is (the setting's name and the problem only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+fn check<T>(
+    setting: &str,
+    secret: bool,
+    value: &Setting<T>,
+    needed_for: &'static str,
+    absent: impl Fn(&T) -> bool,
+) -> SettingCheck {
+    let (state, problem) = match value {
+        Ok(v) if absent(v) => (SettingState::Optional, None),
+        Ok(_) => (SettingState::Present, None),
+        Err(e) if e.is_missing() => (SettingState::Missing, None),
+        Err(e) => (SettingState::Malformed, Some(e.to_string())),
+    };
+    SettingCheck {
+        setting: setting.to_owned(),
+        secret,
+        state,
+        needed_for,
+        problem,
+    }
 }
 
 /// What the single-account settings give every account by default.
@@ -220,6 +268,7 @@ impl Account {
                 token: "WECHAT_TOKEN".into(),
                 aes_key: "WECHAT_ENCODING_AES_KEY".into(),
                 app_id: "WECHAT_APP_ID".into(),
+                app_secret: "WECHAT_APP_SECRET".into(),
             },
         }
     }
@@ -345,6 +394,7 @@ impl Account {
                 token: setting("TOKEN"),
                 aes_key: setting("ENCODING_AES_KEY"),
                 app_id: doc(id_field),
+                app_secret: setting("APP_SECRET"),
             },
         })
     }
@@ -445,6 +495,53 @@ impl Account {
             }
             all
         })
+    }
+
+    /// The setup check: each setting the account uses, whether it is there, and what for.
+    pub fn setup(&self) -> Vec<SettingCheck> {
+        let app_id: Setting<Option<&str>> = Ok(self.app_id());
+        let mut app_id = check(
+            &self.names.app_id,
+            false,
+            &app_id,
+            "checking encrypted messages' AppID and fetching tokens",
+            Option::is_none,
+        );
+        if app_id.state == SettingState::Optional {
+            app_id.state = SettingState::Missing;
+        }
+        let mut aes_key = check(
+            &self.names.aes_key,
+            true,
+            &self.aes_key,
+            "safe and compatible mode (decrypting callbacks)",
+            Option::is_none,
+        );
+        // Unset, though the account's mode needs it.
+        if let (SettingState::Optional, Err(e)) = (&aes_key.state, &self.mode) {
+            if e.setting == self.names.aes_key {
+                aes_key.state = SettingState::Missing;
+                aes_key.problem = Some(e.to_string());
+            }
+        }
+        vec![
+            check(
+                &self.names.token,
+                true,
+                &self.token,
+                "verifying WeChat's signatures",
+                |_| false,
+            ),
+            aes_key,
+            app_id,
+            check(
+                &self.names.app_secret,
+                true,
+                &self.app_secret,
+                "access tokens, the token API and passive replies through the API",
+                |_| false,
+            ),
+        ]
     }
 
     /// The name the token setting goes by, for messages.

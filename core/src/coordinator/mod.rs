@@ -39,9 +39,11 @@
 
 #![allow(async_fn_in_trait)]
 
+mod health;
 mod object;
 mod shared;
 
+pub use health::{Flush, Health, HealthBook, Hour, Noted, FLUSH_EVERY_MS, HEALTH_KEY, HOURS_KEPT};
 pub use object::{AccountObject, Rows, RowsError, StoredBucket};
 pub use shared::SharedStore;
 
@@ -49,6 +51,10 @@ use futures_util::future::{select, Either};
 use serde::{Deserialize, Serialize};
 
 use crate::ports::Clock;
+
+/// The deployment's own object, for records of no account (queue messages that are not jobs).
+/// `~` is in no account name.
+pub const RELAY_OBJECT: &str = "~relay";
 
 /// How long a done mark lives: well past WeChat's three retries (about 5 s apart).
 pub const MARK_TTL_SECS: u64 = 300;
@@ -116,8 +122,10 @@ pub enum Request {
     /// The cron's renewal of what expires within 15 minutes.
     RefreshAhead { account: String },
     /// One operation on the object's records (a third-party platform's state: its verify
-    /// ticket, component token and merchants), for [`SharedStore`].
+    /// ticket, component token and merchants; an account's dead letters), for [`SharedStore`].
     Store { record: StoreOp },
+    /// What the object knows of `account`, for the console.
+    Health { account: String },
 }
 
 /// A [`crate::ports::Store`] operation, carried to the object that owns the key.
@@ -192,6 +200,43 @@ pub enum Claimed {
     Replayed,
 }
 
+/// When a stored credential was fetched and expires (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialTimes {
+    pub expires_at: u64,
+    pub fetched_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_at: Option<u64>,
+}
+
+/// An account's credentials as the console shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsState {
+    pub access_token: Option<CredentialTimes>,
+    pub jsapi_ticket: Option<CredentialTimes>,
+    pub forced_refreshes_today: u32,
+    pub forced_refresh_budget: u32,
+}
+
+/// What an account's object knows of its account, for the console: its counts, its dead
+/// letters, its credentials' times and, for a third-party platform, its verify ticket's age and
+/// merchant count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountHealth {
+    /// Unix ms.
+    pub last_callback_at: Option<u64>,
+    /// The last [`HOURS_KEPT`] hours, oldest first.
+    pub hours: Vec<Hour>,
+    pub last_error: Option<Noted>,
+    pub dead_letters: usize,
+    pub credentials: CredentialsState,
+    /// When the verify ticket was received (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_ticket_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants: Option<usize>,
+}
+
 /// What an account's object answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
@@ -233,11 +278,20 @@ pub enum Response {
     },
     /// Done (a write).
     Done,
+    /// What the object knows of its account.
+    Health(Box<AccountHealth>),
     /// The object could not do what it was asked (its storage failed); the Worker goes on
     /// without coordination.
     Failed {
         error: String,
     },
+}
+
+impl Response {
+    /// Whether this answers a claim as new: a callback, for the account's counts.
+    pub fn is_new_claim(&self) -> bool {
+        *self == Response::Claimed(Claimed::New)
+    }
 }
 
 /// Why the Worker got no answer from the object.

@@ -3,13 +3,17 @@
 //!
 //! A key belongs to the object of the platform it names: `component:<platform>:…`,
 //! `authorizer:<platform>:…`, `credential:<platform>:…` (the component token) and
-//! `forced:<platform>:…` (its forced-refresh count), for the platform accounts given. When the
+//! `forced:<platform>:…` (its forced-refresh count), for the platform accounts given; and every
+//! account's dead letters, `dead:<account>:…` (and the deployment's, `dead:~relay:…`). When the
 //! object cannot be asked, a read falls back to the local store (the state a relay before the
-//! objects kept there) and a write fails, which the flows log.
+//! objects kept there) and a write fails, which the flows log. A deployment without the objects
+//! keeps everything in the local store.
 
 use std::rc::Rc;
 
-use super::{ask_within, Coordinator, Request, Response, StoreOp, REQUEST_TIMEOUT_MS};
+use super::{
+    ask_within, Coordinator, Request, Response, StoreOp, RELAY_OBJECT, REQUEST_TIMEOUT_MS,
+};
 use crate::ports::{Clock, Page, Store, StoreError};
 
 /// The kinds of keys an object owns.
@@ -23,15 +27,24 @@ pub struct SharedStore<C, K, S> {
     pub local: S,
     /// The names of the third-party platform accounts.
     pub platforms: Rc<Vec<String>>,
+    /// Whether the deployment has the account objects (the COORDINATOR binding): without
+    /// them every key is local, as it was before the objects.
+    pub objects: bool,
 }
 
 impl<C: Clock, K: Coordinator, S: Store> SharedStore<C, K, S> {
     /// The object that owns `key`, if one does.
     fn owner<'k>(&self, key: &'k str) -> Option<&'k str> {
+        if !self.objects {
+            return None;
+        }
         let mut parts = key.splitn(3, ':');
         let (kind, name) = (parts.next()?, parts.next()?);
         parts.next()?;
-        let owned = OWNED.contains(&kind) && self.platforms.iter().any(|p| p == name);
+        let owned = match kind {
+            "dead" => crate::account::is_valid_name(name) || name == RELAY_OBJECT,
+            _ => OWNED.contains(&kind) && self.platforms.iter().any(|p| p == name),
+        };
         owned.then_some(name)
     }
 

@@ -1,8 +1,13 @@
-//! Dead letters: deliveries that failed for good (refused, or out of attempts), kept in the store
-//! until they are replayed, one key per event and target:
-//! `dead:<event id>:<8 hex of SHA-256(target)>`, a JSON record with the event's body, the
-//! target, the attempts, the last status and error, and the times. Failures are rare, so the
-//! free plan's 1,000 KV writes a day are enough; each is kept 30 days.
+//! Dead letters: deliveries that failed for good (refused, or out of attempts), kept until they
+//! are replayed, one key per account, event and target:
+//! `dead:<account>:<event id>:<8 hex of SHA-256(target)>`, a JSON record with the event's body,
+//! the target, the attempts, the last status and error, and the times. The key names its
+//! account, so the record lives in that account's object (`coordinator::SharedStore`): listed
+//! in key order from a cursor, taken out exactly once by a replay. Each is kept 30 days.
+//!
+//! Queue messages that are not jobs belong to no account: they are kept by the deployment's own
+//! object ([`RELAY_OBJECT`]). Relays before the objects kept dead letters in WECHAT_KV as
+//! `dead:<event id>:<hash>`; [`import_legacy`] moves them into their accounts' objects.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -11,12 +16,12 @@ use crate::delivery;
 use crate::ports::{Store, StoreError};
 use crate::time;
 
+pub use crate::coordinator::RELAY_OBJECT;
+
 pub const PREFIX: &str = "dead:";
-/// Where the replayable dead letters are: every key of an event's dead letter.
-pub const EVENT_PREFIX: &str = "dead:evt_";
-/// Unreadable queue messages sort after every event's dead letters (`~` > `e`), so a replay,
-/// which pages from the start, meets them last and `remaining` does not count them.
-pub const UNREADABLE_PREFIX: &str = "dead:~unreadable:";
+/// The keys of dead letters kept by relays before the objects (in WECHAT_KV): events', and
+/// unreadable queue messages'.
+pub const LEGACY_PREFIXES: [&str; 2] = ["dead:evt_", "dead:~unreadable:"];
 /// How long a dead letter is kept.
 pub const TTL_SECS: u64 = 30 * 86_400;
 
@@ -43,22 +48,41 @@ pub struct DeadLetter {
     pub unreadable: bool,
 }
 
-/// The store key of the dead letter of `event_id` for `target`.
-pub fn key(event_id: &str, target: &str) -> String {
+/// The store key of the dead letter of `event_id` for `target`, in `account`'s object.
+pub fn key(account: &str, event_id: &str, target: &str) -> String {
     let digest = Sha256::digest(target.as_bytes());
     let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    format!("{PREFIX}{event_id}:{hex}")
+    format!("{PREFIX}{account}:{event_id}:{hex}")
 }
 
-/// Whether `key` is a dead-letter key.
+/// Where `owner`'s dead letters are (all of them, or one event's).
+pub fn prefix(owner: &str, event_id: Option<&str>) -> String {
+    match event_id {
+        Some(id) => format!("{PREFIX}{owner}:{id}:"),
+        None => format!("{PREFIX}{owner}:"),
+    }
+}
+
+fn is_target_hash(hash: &str) -> bool {
+    hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `key` is the key of an event's dead letter (what a replay's job may remove on
+/// delivery): an account's, or one a relay before the objects kept in WECHAT_KV.
 pub fn is_key(key: &str) -> bool {
-    key.strip_prefix(PREFIX)
-        .and_then(|rest| rest.split_once(':'))
-        .is_some_and(|(id, hash)| {
-            crate::event::is_event_id(id)
-                && hash.len() == 8
-                && hash.bytes().all(|b| b.is_ascii_hexdigit())
-        })
+    let Some(rest) = key.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    match parts.as_slice() {
+        [account, id, hash] => {
+            crate::account::is_valid_name(account)
+                && crate::event::is_event_id(id)
+                && is_target_hash(hash)
+        }
+        [id, hash] => crate::event::is_event_id(id) && is_target_hash(hash),
+        _ => false,
+    }
 }
 
 impl DeadLetter {
@@ -81,24 +105,37 @@ impl DeadLetter {
 
     pub fn key(&self) -> String {
         if self.unreadable {
-            format!("{UNREADABLE_PREFIX}{}", self.id)
+            format!("{}{}", prefix(RELAY_OBJECT, None), self.id)
         } else {
-            key(&self.id, &self.target)
+            key(&self.account, &self.id, &self.target)
+        }
+    }
+
+    /// The event's `type`, read from the body as forwarded ("" when it has none).
+    pub fn event_type(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The target as shown: without query or user info.
+    pub fn shown_target(&self) -> String {
+        match crate::delivery::targets::parse_target(&self.target, &|_| true) {
+            Ok(d) => delivery::redact(&d),
+            Err(_) if self.unreadable => "<unreadable queue message>".to_owned(),
+            Err(_) => "<unparseable target>".to_owned(),
         }
     }
 
     /// What `GET /admin/dead-letters` shows: no body, the target without query or user info,
     /// times in RFC 3339.
     pub fn summary(&self) -> serde_json::Value {
-        let target = match crate::delivery::targets::parse_target(&self.target, &|_| true) {
-            Ok(d) => delivery::redact(&d),
-            Err(_) if self.unreadable => "<unreadable queue message>".to_owned(),
-            Err(_) => "<unparseable target>".to_owned(),
-        };
         let mut summary = serde_json::json!({
             "id": self.id,
             "account": self.account,
-            "target": target,
+            "type": self.event_type(),
+            "target": self.shown_target(),
             "attempts": self.attempts,
             "last_status": self.last_status,
             "last_error": self.last_error,
@@ -121,19 +158,15 @@ pub async fn put<S: Store>(store: &S, letter: &DeadLetter) -> Result<(), StoreEr
 /// A stored dead letter, or the reason its record could not be read (shown, never hidden).
 pub type Entry = (String, Result<DeadLetter, String>);
 
-/// One page of dead letters (optionally only those of one event) from `cursor`, with the next
-/// page's cursor: one list operation and one read per record, whatever the backlog.
+/// One page of the dead letters under `prefix` from `cursor`, with the next page's cursor: one
+/// list operation and one read per record, whatever the backlog.
 pub async fn page<S: Store>(
     store: &S,
-    event_id: Option<&str>,
+    prefix: &str,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<Entry>, Option<String>), StoreError> {
-    let prefix = match event_id {
-        Some(id) => format!("{PREFIX}{id}:"),
-        None => PREFIX.to_owned(),
-    };
-    let page = store.list_page(&prefix, cursor, limit).await?;
+    let page = store.list_page(prefix, cursor, limit).await?;
     let mut out = Vec::with_capacity(page.keys.len());
     for key in page.keys {
         let read = match store.get(&key).await {
@@ -148,21 +181,46 @@ pub async fn page<S: Store>(
     Ok((out, page.cursor))
 }
 
-/// How many replayable dead letters there are (unreadable messages not counted), counting keys
-/// only (1,000 a list operation).
-pub async fn count<S: Store>(store: &S) -> Result<usize, StoreError> {
-    let mut cursor: Option<String> = None;
-    let mut n = 0;
-    loop {
-        let page = store
-            .list_page(EVENT_PREFIX, cursor.as_deref(), 1000)
-            .await?;
-        n += page.keys.len();
-        match page.cursor {
-            Some(c) => cursor = Some(c),
-            None => return Ok(n),
+/// Moves up to `limit` dead letters a relay before the objects kept in WECHAT_KV into their
+/// accounts' objects: each written there first, then deleted from KV (a crash in between leaves
+/// it in both; the next import writes the same record again). Answers how many it moved, and
+/// whether any are left; a record that cannot be read stays where it is, logged.
+pub async fn import_legacy<S: Store>(store: &S, limit: usize) -> Result<(usize, bool), StoreError> {
+    let mut moved = 0;
+    for legacy in LEGACY_PREFIXES {
+        // Past the records that stay (unreadable ones), a page at a time.
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store.list_page(legacy, cursor.as_deref(), limit).await?;
+            moved += import_keys(store, &page.keys).await?;
+            match page.cursor {
+                Some(_) if moved >= limit => return Ok((moved, true)),
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
         }
     }
+    Ok((moved, false))
+}
+
+async fn import_keys<S: Store>(store: &S, keys: &[String]) -> Result<usize, StoreError> {
+    let mut moved = 0;
+    for old in keys {
+        let Some(text) = store.get(old).await? else {
+            continue;
+        };
+        let letter = match serde_json::from_str::<DeadLetter>(&text) {
+            Ok(l) if l.unreadable || crate::account::is_valid_name(&l.account) => l,
+            Ok(_) | Err(_) => {
+                log::error!(key = old.as_str(); "dead letter in WECHAT_KV not imported: unreadable or of no account; it stays in WECHAT_KV");
+                continue;
+            }
+        };
+        put(store, &letter).await?;
+        store.delete(old).await?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// A page size from `?limit=`: default 100, at most 1,000.
@@ -219,21 +277,33 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_per_event_and_target() {
+    fn keys_are_per_account_event_and_target() {
         let a = letter("https://a.example/x");
         let b = letter("https://b.example/x");
         assert_ne!(a.key(), b.key());
         assert!(is_key(&a.key()));
-        assert!(a.key().starts_with(&format!("dead:{ID}:")));
+        assert!(a.key().starts_with(&format!("dead:default:{ID}:")));
+        // The keys relays before the objects wrote are still removable by a replay's job.
+        assert!(is_key(&format!("dead:{ID}:aabbccdd")));
         for bad in [
             "dead:",
             "dead:evt_1:aabbccdd",
             &format!("dead:{ID}:xyz"),
             &format!("dead:{ID}"),
+            &format!("dead:Bad:{ID}:aabbccdd"),
+            &format!("dead:~relay:{ID}:aabbccdd"),
+            &format!("dead:default:{ID}:aabbccdd:00"),
             "credential:default:access_token",
         ] {
             assert!(!is_key(bad), "{bad}");
         }
+        let raw = DeadLetter::unreadable("{oops", "not json", 1);
+        assert!(raw.key().starts_with("dead:~relay:"));
+        assert!(!is_key(&raw.key()), "never replayed");
+        assert_eq!(a.event_type(), "");
+        let mut typed = a.clone();
+        typed.body = r#"{"type":"message.text"}"#.into();
+        assert_eq!(typed.summary()["type"], "message.text");
     }
 
     #[test]
@@ -245,44 +315,43 @@ mod tests {
         clock
             .run(put(&store, &letter("https://b.example/y")))
             .unwrap();
-        store.insert(&format!("dead:{ID}:00000000"), "not json");
+        store.insert(&format!("dead:default:{ID}:00000000"), "not json");
         assert_eq!(
             store.expiry_of(&a.key()),
             Some(1_800_000_000_000 + TTL_SECS * 1000)
         );
-        let (all, cursor) = clock.run(page(&store, None, None, 100)).unwrap();
+        let all_of_default = prefix("default", None);
+        let (all, cursor) = clock.run(page(&store, &all_of_default, None, 100)).unwrap();
         assert_eq!(cursor, None);
         // The unreadable record is shown as such, not skipped.
         assert_eq!(all.len(), 3);
         assert_eq!(all.iter().filter(|(_, r)| r.is_err()).count(), 1);
+        let one_event = prefix("default", Some(ID));
         assert_eq!(
             clock
-                .run(page(&store, Some(ID), None, 100))
+                .run(page(&store, &one_event, None, 100))
                 .unwrap()
                 .0
                 .len(),
             3
         );
+        let other = prefix("default", Some("evt_ffffffffffffffffffffffffffffffff"));
         assert!(clock
-            .run(page(
-                &store,
-                Some("evt_ffffffffffffffffffffffffffffffff"),
-                None,
-                100
-            ))
+            .run(page(&store, &other, None, 100))
             .unwrap()
             .0
             .is_empty());
-        assert_eq!(clock.run(count(&store)).unwrap(), 3);
-        let raw = DeadLetter::unreadable("{oops", "not json", 1);
-        assert!(raw.key().starts_with(UNREADABLE_PREFIX) && raw.key() > a.key());
-        clock.run(put(&store, &raw)).unwrap();
-        assert_eq!(
-            clock.run(count(&store)).unwrap(),
-            3,
-            "not replayable, not counted"
-        );
-        assert_eq!(clock.run(page(&store, None, None, 100)).unwrap().0.len(), 4);
+        assert!(clock
+            .run(page(&store, &prefix("shop", None), None, 100))
+            .unwrap()
+            .0
+            .is_empty());
+        assert_eq!(clock.run(store.count(&all_of_default)).unwrap(), 3);
+        let (first, cursor) = clock.run(page(&store, &all_of_default, None, 2)).unwrap();
+        let (rest, last) = clock
+            .run(page(&store, &all_of_default, cursor.as_deref(), 2))
+            .unwrap();
+        assert_eq!((first.len(), rest.len(), last), (2, 1, None));
         let s = a.summary();
         assert_eq!(s["target"], "https://a.example/x");
         assert_eq!(s["last_status"], 410);
@@ -293,5 +362,61 @@ mod tests {
         assert_eq!(job.replay_of, Some(a.key()));
         assert_eq!(job.attempts_before, 0);
         assert_eq!(Job::parse(&job.to_text()).unwrap(), job);
+    }
+
+    #[test]
+    fn legacy_dead_letters_move_into_their_accounts() {
+        let clock = FakeClock::at(1_800_000_000_000);
+        let store = MemoryStore::new(&clock);
+        let mut shop = letter("https://a.example/x");
+        shop.account = "shop".into();
+        let raw = DeadLetter::unreadable("{oops", "not json", 1);
+        let legacy_key = |l: &DeadLetter| {
+            if l.unreadable {
+                format!("dead:~unreadable:{}", l.id)
+            } else {
+                let new = l.key();
+                let hash = new.rsplit(':').next().unwrap().to_owned();
+                format!("dead:{}:{hash}", l.id)
+            }
+        };
+        for l in [&shop, &raw] {
+            store.insert(&legacy_key(l), &serde_json::to_string(l).unwrap());
+        }
+        store.insert(&format!("dead:{ID}:00000000"), "not json");
+        let (moved, more) = clock.run(import_legacy(&store, 50)).unwrap();
+        assert_eq!((moved, more), (2, false));
+        assert!(clock.run(store.get(&legacy_key(&shop))).unwrap().is_none());
+        assert!(clock.run(store.get(&legacy_key(&raw))).unwrap().is_none());
+        let moved_shop = clock.run(store.get(&shop.key())).unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_str::<DeadLetter>(&moved_shop).unwrap(),
+            shop
+        );
+        assert!(clock.run(store.get(&raw.key())).unwrap().is_some());
+        // What cannot be read stays for a person, and is not moved again and again.
+        assert!(clock
+            .run(store.get(&format!("dead:{ID}:00000000")))
+            .unwrap()
+            .is_some());
+        assert_eq!(clock.run(import_legacy(&store, 50)).unwrap(), (0, false));
+        // A page at a time, past what stays.
+        for n in 0..5u32 {
+            let mut l = letter(&format!("https://a.example/{n}"));
+            l.account = "shop".into();
+            store.insert(&legacy_key(&l), &serde_json::to_string(&l).unwrap());
+        }
+        let mut total = 0;
+        for call in 0.. {
+            assert!(call < 5, "never done");
+            let (moved, more) = clock.run(import_legacy(&store, 2)).unwrap();
+            assert!(moved <= 3, "a page and the rest of the next at most");
+            total += moved;
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(total, 5);
+        assert_eq!(clock.run(store.count(&prefix("shop", None))).unwrap(), 6);
     }
 }

@@ -52,6 +52,8 @@ pub enum Route {
     SyncAuthorizers { account: String },
     /// `GET /admin/dead-letters`
     DeadLetters,
+    /// `GET /admin/status`
+    Status,
     /// `POST /admin/replay[?id=]`
     Replay,
 }
@@ -121,6 +123,24 @@ const ADMIN: Family = Family {
     format: Format::Json,
     guard: Guard::Admin,
 };
+
+/// The server URLs to paste into an account's console (paths, from the deployment's origin):
+/// each with what it is for. A third-party platform has two.
+pub fn server_paths(account: &crate::account::Account) -> Vec<(&'static str, String)> {
+    let own = if account.name() == DEFAULT_ACCOUNT {
+        "/wechat".to_owned()
+    } else {
+        format!("/wechat/{}", account.name())
+    };
+    if account.kind().is_platform() {
+        vec![
+            ("authorization events", own.clone()),
+            ("authorizers' messages", format!("{own}/$APPID$")),
+        ]
+    } else {
+        vec![("messages and events", own)]
+    }
+}
 
 /// Routes a request. Checks come in this order: the path (404), the route's key being set
 /// (404), the method (405, with `Allow`), the bearer key (401), then the route's own path rules.
@@ -203,6 +223,10 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
         "/admin/dead-letters" => (
             ADMIN,
             only(method, &[Method::Get], "GET").map(|_| Route::DeadLetters),
+        ),
+        "/admin/status" => (
+            ADMIN,
+            only(method, &[Method::Get], "GET").map(|_| Route::Status),
         ),
         "/admin/replay" => (
             ADMIN,

@@ -1,61 +1,62 @@
 //! The admin routes over the dead letters: a page of them, and replays that take each out of
 //! the list before sending it, so that concurrent replays send it once and a failed replay
-//! leaves one dead letter. Each call reads only what it returns or replays.
+//! leaves one dead letter. Each account's dead letters are in its object; a listing walks the
+//! objects in name order, and each call reads only what it returns or replays.
 
 use super::*;
 use crate::delivery::dead_letters::Entry;
 
+/// How many accounts' objects one listing asks at most (each is a subrequest).
+pub const MAX_OBJECTS_A_PAGE: usize = 25;
+/// How many dead letters one listing moves from WECHAT_KV at most.
+const LEGACY_IMPORT_A_CALL: usize = 50;
+
+/// What an admin call over the dead letters selects: every query parameter as given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<'a> {
+    /// One event's dead letters.
+    pub id: Option<&'a str>,
+    /// One account's.
+    pub account: Option<&'a str>,
+    /// Only those whose target, as shown, contains this.
+    pub target: Option<&'a str>,
+    pub limit: Option<&'a str>,
+    pub cursor: Option<&'a str>,
+}
+
 impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
     Relay<C, S, K, H, Q, X>
 {
-    /// `GET /admin/dead-letters?limit=&cursor=`: one page (100 by default, at most 1,000) and
-    /// the next page's cursor (null after the last). A record that cannot be read is listed
-    /// with its key and the reason.
-    pub async fn dead_letters(
-        &self,
-        limit: Option<&str>,
-        cursor: Option<&str>,
-    ) -> Result<serde_json::Value, Error> {
-        let limit = dead_letters::limit_of(limit)?;
-        let cursor = dead_letters::cursor_of(cursor)?;
-        let (entries, next) = dead_letters::page(&self.store, None, cursor, limit)
-            .await
-            .map_err(|e| Error::Internal(format!("listing dead letters: {e}")))?;
+    /// `GET /admin/dead-letters?account=&target=&limit=&cursor=`: one page (100 by default, at
+    /// most 1,000) of every account's dead letters, or one account's, optionally only those
+    /// whose target (as shown) contains `target`, and the next page's cursor (null after the
+    /// last). A record that cannot be read is listed with its key and the reason.
+    pub async fn dead_letters(&self, query: &Query<'_>) -> Result<serde_json::Value, Error> {
+        let limit = dead_letters::limit_of(query.limit)?;
+        let (entries, next) = self.walk(query, limit).await?;
         let list: Vec<serde_json::Value> = entries.iter().map(shown).collect();
         Ok(json!({ "dead_letters": list, "cursor": next }))
     }
 
-    /// `POST /admin/replay[?id=][&limit=&cursor=]`: one event's dead letters, or a page of
-    /// them (at most 200 through the queue, 10 without one), sent again: through the queue
-    /// when there is one, else with one attempt each now. Answers what became of each and how
-    /// many dead letters remain; calling it until `remaining` is 0 drains the list.
-    pub async fn replay(
-        &self,
-        id: Option<&str>,
-        limit: Option<&str>,
-        cursor: Option<&str>,
-    ) -> Result<serde_json::Value, Error> {
-        if let Some(id) = id {
-            if !jobs::is_event_id(id) {
-                return Err(Error::MalformedParameter("id"));
-            }
-        }
+    /// `POST /admin/replay?[id=&account=&target=&limit=&cursor=]`: one event's dead letters,
+    /// or a page of those the filter selects (at most 200 through the queue, 10 without one),
+    /// sent again: through the queue when there is one, else with one attempt each now.
+    /// Answers what became of each, how many dead letters remain in the account filter's scope,
+    /// and the cursor to go on from (null when the filter's dead letters were all seen).
+    pub async fn replay(&self, query: &Query<'_>) -> Result<serde_json::Value, Error> {
         let most = if self.queue.is_some() {
             MAX_QUEUED_REPLAYS
         } else {
             MAX_INLINE_REPLAYS
         };
-        let limit = match limit {
+        let limit = match query.limit {
             None | Some("") => most,
             some => dead_letters::limit_of(some)?.min(most),
         };
-        let cursor = dead_letters::cursor_of(cursor)?;
         // Settings first: nothing is taken out of the list for a replay that cannot run.
         let secret = self.config.forward_secret()?.cloned();
-        let (entries, next) = dead_letters::page(&self.store, id, cursor, limit)
-            .await
-            .map_err(|e| Error::Internal(format!("listing dead letters: {e}")))?;
-        if id.is_some() && entries.is_empty() {
+        let (entries, next) = self.walk(query, limit).await?;
+        if query.id.is_some() && entries.is_empty() {
             return Err(Error::NotFound);
         }
         let mut results = Vec::new();
@@ -85,10 +86,8 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                 letter.as_ref().map_or(key.clone(), |l| l.id.clone()).into(),
             );
             if let Some(l) = &letter {
-                entry.insert(
-                    "target".into(),
-                    l.summary().get("target").cloned().unwrap_or_default(),
-                );
+                entry.insert("account".into(), l.account.clone().into());
+                entry.insert("target".into(), l.shown_target().into());
             }
             entry.insert("result".into(), result.into());
             if let Some(e) = error {
@@ -96,9 +95,17 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
             }
             results.push(serde_json::Value::Object(entry));
         }
-        let remaining = dead_letters::count(&self.store)
-            .await
-            .map_err(|e| Error::Internal(format!("counting dead letters: {e}")))?;
+        let mut remaining = 0;
+        for owner in self.owners(query.account)? {
+            if owner == dead_letters::RELAY_OBJECT {
+                continue;
+            }
+            remaining += self
+                .store
+                .count(&dead_letters::prefix(&owner, None))
+                .await
+                .map_err(|e| Error::Internal(format!("counting dead letters: {e}")))?;
+        }
         Ok(json!({
             "replayed": results,
             "queued": queued,
@@ -107,6 +114,117 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
             "remaining": remaining,
             "cursor": next,
         }))
+    }
+
+    /// The objects whose dead letters a listing walks, in order: one account's, or every
+    /// configured account's by name and then the deployment's (unreadable queue messages).
+    fn owners(&self, account: Option<&str>) -> Result<Vec<String>, Error> {
+        match account {
+            Some(name) if crate::account::is_valid_name(name) => Ok(vec![name.to_owned()]),
+            Some(_) => Err(Error::MalformedParameter("account")),
+            None => {
+                let mut names: Vec<String> = self
+                    .config
+                    .accounts()
+                    .iter()
+                    .map(|a| a.name().to_owned())
+                    .collect();
+                names.sort();
+                names.push(dead_letters::RELAY_OBJECT.to_owned());
+                Ok(names)
+            }
+        }
+    }
+
+    /// Up to `limit` dead letters that `query` selects, from its cursor (`<object>/<its own
+    /// cursor>`), and the cursor to go on from. Asks at most [`MAX_OBJECTS_A_PAGE`] objects; a
+    /// target filter may leave a page short, never the walk unfinished.
+    async fn walk(
+        &self,
+        query: &Query<'_>,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, Option<String>), Error> {
+        if let Some(id) = query.id {
+            if !jobs::is_event_id(id) {
+                return Err(Error::MalformedParameter("id"));
+            }
+        }
+        let cursor = dead_letters::cursor_of(query.cursor)?;
+        self.import_legacy_dead_letters().await;
+        let owners = self.owners(query.account)?;
+        let (mut at, mut inner) = match cursor {
+            None => (0, None),
+            Some(c) => {
+                let (owner, rest) = c
+                    .split_once('/')
+                    .ok_or(Error::MalformedParameter("cursor"))?;
+                let at = owners
+                    .iter()
+                    .position(|o| o == owner)
+                    .ok_or(Error::MalformedParameter("cursor"))?;
+                (at, Some(rest).filter(|r| !r.is_empty()))
+            }
+        };
+        let mut out: Vec<Entry> = Vec::new();
+        let mut asked = 0;
+        while let Some(owner) = owners.get(at) {
+            if asked == MAX_OBJECTS_A_PAGE {
+                return Ok((out, Some(format!("{owner}/"))));
+            }
+            asked += 1;
+            if out.len() >= limit {
+                // The page is full: a cursor only if another object has one to show, so that
+                // the last page is never an empty one.
+                let prefix = dead_letters::prefix(owner, query.id);
+                let probe =
+                    self.store.list_page(&prefix, None, 1).await.map_err(|e| {
+                        Error::Internal(format!("listing {owner}'s dead letters: {e}"))
+                    })?;
+                if !probe.keys.is_empty() {
+                    return Ok((out, Some(format!("{owner}/"))));
+                }
+                at += 1;
+                continue;
+            }
+            let prefix = dead_letters::prefix(owner, query.id);
+            let (mut entries, next) =
+                dead_letters::page(&self.store, &prefix, inner.take(), limit - out.len())
+                    .await
+                    .map_err(|e| Error::Internal(format!("listing {owner}'s dead letters: {e}")))?;
+            if let Some(wanted) = query.target.filter(|t| !t.is_empty()) {
+                entries.retain(|(_, read)| {
+                    read.as_ref()
+                        .is_ok_and(|l| l.shown_target().contains(wanted))
+                });
+            }
+            out.extend(entries);
+            if let Some(next) = next {
+                return Ok((out, Some(format!("{owner}/{next}"))));
+            }
+            at += 1;
+        }
+        Ok((out, None))
+    }
+
+    /// Dead letters a relay before the objects left in WECHAT_KV, moved into their accounts'
+    /// objects before a listing, until this isolate found none left.
+    async fn import_legacy_dead_letters(&self) {
+        if self.memory.legacy_dead_letters_moved() {
+            return;
+        }
+        match dead_letters::import_legacy(&self.store, LEGACY_IMPORT_A_CALL).await {
+            Ok((moved, more)) => {
+                if moved > 0 {
+                    log::info!(moved = moved; "dead letters moved from WECHAT_KV into their accounts' objects");
+                }
+                if !more {
+                    self.memory.mark_legacy_dead_letters_moved();
+                }
+            }
+            Err(e) => {
+                log::warn!(error = e.to_string(); "dead letters in WECHAT_KV not moved yet; listing the objects' own");
+            }
+        }
     }
 
     /// One dead letter replayed: taken out of the list, then queued (the consumer stores it

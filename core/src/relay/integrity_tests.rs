@@ -4,7 +4,7 @@
 
 use super::super::queue::{store_retry_delay, BODY_PATIENCE_MS, STORE_RETRY_MAX_SECS};
 use super::*;
-use crate::relay::QueueMessage;
+use crate::relay::{QueueMessage, MAX_OBJECTS_A_PAGE};
 
 fn job_to(target: &str, n: u32) -> Job {
     let id = crate::event::event_id("default", None, format!("event {n}").as_bytes());
@@ -255,7 +255,10 @@ fn unreadable_messages_become_dead_letters_and_newer_jobs_are_delivered() {
         .keys()
         .iter()
         .any(|k| t.store.peek(k).is_some_and(|v| v.contains("oops"))));
-    let replay = t.clock.run(t.relay.replay(None, None, None)).unwrap();
+    let replay = t
+        .clock
+        .run(t.relay.replay(&DeadLetterQuery::default()))
+        .unwrap();
     assert_eq!(replay["queued"], 0);
     // Listed last, never replayed, not counted as remaining (a drain loop ends).
     assert_eq!(replay["remaining"], 0);
@@ -292,9 +295,15 @@ fn concurrent_replays_deliver_a_dead_letter_once() {
         let (a, b) = t
             .clock
             .run(futures_util::future::join3(
-                t.relay.replay(Some(&id), None, None),
-                t.relay.replay(Some(&id), None, None),
-                t.relay.replay(None, None, None),
+                t.relay.replay(&DeadLetterQuery {
+                    id: Some(&id),
+                    ..Default::default()
+                }),
+                t.relay.replay(&DeadLetterQuery {
+                    id: Some(&id),
+                    ..Default::default()
+                }),
+                t.relay.replay(&DeadLetterQuery::default()),
             ))
             .into_tuple();
         let _ = (a, b);
@@ -307,7 +316,9 @@ fn concurrent_replays_deliver_a_dead_letter_once() {
         let (q, b, _) = t.message(Sent::Plain);
         t.receive_all(&q, &b).unwrap();
         t.drain(100);
-        t.clock.run(t.relay.replay(None, None, None)).unwrap();
+        t.clock
+            .run(t.relay.replay(&DeadLetterQuery::default()))
+            .unwrap();
         t.drain(100);
         assert_eq!(t.dead_letters().len(), 1, "queue: {with_queue}");
     }
@@ -349,10 +360,15 @@ fn paging_and_draining_a_large_backlog_stays_under_the_operation_limit() {
         t.store.reset_ops();
         let page = t
             .clock
-            .run(t.relay.dead_letters(Some("1000"), cursor.as_deref()))
+            .run(t.relay.dead_letters(&DeadLetterQuery {
+                limit: Some("1000"),
+                cursor: cursor.as_deref(),
+                ..Default::default()
+            }))
             .unwrap();
+        // One list per object asked, one read each (and, once, the look-up of WECHAT_KV's).
         assert!(
-            t.store.reset_ops() <= 1_001 + 1,
+            t.store.reset_ops() as usize <= 1_000 + MAX_OBJECTS_A_PAGE + 2,
             "one list and one read each"
         );
         for l in page["dead_letters"].as_array().unwrap() {
@@ -364,12 +380,18 @@ fn paging_and_draining_a_large_backlog_stays_under_the_operation_limit() {
         }
     }
     assert_eq!(seen.len(), 2_500);
-    let first = t.clock.run(t.relay.dead_letters(None, None)).unwrap();
+    let first = t
+        .clock
+        .run(t.relay.dead_letters(&DeadLetterQuery::default()))
+        .unwrap();
     assert_eq!(first["dead_letters"].as_array().unwrap().len(), 100);
     for bad in ["0", "1001", "x"] {
         assert_eq!(
             t.clock
-                .run(t.relay.dead_letters(Some(bad), None))
+                .run(t.relay.dead_letters(&DeadLetterQuery {
+                    limit: Some(bad),
+                    ..Default::default()
+                }))
                 .unwrap_err(),
             Error::MalformedParameter("limit")
         );
@@ -378,28 +400,53 @@ fn paging_and_draining_a_large_backlog_stays_under_the_operation_limit() {
     for bad in ["a b", "dead:\u{0}", "键", long.as_str()] {
         assert_eq!(
             t.clock
-                .run(t.relay.dead_letters(None, Some(bad)))
+                .run(t.relay.dead_letters(&DeadLetterQuery {
+                    cursor: Some(bad),
+                    ..Default::default()
+                }))
                 .unwrap_err(),
             Error::MalformedParameter("cursor")
         );
         assert_eq!(
             t.clock
-                .run(t.relay.replay(None, None, Some(bad)))
+                .run(t.relay.replay(&DeadLetterQuery {
+                    cursor: Some(bad),
+                    ..Default::default()
+                }))
                 .unwrap_err(),
             Error::MalformedParameter("cursor")
         );
     }
-    // A cursor from another listing (or made up) is only a place to start from.
+    // A cursor from another listing (or made up) is only a place to start from, in an object
+    // the listing walks.
     let elsewhere = t
         .clock
-        .run(t.relay.dead_letters(None, Some("dead:~")))
+        .run(t.relay.dead_letters(&DeadLetterQuery {
+            cursor: Some("~relay/dead:~relay:~"),
+            ..Default::default()
+        }))
         .unwrap();
     assert!(elsewhere["dead_letters"].as_array().unwrap().is_empty());
+    assert_eq!(elsewhere["cursor"], serde_json::Value::Null);
+    for nowhere in ["nobody/", "dead:~"] {
+        assert_eq!(
+            t.clock
+                .run(t.relay.dead_letters(&DeadLetterQuery {
+                    cursor: Some(nowhere),
+                    ..Default::default()
+                }))
+                .unwrap_err(),
+            Error::MalformedParameter("cursor")
+        );
+    }
     // Replay until nothing remains: each event once, each call under 1,000 operations.
     let mut calls = 0;
     loop {
         t.store.reset_ops();
-        let r = t.clock.run(t.relay.replay(None, None, None)).unwrap();
+        let r = t
+            .clock
+            .run(t.relay.replay(&DeadLetterQuery::default()))
+            .unwrap();
         assert!(t.store.reset_ops() < 1_000, "{r}");
         calls += 1;
         if r["remaining"] == 0 {
@@ -503,7 +550,9 @@ fn a_kept_body_not_yet_visible_is_waited_for_and_a_lost_one_never_replays_empty(
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["unreadable"], true);
     let before = t.deliveries().len();
-    t.clock.run(t.relay.replay(None, None, None)).unwrap();
+    t.clock
+        .run(t.relay.replay(&DeadLetterQuery::default()))
+        .unwrap();
     t.drain(10);
     assert_eq!(
         t.deliveries().len(),
@@ -528,4 +577,174 @@ fn a_store_that_keeps_failing_is_retried_ever_less_often() {
     t.store.fail_writes.set(false);
     t.drain(100);
     assert_eq!(t.dead_letters().len(), 1);
+}
+
+fn letter_of(account: &str, target: &str, n: u32) -> DeadLetter {
+    let id = crate::event::event_id(account, None, format!("event {n}").as_bytes());
+    let job = Job::new(
+        &id,
+        account,
+        &Destination::Url(target.into()),
+        format!(r#"{{"id":"{id}","type":"message.text"}}"#).as_bytes(),
+    );
+    let failed = Failed {
+        target: job.destination().unwrap(),
+        attempts: 3,
+        last: Outcome::Refused { status: 410 },
+        first_attempt_ms: NOW * 1000,
+        last_attempt_ms: NOW * 1000,
+    };
+    DeadLetter::from_job(&job, &failed)
+}
+
+#[test]
+fn dead_letters_are_walked_account_by_account_and_filtered() {
+    let t = world(
+        &[(
+            "WECHAT_ACCOUNTS",
+            r#"{"shop": {"kind": "official", "app_id": "wxshop"}}"#,
+        )],
+        true,
+    );
+    for n in 0..3 {
+        for (account, target) in [
+            ("default", "http://hooks.test/a"),
+            ("shop", "http://hooks.test/b"),
+        ] {
+            t.clock
+                .run(dead_letters::put(&t.store, &letter_of(account, target, n)))
+                .unwrap();
+        }
+    }
+    let raw = DeadLetter::unreadable("{oops", "not json", NOW * 1000);
+    t.clock.run(dead_letters::put(&t.store, &raw)).unwrap();
+    // Pages of 2 walk default's, then shop's, then the deployment's, each letter once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = t
+            .clock
+            .run(t.relay.dead_letters(&DeadLetterQuery {
+                limit: Some("2"),
+                cursor: cursor.as_deref(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let listed = page["dead_letters"].as_array().unwrap();
+        assert!(!listed.is_empty(), "never an empty page");
+        for l in listed {
+            seen.push((l["account"].as_str().unwrap().to_owned(), l["type"].clone()));
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let accounts: Vec<&str> = seen.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        accounts,
+        ["default", "default", "default", "shop", "shop", "shop", ""]
+    );
+    assert_eq!(seen[0].1, "message.text");
+    // One account's, one target's.
+    let shop = |q: DeadLetterQuery| {
+        t.clock.run(t.relay.dead_letters(&q)).unwrap()["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        shop(DeadLetterQuery {
+            account: Some("shop"),
+            ..Default::default()
+        }),
+        3
+    );
+    assert_eq!(
+        shop(DeadLetterQuery {
+            target: Some("/b"),
+            ..Default::default()
+        }),
+        3
+    );
+    assert_eq!(
+        shop(DeadLetterQuery {
+            account: Some("default"),
+            target: Some("/b"),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        t.clock
+            .run(t.relay.dead_letters(&DeadLetterQuery {
+                account: Some("Shop!"),
+                ..Default::default()
+            }))
+            .unwrap_err(),
+        Error::MalformedParameter("account")
+    );
+    // A replay of one account's sends only those; `remaining` counts that account's.
+    let r = t
+        .clock
+        .run(t.relay.replay(&DeadLetterQuery {
+            account: Some("shop"),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(
+        (r["queued"].as_u64(), r["remaining"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert!(r["replayed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["account"] == "shop" && e["target"] == "http://hooks.test/b"));
+    t.drain(10);
+    assert_eq!(t.deliveries().len(), 3);
+    assert!(t.deliveries().iter().all(|s| s.path() == "/b"));
+    let everyone = t
+        .clock
+        .run(t.relay.replay(&DeadLetterQuery::default()))
+        .unwrap();
+    // default's three; the unreadable message is listed, never replayed, and not counted.
+    assert_eq!(everyone["queued"], 3);
+    assert_eq!(everyone["remaining"], 0);
+    assert!(everyone["replayed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["result"] == "unreadable"));
+}
+
+#[test]
+fn dead_letters_a_relay_before_the_objects_kept_are_listed_and_replayed() {
+    let t = world(&[], true);
+    let old = letter_of("default", "http://hooks.test/a", 1);
+    let hash = old.key().rsplit(':').next().unwrap().to_owned();
+    let legacy = format!("dead:{}:{hash}", old.id);
+    t.store
+        .insert(&legacy, &serde_json::to_string(&old).unwrap());
+    let page = t
+        .clock
+        .run(t.relay.dead_letters(&DeadLetterQuery::default()))
+        .unwrap();
+    assert_eq!(page["dead_letters"][0]["id"], old.id.as_str());
+    assert_eq!(t.store.peek(&legacy), None, "moved out of WECHAT_KV");
+    assert!(
+        t.store.peek(&old.key()).is_some(),
+        "into the account's object"
+    );
+    let r = t
+        .clock
+        .run(t.relay.replay(&DeadLetterQuery {
+            id: Some(&old.id),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(r["queued"], 1);
+    t.drain(10);
+    assert_eq!(t.deliveries().len(), 1);
+    assert!(t.dead_letters().is_empty());
 }

@@ -170,12 +170,15 @@ mod object;
 mod pushes;
 mod queue;
 mod replies;
+mod status;
 #[cfg(test)]
 mod tests;
 mod tokens;
 
+pub use admin::{Query as DeadLetterQuery, MAX_OBJECTS_A_PAGE};
 pub use object::ObjectPorts;
 pub use queue::{QueueMessage, MAX_PARALLEL_ATTEMPTS};
+pub use status::MAX_STATUS_OBJECTS;
 pub use tokens::Source;
 
 /// The queue messages of `jobs`, each after `delay_secs`, in batches Cloudflare takes (at most

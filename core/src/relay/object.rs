@@ -4,10 +4,13 @@
 //! token. The shell's Durable Object hands each request body to [`ObjectPorts::answer`] and
 //! returns what it gives.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use super::*;
-use crate::coordinator::{self, AccountObject, Request, Response, Rows, StoreOp, Wanted};
+use crate::coordinator::{
+    self, AccountHealth, AccountObject, Flush, HealthBook, Request, Response, Rows, StoreOp,
+    Wanted, HEALTH_KEY,
+};
 use crate::error::Format;
 
 /// What an account's object runs the token service over: its clock, its storage (a [`Store`]
@@ -19,6 +22,12 @@ pub struct ObjectPorts<C, S, H> {
     pub http: H,
     pub memory: Rc<Memory>,
     pub config: Rc<Config>,
+    /// The account's counts for the console, written at most once a minute.
+    pub health: Rc<HealthBook>,
+    /// When the counts are due to be written by the alarm (Unix ms), if they are.
+    pub alarm_at: Cell<Option<u64>>,
+    /// Whether the shell was told to set the alarm.
+    pub alarm_pending: Cell<bool>,
 }
 
 fn refused(e: &Error) -> Response {
@@ -54,6 +63,20 @@ fn plain(result: Result<crate::token::access_token::Stored, Error>) -> Response 
 }
 
 impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
+    /// An object's ports, with nothing in its memory yet.
+    pub fn new(clock: C, store: S, http: H, config: Rc<Config>) -> Self {
+        ObjectPorts {
+            clock,
+            store,
+            http,
+            memory: Rc::default(),
+            config,
+            health: Rc::default(),
+            alarm_at: Cell::new(None),
+            alarm_pending: Cell::new(false),
+        }
+    }
+
     /// The answer to one request body from the Worker.
     pub async fn answer<R: Rows>(
         &self,
@@ -65,36 +88,180 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
                 error: "not a request of the relay's".into(),
             };
         };
+        self.load_health().await;
+        let answer = self.answer_request(rules, request).await;
+        self.flush_health().await;
+        answer
+    }
+
+    /// The counts stored by an earlier instance of the object, read once.
+    async fn load_health(&self) {
+        if self.health.is_loaded() {
+            return;
+        }
+        match self.store.get(HEALTH_KEY).await {
+            Ok(found) => self.health.load(found.as_deref()),
+            Err(e) => {
+                log::warn!(error = e.to_string(); "the account's counts could not be read; counting afresh");
+                self.health.load(None);
+            }
+        }
+    }
+
+    /// Writes the counts when a minute passed since the last write; else asks for the alarm.
+    async fn flush_health(&self) {
+        match self.health.flush(self.clock.now_ms()) {
+            Flush::Now(text) => {
+                if let Err(e) = self.store.put(HEALTH_KEY, &text, None).await {
+                    log::warn!(error = e.to_string(); "the account's counts could not be written; trying again later");
+                    self.health.not_written();
+                }
+            }
+            Flush::At(at) => {
+                if self.alarm_at.get().is_none() {
+                    self.alarm_at.set(Some(at));
+                }
+            }
+            Flush::Nothing => {}
+        }
+    }
+
+    /// The time to set the object's alarm for, once each time one is needed (the shell sets it;
+    /// [`ObjectPorts::alarm`] runs it).
+    pub fn alarm_to_set(&self) -> Option<u64> {
+        match self.alarm_at.get() {
+            Some(at) if !self.alarm_pending.get() => {
+                self.alarm_pending.set(true);
+                Some(at)
+            }
+            _ => None,
+        }
+    }
+
+    /// The object's alarm: the counts of the last minute written.
+    pub async fn alarm(&self) {
+        self.alarm_at.set(None);
+        self.alarm_pending.set(false);
+        self.load_health().await;
+        self.flush_health().await;
+    }
+
+    async fn answer_request<R: Rows>(
+        &self,
+        rules: &RefCell<AccountObject<R>>,
+        request: Request,
+    ) -> Response {
+        let now_ms = self.clock.now_ms();
         match request {
             // Synchronous: no borrow is held across an await.
             Request::Claim { .. } | Request::Settle { .. } | Request::Report { .. } => {
-                rules.borrow_mut().handle(request, self.clock.now_ms())
+                let is_claim = matches!(request, Request::Claim { .. });
+                let answer = rules.borrow_mut().handle(request, now_ms);
+                if is_claim && answer.is_new_claim() {
+                    self.health.callback(now_ms);
+                }
+                answer
             }
-            Request::Store { record } => self.record(record).await,
+            Request::Store { record } => {
+                let dead_letter = matches!(&record, StoreOp::Put { key, .. } if key.starts_with(dead_letters::PREFIX));
+                let answer = self.record(record).await;
+                if dead_letter && answer == Response::Done {
+                    self.health.failure(now_ms);
+                }
+                answer
+            }
+            Request::Health { account } => {
+                Response::Health(Box::new(self.account_health(&account).await))
+            }
             Request::Credential { account, wanted } => match self.credentials(&account) {
                 Ok(creds) => match wanted {
-                    Wanted::AccessToken => plain(creds.access_token().await),
-                    Wanted::JsapiTicket => plain(creds.jsapi_ticket().await),
+                    Wanted::AccessToken => plain(self.noted(creds.access_token().await)),
+                    Wanted::JsapiTicket => plain(self.noted(creds.jsapi_ticket().await)),
                 },
                 Err(refusal) => refusal,
             },
             Request::Refresh { account, refused } => match self.credentials(&account) {
-                Ok(creds) => credential(creds.force_refresh(refused.as_deref()).await),
+                Ok(creds) => credential(self.noted(creds.force_refresh(refused.as_deref()).await)),
                 Err(refusal) => refusal,
             },
             Request::RefreshAhead { account } => match self.credentials(&account) {
                 Ok(creds) => {
                     creds.refresh_ahead().await;
-                    plain(creds.access_token().await)
+                    plain(self.noted(creds.access_token().await))
                 }
                 Err(refusal) => refusal,
             },
         }
     }
 
+    /// What the object knows of `name`: counts, dead letters, credentials' times, and for a
+    /// platform its verify ticket and merchants.
+    async fn account_health(&self, name: &str) -> AccountHealth {
+        let now_ms = self.clock.now_ms();
+        let counts = self.health.health();
+        let dead_letters = self
+            .store
+            .count(&dead_letters::prefix(name, None))
+            .await
+            .unwrap_or_else(|e| {
+                log::warn!(error = e.to_string(); "dead letters not counted");
+                0
+            });
+        let mut health = AccountHealth {
+            last_callback_at: counts.last_callback_at,
+            hours: counts.series(now_ms),
+            last_error: counts.last_error,
+            dead_letters,
+            ..AccountHealth::default()
+        };
+        let Ok(account) = self.config.account(name) else {
+            return health;
+        };
+        if account.kind().is_platform() {
+            health.verify_ticket_at = crate::token::verify_ticket::load_ticket(&self.store, name)
+                .await
+                .map(|t| t.received_at);
+            health.merchants = self
+                .store
+                .count(&crate::component::authorizer_prefix(name))
+                .await
+                .ok();
+        }
+        health.credentials = Credentials {
+            clock: &self.clock,
+            store: &self.store,
+            http: &self.http,
+            memory: &self.memory,
+            account,
+        }
+        .state()
+        .await;
+        health
+    }
+
+    /// Notes what a refusal says went wrong: a setting (by name) or WeChat.
+    fn note(&self, e: &Error) {
+        let now_ms = self.clock.now_ms();
+        match e {
+            Error::Config(c) => self.health.error(now_ms, "config", &c.to_string()),
+            Error::Api(a) => self.health.error(now_ms, "upstream", &a.to_string()),
+            _ => {}
+        }
+    }
+
+    fn noted<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(e) = &result {
+            self.note(e);
+        }
+        result
+    }
+
     /// The token service of the account `name`, or the refusal to answer for it.
     fn credentials(&self, name: &str) -> Result<Credentials<'_, C, S, H>, Response> {
-        let account = self.config.account(name).map_err(|e| refused(&e))?;
+        let account = self.config.account(name).map_err(|e| {
+            self.note(&e);
+            refused(&e)
+        })?;
         if account.kind().is_platform() {
             // Its tokens are the Worker's flows over the platform object's records.
             return Err(refused(&Error::NotAvailable(

@@ -258,22 +258,35 @@ fn the_shared_store_keeps_a_platforms_state_at_its_object_and_the_rest_local() {
         coordinator: t.coordinator.clone(),
         local: MemoryStore::new(&t.clock),
         platforms: Rc::new(vec!["platform".to_owned()]),
+        objects: true,
     };
-    for key in [
-        "authorizer:platform:wx1",
-        "component:platform:ticket",
-        "credential:platform:access_token",
+    let id = "evt_0123456789abcdef0123456789abcdef";
+    for (key, object) in [
+        ("authorizer:platform:wx1", "platform"),
+        ("component:platform:ticket", "platform"),
+        ("credential:platform:access_token", "platform"),
+        (&format!("dead:default:{id}:aabbccdd"), "default"),
+        (&format!("dead:shop:{id}:aabbccdd"), "shop"),
+        ("dead:~relay:evt_1", "~relay"),
     ] {
         t.clock.run(shared.put(key, "v", None)).unwrap();
         assert_eq!(
-            t.coordinator.store_of("platform").peek(key).as_deref(),
+            t.coordinator.store_of(object).peek(key).as_deref(),
             Some("v")
         );
         assert_eq!(shared.local.peek(key), None, "{key}");
     }
+    let page = t
+        .clock
+        .run(shared.list_page("dead:shop:", None, 10))
+        .unwrap();
+    assert_eq!(page.keys.len(), 1);
     for key in [
         "credential:default:access_token",
-        "dead:evt_1",
+        // What relays before the objects wrote stays where it is.
+        &format!("dead:{id}:aabbccdd"),
+        "dead:~unreadable:evt_1",
+        "dead:Not-A-Name:x",
         "authorizer:other:wx1",
     ] {
         t.clock.run(shared.put(key, "v", None)).unwrap();
@@ -318,4 +331,132 @@ fn the_shared_store_keeps_a_platforms_state_at_its_object_and_the_rest_local() {
         .clock
         .run(shared.put("component:platform:ticket", "x", None))
         .is_err());
+    // A deployment without the objects keeps everything local.
+    let without = SharedStore {
+        objects: false,
+        ..shared
+    };
+    t.clock
+        .run(without.put("component:platform:ticket", "local", None))
+        .unwrap();
+    assert_eq!(
+        without.local.peek("component:platform:ticket").as_deref(),
+        Some("local")
+    );
+}
+
+#[test]
+fn the_status_shows_each_accounts_traffic_token_and_setup_without_a_secret() {
+    use crate::coordinator::{SharedStore, HEALTH_KEY};
+    let t = world(
+        &[(
+            "WECHAT_ACCOUNTS",
+            r#"{"shop": {"kind": "official", "app_id": "wxshop0000000001"}}"#,
+        )],
+        true,
+    );
+    // Two callbacks and a WeChat retry of the second: two callbacks counted.
+    let (q, b, _) = t.message(Sent::Safe);
+    t.receive_all(&q, &b).unwrap();
+    let (q, b, _) = t.message(Sent::Safe);
+    t.receive_all(&q, &b).unwrap();
+    t.receive_all(&q, &b).unwrap();
+    let token = token_of(&t, &t.relay).unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    // A delivery that failed for good: its dead letter is stored at the account's object.
+    let shared = SharedStore {
+        clock: t.clock.clone(),
+        coordinator: t.coordinator.clone(),
+        local: MemoryStore::new(&t.clock),
+        platforms: Rc::new(Vec::new()),
+        objects: true,
+    };
+    let id = "evt_0123456789abcdef0123456789abcdef";
+    t.clock
+        .run(shared.put(&format!("dead:default:{id}:aabbccdd"), "{}", None))
+        .unwrap();
+    // shop has no secret: asking its token is a configuration error, noted by name.
+    assert!(t.clock.run(t.relay.token("shop", None)).is_err());
+
+    let status = t.clock.run(t.relay.status("https://relay.example"));
+    let text = status.to_string();
+    for secret in [token.as_str(), TOKEN, KEY, "app-secret", SECRET] {
+        assert!(!text.contains(secret), "{secret} in the status");
+    }
+    let accounts = status["accounts"].as_array().unwrap();
+    let default = &accounts[0];
+    assert_eq!(default["name"], "default");
+    assert_eq!(default["kind"], "official");
+    assert_eq!(default["app_id"], APP_ID);
+    assert_eq!(default["message_mode"], "compatible");
+    assert_eq!(
+        default["server_urls"][0]["url"],
+        "https://relay.example/wechat"
+    );
+    let health = &default["health"];
+    let last = health["last_callback_at"].as_u64().unwrap();
+    assert!((NOW * 1000..=t.clock.now_ms()).contains(&last));
+    let hours = health["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), crate::coordinator::HOURS_KEPT);
+    assert_eq!(hours.last().unwrap()["callbacks"], 2);
+    assert_eq!(hours.last().unwrap()["failures"], 1);
+    assert_eq!(health["dead_letters"], 1);
+    let access = &health["credentials"]["access_token"];
+    assert!(access["expires_at"].as_u64().unwrap() > t.clock.now_secs() + 7000);
+    assert_eq!(health["credentials"]["forced_refresh_budget"], 15);
+    assert_eq!(health["credentials"]["forced_refreshes_today"], 0);
+    // Every setting the account uses is present.
+    assert!(
+        default["setup"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "present"),
+        "{}",
+        default["setup"]
+    );
+
+    let shop = &accounts[1];
+    assert_eq!(shop["name"], "shop");
+    assert_eq!(
+        shop["server_urls"][0]["url"],
+        "https://relay.example/wechat/shop"
+    );
+    let missing: Vec<&str> = shop["setup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "missing")
+        .map(|s| s["setting"].as_str().unwrap())
+        .collect();
+    assert_eq!(missing, ["WECHAT_SHOP_TOKEN", "WECHAT_SHOP_APP_SECRET"]);
+    assert!(shop["setup"][1]["state"] == "optional" || shop["setup"][1]["state"] == "present");
+    let noted = &shop["health"]["last_error"];
+    assert_eq!(noted["kind"], "config");
+    assert!(noted["message"]
+        .as_str()
+        .unwrap()
+        .contains("WECHAT_SHOP_APP_SECRET"));
+    assert_eq!(shop["health"]["last_callback_at"], serde_json::Value::Null);
+
+    // The counts were written once (the first change), the rest wait for the minute.
+    assert!(t.coordinator.store_of("default").peek(HEALTH_KEY).is_some());
+    // An object evicted and started again shows what was written.
+    t.clock.advance(61_000);
+    let _ = t.clock.run(t.relay.status("https://relay.example"));
+    t.coordinator.evict();
+    let again = t.clock.run(t.relay.status("https://relay.example"));
+    let hours = again["accounts"][0]["health"]["hours"].as_array().unwrap();
+    let counted: u64 = hours.iter().map(|h| h["callbacks"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 2);
+
+    // An unreachable object: the settings are still shown, the health says why it is missing.
+    t.coordinator.unreachable.set(true);
+    let down = t.clock.run(t.relay.status("https://relay.example"));
+    assert_eq!(down["accounts"][0]["name"], "default");
+    assert_eq!(down["accounts"][0]["health"], serde_json::Value::Null);
+    assert!(down["accounts"][0]["health_error"]
+        .as_str()
+        .unwrap()
+        .contains("did not answer"));
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::delivery::webhook::WebhookSecret;
 use crate::ports::{FetchError, SoftwareCipher};
+use crate::relay::DeadLetterQuery;
 use crate::testing::{
     self, callback, config, text_message, FakeAnswer, FakeClock, FakeHttp, FakeQueue,
     LocalCoordinator, MemoryStore, Seen, Sent, WeChatState,
@@ -181,7 +182,10 @@ impl T {
     }
 
     fn dead_letters(&self) -> Vec<serde_json::Value> {
-        let v = self.clock.run(self.relay.dead_letters(None, None)).unwrap();
+        let v = self
+            .clock
+            .run(self.relay.dead_letters(&DeadLetterQuery::default()))
+            .unwrap();
         v["dead_letters"].as_array().unwrap().clone()
     }
 }
@@ -287,7 +291,10 @@ fn a_refusal_is_a_dead_letter_at_once_and_replay_delivers_it_once_back() {
         .ends_with('Z'));
     // The receiver is back: replay through the queue, delivered, removed.
     t.receive_with(|_| Ok(FakeAnswer::status(200)));
-    let replay = t.clock.run(t.relay.replay(None, None, None)).unwrap();
+    let replay = t
+        .clock
+        .run(t.relay.replay(&DeadLetterQuery::default()))
+        .unwrap();
     assert_eq!(replay["queued"], 1);
     assert_eq!(replay["replayed"][0]["result"], "queued");
     t.drain(100);
@@ -502,19 +509,31 @@ fn without_a_queue_four_attempts_inline_then_a_dead_letter_that_replay_delivers(
     assert_eq!(letters[0]["attempts"], 4);
     t.receive_with(|_| Ok(FakeAnswer::status(200)));
     let id = letters[0]["id"].as_str().unwrap().to_owned();
-    let replay = t.clock.run(t.relay.replay(Some(&id), None, None)).unwrap();
+    let replay = t
+        .clock
+        .run(t.relay.replay(&DeadLetterQuery {
+            id: Some(&id),
+            ..Default::default()
+        }))
+        .unwrap();
     assert_eq!(replay["delivered"], 1);
     assert_eq!(t.deliveries().len(), 5);
     assert!(t.dead_letters().is_empty());
     assert_eq!(
         t.clock
-            .run(t.relay.replay(Some(&id), None, None))
+            .run(t.relay.replay(&DeadLetterQuery {
+                id: Some(&id),
+                ..Default::default()
+            }))
             .unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
         t.clock
-            .run(t.relay.replay(Some("../x"), None, None))
+            .run(t.relay.replay(&DeadLetterQuery {
+                id: Some("../x"),
+                ..Default::default()
+            }))
             .unwrap_err(),
         Error::MalformedParameter("id")
     );

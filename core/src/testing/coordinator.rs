@@ -6,7 +6,7 @@ use super::*;
 use crate::config::Config;
 use crate::coordinator::{
     decode_request, decode_response, encode, encode_response, AccountObject, CoordinationError,
-    Coordinator, Request, Response, Rows, RowsError, StoredBucket,
+    Coordinator, HealthBook, Request, Response, Rows, RowsError, StoredBucket,
 };
 use crate::relay::ObjectPorts;
 use crate::token::Memory;
@@ -110,6 +110,8 @@ type TokenService = (FakeHttp, Rc<Config>);
 pub struct LocalCoordinator {
     clock: FakeClock,
     objects: Rc<RefCell<BTreeMap<String, AccountObject<MemoryRows>>>>,
+    /// Each object's counts in memory (lost on eviction, as the object's are).
+    healths: Rc<RefCell<BTreeMap<String, Rc<HealthBook>>>>,
     pub rows: Rc<RefCell<BTreeMap<String, MemoryRows>>>,
     /// Requests fail (the namespace is unreachable) while set.
     pub unreachable: Rc<Cell<bool>>,
@@ -130,6 +132,7 @@ impl LocalCoordinator {
         LocalCoordinator {
             clock: clock.clone(),
             objects: Rc::default(),
+            healths: Rc::default(),
             rows: Rc::default(),
             unreachable: Rc::default(),
             delay_ms: Rc::default(),
@@ -150,10 +153,20 @@ impl LocalCoordinator {
     /// Every object forgets its memory (as after eviction or a restart); storage stays.
     pub fn evict(&self) {
         self.objects.borrow_mut().clear();
+        self.healths.borrow_mut().clear();
         self.memories.borrow_mut().clear();
     }
 
     /// The storage of `account`'s object for the token service.
+    /// The counts `account`'s object keeps in memory.
+    pub fn health_of(&self, account: &str) -> Rc<HealthBook> {
+        self.healths
+            .borrow_mut()
+            .entry(account.to_owned())
+            .or_default()
+            .clone()
+    }
+
     pub fn store_of(&self, account: &str) -> MemoryStore {
         self.stores
             .borrow_mut()
@@ -224,25 +237,27 @@ impl Coordinator for LocalCoordinator {
                 .entry(account.to_owned())
                 .or_default()
                 .clone();
-            let ports = ObjectPorts {
-                clock: self.clock.clone(),
-                store: self.store_of(account),
-                http,
-                memory,
-                config,
-            };
+            let mut ports =
+                ObjectPorts::new(self.clock.clone(), self.store_of(account), http, config);
+            ports.memory = memory;
+            ports.health = self.health_of(account);
             let unused = RefCell::new(AccountObject::new(MemoryRows::default()));
             let response = ports.answer(&unused, body.as_bytes()).await;
             return decode_response(encode_response(&response).as_bytes());
         }
         let rows = self.rows_of(account);
+        let is_claim = matches!(request, Request::Claim { .. });
+        let now_ms = self.clock.now_ms();
         let response = {
             let mut objects = self.objects.borrow_mut();
             let object = objects
                 .entry(account.to_owned())
                 .or_insert_with(|| AccountObject::new(rows));
-            object.handle(request, self.clock.now_ms())
+            object.handle(request, now_ms)
         };
+        if is_claim && response.is_new_claim() {
+            self.health_of(account).callback(now_ms);
+        }
         decode_response(encode_response(&response).as_bytes())
     }
 }

@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::account::{Account, Kind as AccountKind};
-use crate::coordinator::{Settlement, Wanted};
+use crate::coordinator::{CredentialTimes, CredentialsState, Settlement, Wanted};
 use crate::error::api_error::{is_token_invalid, ApiError};
 use crate::error::Error;
 use crate::ports::{Clock, Http, Store};
@@ -131,6 +131,8 @@ pub struct Memory {
     unreported: RefCell<HashMap<String, Vec<Settlement>>>,
     /// Dead letters this isolate is replaying now (so two replays here never both send one).
     replaying: RefCell<std::collections::HashSet<String>>,
+    /// Whether this isolate found no dead letter left in WECHAT_KV to move into the objects.
+    legacy_dead_letters_moved: std::cell::Cell<bool>,
 }
 
 impl Memory {
@@ -190,6 +192,14 @@ impl Memory {
 
     pub fn forget(&self, account: &str, wanted: Wanted) {
         self.kept.borrow_mut().remove(&(account.to_owned(), wanted));
+    }
+
+    pub(crate) fn legacy_dead_letters_moved(&self) -> bool {
+        self.legacy_dead_letters_moved.get()
+    }
+
+    pub(crate) fn mark_legacy_dead_letters_moved(&self) {
+        self.legacy_dead_letters_moved.set(true);
     }
 
     /// Claims `key` for this isolate; `false` when it is claimed already.
@@ -430,6 +440,26 @@ impl<C: Clock, S: Store, H: Http> Credentials<'_, C, S, H> {
             credential,
             refreshed: true,
         })
+    }
+
+    /// What the console shows of the account's credentials: their times, never their values.
+    pub async fn state(&self) -> CredentialsState {
+        let now = self.clock.now_secs();
+        let times = |stored: Option<Stored>| {
+            stored.map(|s| CredentialTimes {
+                expires_at: s.expires_at,
+                fetched_at: s.fetched_at,
+                forced_at: s.forced_at,
+            })
+        };
+        CredentialsState {
+            access_token: times(self.load(Credential::AccessToken).await),
+            jsapi_ticket: times(self.load(Credential::JsapiTicket).await),
+            forced_refreshes_today: self
+                .forced_today(&budget_key(self.account.name(), now))
+                .await,
+            forced_refresh_budget: FORCED_REFRESH_DAILY_BUDGET,
+        }
     }
 
     /// How many forced refreshes `budget` (a day's key) has counted.
