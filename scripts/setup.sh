@@ -3,7 +3,7 @@
 # is already there at the right version: the wasm32 target, worker-build, wasm-bindgen-cli at the
 # version Cargo.lock pins, the nightly toolchain and cargo-fuzz (for the fuzz targets), and the
 # npm packages from package-lock.json (wrangler, miniflare, esbuild, binaryen's wasm-opt,
-# standardwebhooks).
+# standardwebhooks, playwright-core), and Debian's chromium for the console's browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +36,16 @@ fi
 if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_FUZZ_VERSION" ]; then
   say "installing cargo-fuzz $CARGO_FUZZ_VERSION (about 1.5 min)"
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
+
+# The console's browser test (tests/browser) drives Debian's Chromium with playwright-core; no
+# browser is downloaded by npm.
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  say "installing Debian's chromium for the console's browser test (about 20 s)"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
 
 # npm ci only when node_modules is missing or older than the lockfile.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: formatting and lints (host and wasm32), the native core tests, every fuzz target
-# for 30 s, then the Miniflare tests against the built worker.
+# for 30 s, the Miniflare tests against the built worker, then the operator console in a real
+# browser against `wrangler dev` with the demo settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -27,3 +28,6 @@ bash scripts/build.sh
 
 step "Miniflare tests"
 node --test --test-concurrency=1 tests/miniflare/
+
+step "the console in a real browser (Chromium, wrangler dev)"
+node --test --test-concurrency=1 tests/browser/

@@ -52,7 +52,7 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         Ok(route) => run(route, req, &ctx, &relay).await,
         Err(e) => Err(e.into()),
     };
-    respond::finish(&path, routed.format, result)
+    respond::finish(&path, routed.format, routed.headers, result)
 }
 
 /// The cron trigger: every account's token (and JS-SDK ticket, if in use) renewed before
@@ -186,6 +186,7 @@ async fn run(
             let offset = query_param(&req, "offset")?;
             respond::json(&platform.sync(offset.as_deref()).await?)
         }
+        Route::Console(asset) => respond::typed(200, asset.content_type, asset.body.to_owned()),
         Route::Status => {
             let url = req.url()?;
             let origin = url.origin().ascii_serialization();

@@ -39,16 +39,25 @@ impl From<serde_json::Error> for Failure {
     }
 }
 
-/// The response for a route's result; a failure is logged and rendered in the route's format.
+/// The response for a route's result, with the route family's headers; a failure is logged and
+/// rendered in the route's format.
 pub fn finish(
     path: &str,
     format: Format,
+    headers: &[(&str, &str)],
     result: Result<Response, Failure>,
 ) -> worker::Result<Response> {
-    let error = match result {
-        Ok(resp) => return Ok(resp),
-        Err(Failure(e)) => e,
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(Failure(e)) => rendered(path, format, e)?,
     };
+    for (name, value) in headers {
+        resp.headers_mut().set(name, value)?;
+    }
+    Ok(resp)
+}
+
+fn rendered(path: &str, format: Format, error: Error) -> worker::Result<Response> {
     error.log(path);
     let rendered = error.render(format);
     let mut resp = Response::ok(rendered.body)?.with_status(rendered.status);

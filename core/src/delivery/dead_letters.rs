@@ -22,6 +22,8 @@ pub const PREFIX: &str = "dead:";
 /// The keys of dead letters kept by relays before the objects (in WECHAT_KV): events', and
 /// unreadable queue messages'.
 pub const LEGACY_PREFIXES: [&str; 2] = ["dead:evt_", "dead:~unreadable:"];
+/// How much of the event a listing shows (the console's Content column).
+pub const PREVIEW_CHARS: usize = 200;
 /// How long a dead letter is kept.
 pub const TTL_SECS: u64 = 30 * 86_400;
 
@@ -119,6 +121,21 @@ impl DeadLetter {
             .unwrap_or_default()
     }
 
+    /// What the console shows of the event: a message's text when it has one, else the start of
+    /// the event as forwarded; at most [`PREVIEW_CHARS`] characters.
+    pub fn preview(&self) -> String {
+        let event = serde_json::from_str::<serde_json::Value>(&self.body).ok();
+        let content = event
+            .as_ref()
+            .and_then(|e| e.pointer("/data/content"))
+            .and_then(|c| c.as_str());
+        content
+            .unwrap_or(&self.body)
+            .chars()
+            .take(PREVIEW_CHARS)
+            .collect()
+    }
+
     /// The target as shown: without query or user info.
     pub fn shown_target(&self) -> String {
         match crate::delivery::targets::parse_target(&self.target, &|_| true) {
@@ -136,6 +153,7 @@ impl DeadLetter {
             "account": self.account,
             "type": self.event_type(),
             "target": self.shown_target(),
+            "preview": self.preview(),
             "attempts": self.attempts,
             "last_status": self.last_status,
             "last_error": self.last_error,
@@ -304,6 +322,12 @@ mod tests {
         let mut typed = a.clone();
         typed.body = r#"{"type":"message.text"}"#.into();
         assert_eq!(typed.summary()["type"], "message.text");
+        assert_eq!(typed.preview(), typed.body);
+        typed.body = format!(
+            r#"{{"type":"text","data":{{"content":"{}"}}}}"#,
+            "长".repeat(300)
+        );
+        assert_eq!(typed.preview(), "长".repeat(PREVIEW_CHARS));
     }
 
     #[test]

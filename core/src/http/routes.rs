@@ -6,6 +6,7 @@ use crate::account::DEFAULT_ACCOUNT;
 use crate::config::Config;
 use crate::error::{Error, Format};
 use crate::http::auth;
+use crate::http::console::{self, ADMIN_HEADERS};
 use crate::token::passthrough;
 
 pub use crate::ports::Method;
@@ -54,6 +55,8 @@ pub enum Route {
     DeadLetters,
     /// `GET /admin/status`
     Status,
+    /// `GET /admin[/console.js|/console.css]`: the operator console's files.
+    Console(crate::http::console::Asset),
     /// `POST /admin/replay[?id=]`
     Replay,
 }
@@ -94,6 +97,8 @@ impl Incoming<'_> {
 pub struct Dispatch {
     pub format: Format,
     pub route: Result<Route, Error>,
+    /// Headers the answer carries whatever it is (the admin routes' security headers).
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 /// Which key guards a family of routes.
@@ -104,24 +109,36 @@ enum Guard {
     TokenApi,
     /// ADMIN_API_KEY, likewise.
     Admin,
+    /// The console's files: absent (404) while ADMIN_API_KEY is unset, open otherwise (the page
+    /// asks for the key).
+    Console,
 }
 
 struct Family {
     format: Format,
     guard: Guard,
+    headers: &'static [(&'static str, &'static str)],
 }
 
 const WECHAT: Family = Family {
     format: Format::Text,
     guard: Guard::Open,
+    headers: &[],
 };
 const TOKEN_API: Family = Family {
     format: Format::Json,
     guard: Guard::TokenApi,
+    headers: &[],
 };
 const ADMIN: Family = Family {
     format: Format::Json,
     guard: Guard::Admin,
+    headers: ADMIN_HEADERS,
+};
+const CONSOLE: Family = Family {
+    format: Format::Text,
+    guard: Guard::Console,
+    headers: ADMIN_HEADERS,
 };
 
 /// The server URLs to paste into an account's console (paths, from the deployment's origin):
@@ -224,6 +241,11 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
             ADMIN,
             only(method, &[Method::Get], "GET").map(|_| Route::DeadLetters),
         ),
+        path if console::at(path).is_some() => (
+            CONSOLE,
+            only(method, &[Method::Get, Method::Head], "GET, HEAD")
+                .and_then(|_| console::at(path).map(Route::Console).ok_or(Error::NotFound)),
+        ),
         "/admin/status" => (
             ADMIN,
             only(method, &[Method::Get], "GET").map(|_| Route::Status),
@@ -247,6 +269,7 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
             return Dispatch {
                 format: Format::Text,
                 route: Err(Error::NotFound),
+                headers: &[],
             }
         }
     };
@@ -254,6 +277,11 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
         Guard::Open => None,
         Guard::TokenApi => Some(Ok(config.token_api_key())),
         Guard::Admin => Some(config.admin_api_key()),
+        Guard::Console => match config.admin_api_key() {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(Ok(None)),
+            Err(e) => Some(Err(e)),
+        },
     };
     let route = match key {
         None => route,
@@ -281,6 +309,7 @@ pub fn dispatch(req: &Incoming<'_>, config: &Config) -> Dispatch {
     Dispatch {
         format: family.format,
         route,
+        headers: family.headers,
     }
 }
 
@@ -319,6 +348,53 @@ mod tests {
             "TOKEN_API_KEY" => Some("token-key".into()),
             _ => None,
         })
+    }
+
+    #[test]
+    fn the_console_exists_only_with_the_admin_key_and_every_admin_answer_is_guarded() {
+        let off = admin_config(None);
+        for path in [
+            "/admin",
+            "/admin/",
+            "/admin/console.js",
+            "/admin/console.css",
+        ] {
+            assert_eq!(
+                go("GET", path, None, &off).route,
+                Err(Error::NotFound),
+                "{path}"
+            );
+        }
+        let on = admin_config(Some("adm"));
+        let page = go("GET", "/admin", None, &on);
+        assert!(
+            matches!(page.route, Ok(Route::Console(a)) if a.content_type.starts_with("text/html"))
+        );
+        assert_eq!(page.headers, ADMIN_HEADERS);
+        assert!(matches!(
+            go("HEAD", "/admin/console.js", None, &on).route,
+            Ok(Route::Console(_))
+        ));
+        assert_eq!(
+            go("POST", "/admin", None, &on).route,
+            Err(Error::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        assert_eq!(
+            go("GET", "/admin/nothing.js", None, &on).route,
+            Err(Error::NotFound)
+        );
+        // The JSON routes carry the same headers, refusals included.
+        let refused = go("GET", "/admin/status", Some("Bearer wrong"), &on);
+        assert_eq!(refused.route, Err(Error::Unauthorized));
+        assert_eq!(refused.headers, ADMIN_HEADERS);
+        assert_eq!(
+            go("GET", "/admin/status", Some("Bearer adm"), &on).route,
+            Ok(Route::Status)
+        );
+        assert!(ADMIN_HEADERS.contains(&("cache-control", "no-store")));
+        assert!(console::CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
+        // Nothing else does.
+        assert!(go("GET", "/healthz", None, &on).headers.is_empty());
     }
 
     #[test]

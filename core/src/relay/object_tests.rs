@@ -418,6 +418,7 @@ fn the_status_shows_each_accounts_traffic_token_and_setup_without_a_secret() {
 
     let shop = &accounts[1];
     assert_eq!(shop["name"], "shop");
+    assert_eq!(shop["app_id"], "wxshop0000000001");
     assert_eq!(
         shop["server_urls"][0]["url"],
         "https://relay.example/wechat/shop"

@@ -91,10 +91,9 @@ fn account_status(
         Ok(h) => (h, serde_json::Value::Null),
         Err(e) => (serde_json::Value::Null, e.into()),
     };
-    json!({
+    let mut shown = json!({
         "name": account.name(),
         "kind": kind.as_str(),
-        id_field: account.app_id(),
         "agent_id": account.agent_id(),
         "message_mode": mode,
         "server_urls": urls,
@@ -102,5 +101,9 @@ fn account_status(
         "setup": account.setup(),
         "health": health,
         "health_error": health_error,
-    })
+    });
+    if let Some(map) = shown.as_object_mut() {
+        map.insert(id_field.to_owned(), account.app_id().into());
+    }
+    shown
 }
