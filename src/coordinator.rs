@@ -10,7 +10,6 @@
 //! where relays before the objects kept their tokens and merchants, and imported.
 
 use std::cell::RefCell;
-use std::rc::Rc;
 
 use serde::Deserialize;
 use wechat_relay_core::config::bindings;
@@ -331,7 +330,7 @@ impl DurableObject for AccountObject {
                 WorkerClock,
                 SqlRecords::new(sql, &env),
                 WorkerHttp::new(&env),
-                Rc::new(runtime::settings(&env)),
+                runtime::settings(&env),
             ),
             state,
         }

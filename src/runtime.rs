@@ -28,15 +28,14 @@ pub type WorkerRelay =
     Relay<WorkerClock, WorkerStore, WorkerCoordinator, WorkerHttp, WorkerQueue, WebCrypto>;
 
 /// The relay for one request (or one queue batch, or one cron run).
-pub fn relay(env: &Env, config: Config) -> WorkerRelay {
-    let platforms = config.platform_names();
+pub fn relay(env: &Env, config: Rc<Config>) -> WorkerRelay {
     Relay {
         clock: WorkerClock,
         store: SharedStore {
             clock: WorkerClock,
             coordinator: WorkerCoordinator::new(env),
             local: Kv::new(env),
-            platforms: Rc::new(platforms),
+            platforms: platforms(),
             objects: env.durable_object(bindings::COORDINATOR).is_ok(),
         },
         coordinator: WorkerCoordinator::new(env),
@@ -44,7 +43,7 @@ pub fn relay(env: &Env, config: Config) -> WorkerRelay {
         queue: WorkerQueue::from_env(env),
         cipher: WebCrypto,
         memory: memory(),
-        config: Rc::new(config),
+        config,
     }
 }
 use worker::{
@@ -54,15 +53,42 @@ use worker::{
 
 /// The settings, read from the Worker's bindings (vars and secrets are both strings; a
 /// Service Binding is any binding `service:` targets can fetch through).
-pub fn settings(env: &Env) -> Config {
-    Config::load_with(&|name| env.var(name).ok().map(|v| v.to_string()), &|name| {
-        env.service(name).is_ok()
+/// The settings, read from the bindings and parsed once per isolate: bindings cannot change while
+/// an isolate lives (a new var or secret is a new deployment, hence new isolates), so a
+/// deployment with 50 accounts parses them once, not on every callback.
+pub fn settings(env: &Env) -> Rc<Config> {
+    SETTINGS.with(|cell| {
+        cell.get_or_init(|| {
+            let config =
+                Config::load_with(&|name| env.var(name).ok().map(|v| v.to_string()), &|name| {
+                    env.service(name).is_ok()
+                });
+            Parsed {
+                platforms: Rc::new(config.platform_names()),
+                config: Rc::new(config),
+            }
+        })
+        .config
+        .clone()
     })
+}
+
+/// The names of the third-party platform accounts (whose records their objects keep).
+fn platforms() -> Rc<Vec<String>> {
+    SETTINGS.with(|cell| cell.get().map(|p| p.platforms.clone()).unwrap_or_default())
+}
+
+/// What [`settings`] keeps for the isolate.
+struct Parsed {
+    config: Rc<Config>,
+    platforms: Rc<Vec<String>>,
 }
 
 thread_local! {
     /// What this isolate remembers between requests (single flights, forced refreshes).
     static MEMORY: Rc<Memory> = Rc::new(Memory::default());
+    /// The settings, parsed at the isolate's first request.
+    static SETTINGS: std::cell::OnceCell<Parsed> = const { std::cell::OnceCell::new() };
 }
 
 pub fn memory() -> Rc<Memory> {

@@ -74,5 +74,88 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The settings of a deployment with `n` accounts: `default` and `shop1`…`shop<n-1>`, each with
+/// its own secrets.
+fn settings_of(n: usize) -> Vec<(String, String)> {
+    let mut pairs = vec![
+        ("WECHAT_TOKEN".to_owned(), TOKEN.to_owned()),
+        ("WECHAT_ENCODING_AES_KEY".to_owned(), KEY.to_owned()),
+        ("WECHAT_APP_ID".to_owned(), APP_ID.to_owned()),
+        (
+            "FORWARD_URLS".to_owned(),
+            "https://hooks.example.com/wechat".to_owned(),
+        ),
+    ];
+    let entries: Vec<String> = (1..n)
+        .map(|i| format!(r#""shop{i}": {{"kind": "official", "app_id": "wxshop{i:011}"}}"#))
+        .collect();
+    if n > 1 {
+        pairs.push((
+            "WECHAT_ACCOUNTS".to_owned(),
+            format!("{{{}}}", entries.join(", ")),
+        ));
+    }
+    for i in 1..n {
+        pairs.push((format!("WECHAT_SHOP{i}_TOKEN"), format!("token{i}")));
+        pairs.push((format!("WECHAT_SHOP{i}_ENCODING_AES_KEY"), KEY.to_owned()));
+        pairs.push((format!("WECHAT_SHOP{i}_APP_SECRET"), format!("secret{i}")));
+    }
+    pairs
+}
+
+/// A callback of one account in a 1-account and a 50-account deployment, with the settings
+/// parsed once (as the Worker does, once per isolate), and what parsing them costs.
+fn accounts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("accounts");
+    let xml = text("hello");
+    for n in [1usize, 50] {
+        let pairs = settings_of(n);
+        let load = || {
+            Config::load(|k| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| name == k)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        let config = load();
+        let (account, token, app_id) = if n == 1 {
+            ("default".to_owned(), TOKEN.to_owned(), APP_ID.to_owned())
+        } else {
+            let i = n - 1;
+            (
+                format!("shop{i}"),
+                format!("token{i}"),
+                format!("wxshop{i:011}"),
+            )
+        };
+        let key = AesKey::from_encoding_aes_key(KEY).unwrap_or_else(|e| panic!("{e}"));
+        let ts = NOW.to_string();
+        let env = seal(&key, &token, &app_id, [7; 16], &ts, "nonce", xml.as_bytes());
+        let body = format!(
+            "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>",
+            env.encrypt
+        );
+        let query = Query::from_pairs([
+            ("timestamp", ts.clone()),
+            ("nonce", "nonce".to_owned()),
+            ("encrypt_type", "aes".to_owned()),
+            ("msg_signature", env.msg_signature.clone()),
+        ]);
+        group.bench_function(BenchmarkId::new("callback", format!("{n} accounts")), |b| {
+            b.iter(|| {
+                let inbound = open_callback(&config, &account, &query, body.as_bytes(), NOW * 1000)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                inbound.event.to_json()
+            })
+        });
+        group.bench_function(
+            BenchmarkId::new("settings_parsed", format!("{n} accounts")),
+            |b| b.iter(load),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, accounts);
 criterion_main!(benches);

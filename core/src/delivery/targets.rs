@@ -230,6 +230,17 @@ mod tests {
     }
 
     #[test]
+    fn hosts_are_ascii_punycode_is_accepted() {
+        // The build's IDNA back end is ASCII only (no Unicode tables in the module).
+        let unicode = parse_target("https://例子.example/hook", &bound);
+        assert!(unicode.is_err(), "{unicode:?}");
+        assert_eq!(
+            parse_target("https://xn--fsqu00a.example/hook", &bound),
+            Ok(url("https://xn--fsqu00a.example/hook"))
+        );
+    }
+
+    #[test]
     fn each_key_shape_matches_its_events() {
         let routes = Routes::parse(
             r#"{
