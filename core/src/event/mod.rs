@@ -184,12 +184,8 @@ pub fn event_id(account: &str, merchant: Option<&str>, message: &[u8]) -> String
         .chain_update(b"\n")
         .chain_update(message)
         .finalize();
-    let mut id = String::with_capacity(36);
-    id.push_str("evt_");
-    for byte in digest.iter().take(16) {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
+    let half = digest.get(..16).unwrap_or_default();
+    format!("evt_{}", crate::wire::signature::hex(half))
 }
 
 fn object_of(

@@ -57,7 +57,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         Ok(Nonce {
             timestamp,
             nonce: query.nonce.clone().unwrap_or_default(),
-            body_sha1: sha1_smol::Sha1::from(body).digest().to_string(),
+            body_sha1: crate::wire::signature::sha1_hex(body),
             expires_at: seconds.saturating_add(self.config.max_clock_skew()?),
         })
     }

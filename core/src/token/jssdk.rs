@@ -20,7 +20,7 @@ pub fn signature(jsapi_ticket: &str, nonce_str: &str, timestamp: u64, url: &str)
     let url = url.split('#').next().unwrap_or(url);
     let plain =
         format!("jsapi_ticket={jsapi_ticket}&noncestr={nonce_str}&timestamp={timestamp}&url={url}");
-    sha1_smol::Sha1::from(plain.as_bytes()).digest().to_string()
+    crate::wire::signature::sha1_hex(plain.as_bytes())
 }
 
 /// The page URL to sign: present, and an http(s) URL.
