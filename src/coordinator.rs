@@ -314,6 +314,7 @@ impl AccountObject {
         };
         let after = std::time::Duration::from_millis(at.saturating_sub(WorkerClock.now_ms()));
         if let Err(e) = self.state.storage().set_alarm(after).await {
+            self.ports.alarm_not_set();
             log::warn!(error = e.to_string(); "the account object's alarm could not be set; its last counts are written at its next request");
         }
     }
@@ -350,6 +351,7 @@ impl DurableObject for AccountObject {
     async fn alarm(&self) -> worker::Result<Response> {
         crate::logging::install();
         self.ports.alarm().await;
+        self.set_alarm().await;
         Response::ok("")
     }
 }

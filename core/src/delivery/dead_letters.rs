@@ -121,19 +121,20 @@ impl DeadLetter {
             .unwrap_or_default()
     }
 
-    /// What the console shows of the event: a message's text when it has one, else the start of
-    /// the event as forwarded; at most [`PREVIEW_CHARS`] characters.
+    /// What the console shows of the event: a message's text (`data.content`), at most
+    /// [`PREVIEW_CHARS`] characters; nothing for events without one (their fields, such as a
+    /// platform's authorization code, are not shown), nor for an unreadable message.
     pub fn preview(&self) -> String {
-        let event = serde_json::from_str::<serde_json::Value>(&self.body).ok();
-        let content = event
+        if self.unreadable {
+            return String::new();
+        }
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
             .as_ref()
             .and_then(|e| e.pointer("/data/content"))
-            .and_then(|c| c.as_str());
-        content
-            .unwrap_or(&self.body)
-            .chars()
-            .take(PREVIEW_CHARS)
-            .collect()
+            .and_then(|c| c.as_str())
+            .map(|c| c.chars().take(PREVIEW_CHARS).collect())
+            .unwrap_or_default()
     }
 
     /// The target as shown: without query or user info.
@@ -145,8 +146,8 @@ impl DeadLetter {
         }
     }
 
-    /// What `GET /admin/dead-letters` shows: no body, the target without query or user info,
-    /// times in RFC 3339.
+    /// What `GET /admin/dead-letters` shows: of the body only its type and a message's text, the
+    /// target without query or user info, times in RFC 3339.
     pub fn summary(&self) -> serde_json::Value {
         let mut summary = serde_json::json!({
             "id": self.id,
@@ -199,6 +200,18 @@ pub async fn page<S: Store>(
     Ok((out, page.cursor))
 }
 
+/// Whether `key` is one a relay before the objects wrote.
+fn is_legacy_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(PREFIX) else {
+        return false;
+    };
+    match rest.split(':').collect::<Vec<_>>().as_slice() {
+        ["~unreadable", id] => crate::event::is_event_id(id),
+        [id, hash] => crate::event::is_event_id(id) && is_target_hash(hash),
+        _ => false,
+    }
+}
+
 /// Moves up to `limit` dead letters a relay before the objects kept in WECHAT_KV into their
 /// accounts' objects: each written there first, then deleted from KV (a crash in between leaves
 /// it in both; the next import writes the same record again). Answers how many it moved, and
@@ -223,7 +236,9 @@ pub async fn import_legacy<S: Store>(store: &S, limit: usize) -> Result<(usize, 
 
 async fn import_keys<S: Store>(store: &S, keys: &[String]) -> Result<usize, StoreError> {
     let mut moved = 0;
-    for old in keys {
+    // Only the keys relays before the objects wrote: `dead:<event id>:<hash>` and
+    // `dead:~unreadable:<id>` (an account named `evt_…` has keys under the same prefix).
+    for old in keys.iter().filter(|k| is_legacy_key(k)) {
         let Some(text) = store.get(old).await? else {
             continue;
         };
@@ -234,7 +249,11 @@ async fn import_keys<S: Store>(store: &S, keys: &[String]) -> Result<usize, Stor
                 continue;
             }
         };
-        put(store, &letter).await?;
+        // Never over a letter the object holds now (a stale KV listing of one already moved).
+        let record = serde_json::to_string(&letter).map_err(|e| StoreError(e.to_string()))?;
+        store
+            .put_if(&letter.key(), &record, None, Some(TTL_SECS))
+            .await?;
         store.delete(old).await?;
         moved += 1;
     }
@@ -322,7 +341,7 @@ mod tests {
         let mut typed = a.clone();
         typed.body = r#"{"type":"message.text"}"#.into();
         assert_eq!(typed.summary()["type"], "message.text");
-        assert_eq!(typed.preview(), typed.body);
+        assert_eq!(typed.preview(), "", "only a message's text");
         typed.body = format!(
             r#"{{"type":"text","data":{{"content":"{}"}}}}"#,
             "长".repeat(300)
@@ -424,6 +443,21 @@ mod tests {
             .unwrap()
             .is_some());
         assert_eq!(clock.run(import_legacy(&store, 50)).unwrap(), (0, false));
+        // An account named evt_… has keys under the legacy prefix: they are not legacy ones.
+        let mut evt = letter("https://a.example/evt");
+        evt.account = "evt_shop".into();
+        clock.run(put(&store, &evt)).unwrap();
+        assert_eq!(clock.run(import_legacy(&store, 50)).unwrap(), (0, false));
+        assert!(clock.run(store.get(&evt.key())).unwrap().is_some());
+        // A stale copy in KV never overwrites the letter the object holds now.
+        let mut newer = shop.clone();
+        newer.attempts = 99;
+        clock.run(put(&store, &newer)).unwrap();
+        store.insert(&legacy_key(&shop), &serde_json::to_string(&shop).unwrap());
+        assert_eq!(clock.run(import_legacy(&store, 50)).unwrap(), (1, false));
+        let kept: DeadLetter =
+            serde_json::from_str(&clock.run(store.get(&shop.key())).unwrap().unwrap()).unwrap();
+        assert_eq!(kept.attempts, 99);
         // A page at a time, past what stays.
         for n in 0..5u32 {
             let mut l = letter(&format!("https://a.example/{n}"));

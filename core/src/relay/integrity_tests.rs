@@ -748,3 +748,31 @@ fn dead_letters_a_relay_before_the_objects_kept_are_listed_and_replayed() {
     assert_eq!(t.deliveries().len(), 1);
     assert!(t.dead_letters().is_empty());
 }
+
+#[test]
+fn one_events_replay_finds_it_past_the_first_objects_a_call_asks() {
+    let accounts: Vec<String> = (0..30)
+        .map(|i| format!(r#""shop{i:02}": {{"kind": "official", "app_id": "wxshop{i:011}"}}"#))
+        .collect();
+    let doc = format!("{{{}}}", accounts.join(", "));
+    let t = world(&[("WECHAT_ACCOUNTS", doc.as_str())], true);
+    let last = letter_of("shop29", "http://hooks.test/a", 1);
+    t.clock.run(dead_letters::put(&t.store, &last)).unwrap();
+    let r = t
+        .clock
+        .run(t.relay.replay(&DeadLetterQuery {
+            id: Some(&last.id),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(r["queued"], 1, "{r}");
+    assert_eq!(
+        t.clock
+            .run(t.relay.replay(&DeadLetterQuery {
+                id: Some("evt_ffffffffffffffffffffffffffffffff"),
+                ..Default::default()
+            }))
+            .unwrap_err(),
+        Error::NotFound
+    );
+}

@@ -138,7 +138,13 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
         }
     }
 
-    /// The object's alarm: the counts of the last minute written.
+    /// The shell could not set the alarm: it is asked again after the next request.
+    pub fn alarm_not_set(&self) {
+        self.alarm_pending.set(false);
+    }
+
+    /// The object's alarm: the counts of the last minute written (and the alarm asked for
+    /// again if it came early).
     pub async fn alarm(&self) {
         self.alarm_at.set(None);
         self.alarm_pending.set(false);
@@ -163,7 +169,14 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
                 answer
             }
             Request::Store { record } => {
-                let dead_letter = matches!(&record, StoreOp::Put { key, .. } if key.starts_with(dead_letters::PREFIX));
+                // A failed delivery is a dead letter the object did not hold (not one put back
+                // or written again).
+                let dead_letter = match &record {
+                    StoreOp::Put { key, .. } if key.starts_with(dead_letters::PREFIX) => {
+                        matches!(self.store.get(key).await, Ok(None))
+                    }
+                    _ => false,
+                };
                 let answer = self.record(record).await;
                 if dead_letter && answer == Response::Done {
                     self.health.failure(now_ms);

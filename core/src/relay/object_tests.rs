@@ -331,6 +331,11 @@ fn the_shared_store_keeps_a_platforms_state_at_its_object_and_the_rest_local() {
         .clock
         .run(shared.put("component:platform:ticket", "x", None))
         .is_err());
+    // A dead letter is only at its object: no fallback that would hide it.
+    assert!(t
+        .clock
+        .run(shared.get(&format!("dead:default:{id}:aabbccdd")))
+        .is_err());
     // A deployment without the objects keeps everything local.
     let without = SharedStore {
         objects: false,

@@ -228,7 +228,8 @@ function deadRow(letter) {
   replay.addEventListener("click", () =>
     guarded(async () => {
       replay.disabled = true;
-      const q = new URLSearchParams({ id: letter.id });
+      // This row's target only, not the event's other dead letters.
+      const q = new URLSearchParams({ id: letter.id, target: letter.target });
       if (letter.account) q.set("account", letter.account);
       const { status, body } = await api(`/admin/replay?${q}`, { method: "POST" });
       const entry = status === 404 ? null : (body.replayed ?? []).find((e) => e.target === letter.target) ?? body.replayed?.[0];
