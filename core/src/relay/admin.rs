@@ -269,7 +269,12 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         match self.store.take(key).await {
             Ok(Some(_)) => {}
             Ok(None) => return ("taken", None),
-            Err(e) => return ("failed", Some(format!("not taken out of the list: {e}"))),
+            Err(e) => {
+                // The take may have happened with its answer lost: the letter is put back (the
+                // same record, so harmless if it was never taken), never left taken and unsent.
+                self.put_back(letter).await;
+                return ("failed", Some(format!("not taken out of the list: {e}")));
+            }
         }
         let mut job = letter.to_job();
         // Taken out of the list already: nothing for the consumer to remove on delivery.
