@@ -776,3 +776,20 @@ fn one_events_replay_finds_it_past_the_first_objects_a_call_asks() {
         Error::NotFound
     );
 }
+
+#[test]
+fn a_replay_job_of_a_relay_before_the_objects_removes_the_moved_letter() {
+    let t = world(&[], true);
+    let old = letter_of("default", "http://hooks.test/a", 7);
+    let hash = old.key().rsplit(':').next().unwrap().to_owned();
+    let mut job = old.to_job();
+    // Queued by the old relay, naming the letter's WECHAT_KV key; the letter moved since.
+    job.replay_of = Some(format!("dead:{}:{hash}", old.id));
+    t.clock.run(dead_letters::put(&t.store, &old)).unwrap();
+    t.clock.run(
+        t.relay
+            .consume_batch(vec![message(&job, 1, NOW * 1000)], false, |_, _| {}),
+    );
+    assert_eq!(t.deliveries().len(), 1);
+    assert!(t.dead_letters().is_empty(), "the moved copy is gone too");
+}

@@ -233,7 +233,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         match schedule.next(&failed.last, total, first_ms, self.clock.now_ms()) {
             Next::Done => {
                 if let Some(key) = &job.replay_of {
-                    self.remove_delivered(key).await;
+                    self.remove_delivered(&job, key).await;
                 }
                 Verdict::Ack
             }
@@ -277,7 +277,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
             .await;
         if outcome == Outcome::Delivered {
             if let Some(key) = &job.replay_of {
-                self.remove_delivered(key).await;
+                self.remove_delivered(&job, key).await;
             }
             return Verdict::Ack;
         }
@@ -392,9 +392,19 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
     }
 
     /// A dead letter replayed by an older version (its job names it), delivered at last.
-    async fn remove_delivered(&self, key: &str) {
-        if let Err(e) = self.store.delete(key).await {
-            log::warn!(key = key, error = e.to_string(); "replayed dead letter delivered but not removed");
+    async fn remove_delivered(&self, job: &Job, key: &str) {
+        // A job of a relay before the objects names the letter's WECHAT_KV key; the letter may
+        // have moved into its account's object since.
+        let moved = dead_letters::key(&job.account, &job.event_id, &job.target);
+        let keys = if moved == key {
+            vec![key]
+        } else {
+            vec![key, moved.as_str()]
+        };
+        for key in keys {
+            if let Err(e) = self.store.delete(key).await {
+                log::warn!(key = key, error = e.to_string(); "replayed dead letter delivered but not removed");
+            }
         }
     }
 
