@@ -44,8 +44,9 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
   say "installing Debian's chromium for the console's browser test (about 20 s)"
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
-    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
+  # With its recommended packages (fonts among them), as the browser test was run.
+  $SUDO apt-get install -y chromium >/dev/null 2>&1 \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y chromium >/dev/null; }
 fi
 
 # npm ci only when node_modules is missing or older than the lockfile.

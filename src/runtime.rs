@@ -35,7 +35,7 @@ pub fn relay(env: &Env, config: Rc<Config>) -> WorkerRelay {
             clock: WorkerClock,
             coordinator: WorkerCoordinator::new(env),
             local: Kv::new(env),
-            platforms: platforms(),
+            platforms: platforms(env),
             objects: env.durable_object(bindings::COORDINATOR).is_ok(),
         },
         coordinator: WorkerCoordinator::new(env),
@@ -57,8 +57,18 @@ use worker::{
 /// an isolate lives (a new var or secret is a new deployment, hence new isolates), so a
 /// deployment with 50 accounts parses them once, not on every callback.
 pub fn settings(env: &Env) -> Rc<Config> {
+    parsed(env, |p| p.config.clone())
+}
+
+/// The names of the third-party platform accounts (whose records their objects keep).
+fn platforms(env: &Env) -> Rc<Vec<String>> {
+    parsed(env, |p| p.platforms.clone())
+}
+
+/// What the isolate parsed of the bindings, parsed at the first call, whichever asks first.
+fn parsed<T>(env: &Env, read: impl FnOnce(&Parsed) -> T) -> T {
     SETTINGS.with(|cell| {
-        cell.get_or_init(|| {
+        read(cell.get_or_init(|| {
             let config =
                 Config::load_with(&|name| env.var(name).ok().map(|v| v.to_string()), &|name| {
                     env.service(name).is_ok()
@@ -67,15 +77,8 @@ pub fn settings(env: &Env) -> Rc<Config> {
                 platforms: Rc::new(config.platform_names()),
                 config: Rc::new(config),
             }
-        })
-        .config
-        .clone()
+        }))
     })
-}
-
-/// The names of the third-party platform accounts (whose records their objects keep).
-fn platforms() -> Rc<Vec<String>> {
-    SETTINGS.with(|cell| cell.get().map(|p| p.platforms.clone()).unwrap_or_default())
 }
 
 /// What [`settings`] keeps for the isolate.

@@ -25,6 +25,23 @@ fn mass_send_2k() -> String {
     format!("<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[o_user]]></FromUserName><CreateTime>{NOW}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[MASSSENDJOBFINISH]]></Event><MsgID>1000001625</MsgID><Status><![CDATA[err(30003)]]></Status><TotalCount>0</TotalCount><FilterCount>0</FilterCount><SentCount>0</SentCount><ErrorCount>0</ErrorCount><CopyrightCheckResult><Count>6</Count><ResultList>{items}</ResultList><CheckState>2</CheckState></CopyrightCheckResult></xml>")
 }
 
+/// A safe-mode callback of `xml`, as WeChat sends it: its query and its body.
+fn sealed(key: &AesKey, token: &str, app_id: &str, xml: &str) -> (Query, String) {
+    let ts = NOW.to_string();
+    let env = seal(key, token, app_id, [7; 16], &ts, "nonce", xml.as_bytes());
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>",
+        env.encrypt
+    );
+    let query = Query::from_pairs([
+        ("timestamp", ts),
+        ("nonce", "nonce".to_owned()),
+        ("encrypt_type", "aes".to_owned()),
+        ("msg_signature", env.msg_signature),
+    ]);
+    (query, body)
+}
+
 fn bench(c: &mut Criterion) {
     let config = Config::load(|k| match k {
         "WECHAT_TOKEN" => Some(TOKEN.into()),
@@ -44,18 +61,7 @@ fn bench(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("pipeline_safe_mode");
     for (name, xml) in &inputs {
-        let ts = NOW.to_string();
-        let env = seal(&key, TOKEN, APP_ID, [7; 16], &ts, "nonce", xml.as_bytes());
-        let body = format!(
-            "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>",
-            env.encrypt
-        );
-        let query = Query::from_pairs([
-            ("timestamp", ts.clone()),
-            ("nonce", "nonce".to_owned()),
-            ("encrypt_type", "aes".to_owned()),
-            ("msg_signature", env.msg_signature.clone()),
-        ]);
+        let (query, body) = sealed(&key, TOKEN, APP_ID, xml);
         group.throughput(Throughput::Bytes(xml.len() as u64));
         group.bench_with_input(
             BenchmarkId::from_parameter(format!("{name} ({} B)", xml.len())),
@@ -130,18 +136,7 @@ fn accounts(c: &mut Criterion) {
             )
         };
         let key = AesKey::from_encoding_aes_key(KEY).unwrap_or_else(|e| panic!("{e}"));
-        let ts = NOW.to_string();
-        let env = seal(&key, &token, &app_id, [7; 16], &ts, "nonce", xml.as_bytes());
-        let body = format!(
-            "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>",
-            env.encrypt
-        );
-        let query = Query::from_pairs([
-            ("timestamp", ts.clone()),
-            ("nonce", "nonce".to_owned()),
-            ("encrypt_type", "aes".to_owned()),
-            ("msg_signature", env.msg_signature.clone()),
-        ]);
+        let (query, body) = sealed(&key, &token, &app_id, &xml);
         group.bench_function(BenchmarkId::new("callback", format!("{n} accounts")), |b| {
             b.iter(|| {
                 let inbound = open_callback(&config, &account, &query, body.as_bytes(), NOW * 1000)

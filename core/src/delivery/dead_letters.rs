@@ -115,26 +115,34 @@ impl DeadLetter {
 
     /// The event's `type`, read from the body as forwarded ("" when it has none).
     pub fn event_type(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-            .unwrap_or_default()
+        self.shown_body().0
     }
 
     /// What the console shows of the event: a message's text (`data.content`), at most
     /// [`PREVIEW_CHARS`] characters; nothing for events without one (their fields, such as a
     /// platform's authorization code, are not shown), nor for an unreadable message.
     pub fn preview(&self) -> String {
-        if self.unreadable {
-            return String::new();
-        }
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
-            .as_ref()
-            .and_then(|e| e.pointer("/data/content"))
-            .and_then(|c| c.as_str())
-            .map(|c| c.chars().take(PREVIEW_CHARS).collect())
-            .unwrap_or_default()
+        self.shown_body().1
+    }
+
+    /// The event's type and preview, from one parse of the body.
+    fn shown_body(&self) -> (String, String) {
+        let event = serde_json::from_str::<serde_json::Value>(&self.body).ok();
+        let text = |pointer: &str| {
+            event
+                .as_ref()
+                .and_then(|e| e.pointer(pointer))
+                .and_then(|v| v.as_str())
+        };
+        let kind = text("/type").unwrap_or_default().to_owned();
+        let preview = if self.unreadable {
+            String::new()
+        } else {
+            text("/data/content")
+                .map(|c| c.chars().take(PREVIEW_CHARS).collect())
+                .unwrap_or_default()
+        };
+        (kind, preview)
     }
 
     /// The target as shown: without query or user info.
@@ -149,12 +157,13 @@ impl DeadLetter {
     /// What `GET /admin/dead-letters` shows: of the body only its type and a message's text, the
     /// target without query or user info, times in RFC 3339.
     pub fn summary(&self) -> serde_json::Value {
+        let (kind, preview) = self.shown_body();
         let mut summary = serde_json::json!({
             "id": self.id,
             "account": self.account,
-            "type": self.event_type(),
+            "type": kind,
             "target": self.shown_target(),
-            "preview": self.preview(),
+            "preview": preview,
             "attempts": self.attempts,
             "last_status": self.last_status,
             "last_error": self.last_error,

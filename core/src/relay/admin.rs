@@ -186,10 +186,10 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                 return Ok((out, Some(format!("{owner}/"))));
             }
             asked += 1;
+            let prefix = dead_letters::prefix(owner, query.id);
             if out.len() >= limit {
                 // The page is full: a cursor only if another object has one to show, so that
                 // the last page of a listing without a target filter is never an empty one.
-                let prefix = dead_letters::prefix(owner, query.id);
                 let probe =
                     self.store.list_page(&prefix, None, 1).await.map_err(|e| {
                         Error::Internal(format!("listing {owner}'s dead letters: {e}"))
@@ -200,7 +200,6 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                 at += 1;
                 continue;
             }
-            let prefix = dead_letters::prefix(owner, query.id);
             let (mut entries, next) =
                 dead_letters::page(&self.store, &prefix, inner.take(), limit - out.len())
                     .await

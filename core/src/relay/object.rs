@@ -169,19 +169,26 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
                 answer
             }
             Request::Store { record } => {
-                // A failed delivery is a dead letter the object did not hold (not one put back
-                // or written again).
-                let dead_letter = match &record {
-                    StoreOp::Put { key, .. } if key.starts_with(dead_letters::PREFIX) => {
-                        matches!(self.store.get(key).await, Ok(None))
+                // A failed delivery is a dead letter the object does not hold (not one put back
+                // or written again): written only if absent, which reads the object's own rows
+                // (a plain read would look the new key up in WECHAT_KV).
+                if let StoreOp::Put {
+                    key,
+                    value,
+                    ttl_secs,
+                } = &record
+                {
+                    if key.starts_with(dead_letters::PREFIX)
+                        && matches!(
+                            self.store.put_if(key, value, None, *ttl_secs).await,
+                            Ok(true)
+                        )
+                    {
+                        self.health.failure(now_ms);
+                        return Response::Done;
                     }
-                    _ => false,
-                };
-                let answer = self.record(record).await;
-                if dead_letter && answer == Response::Done {
-                    self.health.failure(now_ms);
                 }
-                answer
+                self.record(record).await
             }
             Request::Health { account } => {
                 Response::Health(Box::new(self.account_health(&account).await))
