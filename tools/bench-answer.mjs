@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // How long WeChat waits for its answer: p50/p99 of the callback answer time at concurrency 16,
 // through `wrangler dev --local` (workerd, local KV and queues): forwarded nowhere (the
-// baseline), in queue mode, direct mode, and queue mode with a REPLY_URL that answers at once.
+// baseline), in queue mode, direct mode, and queue mode with a REPLY_URL that answers at once;
+// and workerd's own CPU per request (utime + stime of the workerd process from /proc, over a
+// burst) for a new callback beside a bare `GET /healthz`, the runtime's floor, in the same run.
 // A benchmark, not a test: it prints numbers.
 //
 //   bash scripts/build.sh && node tools/bench-answer.mjs [--requests 1000] [--concurrency 16]
 import { spawn } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -68,6 +71,42 @@ async function waitUp() {
 
 let sent = 0;
 
+/// The workerd processes under `pid` (wrangler dev starts one).
+function workerdPids(pid) {
+  const children = new Map();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const parent = Number(fields[1]);
+      if (!children.has(parent)) children.set(parent, []);
+      children.get(parent).push({ pid: Number(entry), comm });
+    } catch {}
+  }
+  const found = [];
+  const walk = (p) => {
+    for (const c of children.get(p) ?? []) {
+      if (c.comm.startsWith("workerd")) found.push(c.pid);
+      walk(c.pid);
+    }
+  };
+  walk(pid);
+  return found;
+}
+
+/// CPU milliseconds the processes have used (utime + stime, in clock ticks of 10 ms).
+function cpuMs(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks * 10;
+}
+
 async function run(label, vars) {
   const relay = startRelay(vars);
   try {
@@ -91,6 +130,27 @@ async function run(label, vars) {
       return failures;
     };
     await fire(50, [], 16); // warm the isolate
+    if (label === "baseline (no targets)" || label === "queue") {
+      // CPU per request: a burst of bare /healthz, then of new callbacks, at concurrency 16.
+      const pids = workerdPids(relay.child.pid);
+      const count = Math.max(REQUESTS, 2000);
+      const health = async () => {
+        let next = 0;
+        const worker = async () => {
+          while (next++ < count) await (await fetch(`http://127.0.0.1:${RELAY_PORT}/healthz`)).arrayBuffer();
+        };
+        await Promise.all(Array.from({ length: 16 }, worker));
+      };
+      let before = cpuMs(pids);
+      await health();
+      const floor = (cpuMs(pids) - before) / count;
+      before = cpuMs(pids);
+      await fire(count, [], 16);
+      // Let queued deliveries finish: their CPU is the callback's too.
+      await new Promise((r) => setTimeout(r, 3000));
+      const callback = (cpuMs(pids) - before) / count;
+      console.log(`${label.padEnd(22)} workerd CPU per request: /healthz ${floor.toFixed(3)} ms, new callback ${callback.toFixed(3)} ms (${(callback / floor).toFixed(2)}x the floor; ${count} each, ${pids.length} workerd process)`);
+    }
     for (const concurrency of CONCURRENCIES) {
       const times = [];
       const count = concurrency === 1 ? Math.min(REQUESTS, 300) : REQUESTS;

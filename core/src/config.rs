@@ -626,7 +626,7 @@ mod tests {
             from: Some("o".into()),
             to: "g".into(),
             created_at: 0,
-            data: serde_json::Map::new(),
+            data: Default::default(),
             received_at: String::new(),
         };
         let none = load(&[]);

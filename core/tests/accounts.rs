@@ -137,9 +137,9 @@ fn wecom_official_sample_is_an_event_of_its_account_with_agent_id() {
     assert_eq!(e.account, "staff");
     assert_eq!(e.app_id.as_deref(), Some(WECOM_CORP));
     assert_eq!(e.kind, "text");
-    assert_eq!(e.data["content"], "hello");
-    assert_eq!(e.data["agent_id"], 218);
-    assert_eq!(e.data["msg_id"], "4561255354251345929");
+    assert_eq!(e.data.to_map()["content"], "hello");
+    assert_eq!(e.data.to_map()["agent_id"], 218);
+    assert_eq!(e.data.to_map()["msg_id"], "4561255354251345929");
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn the_mini_program_json_sample_through_its_account() {
         ("mini", Some(MP_APP))
     );
     assert_eq!(e.event.as_deref(), Some("debug_demo"));
-    assert_eq!(e.data["debug_str"], "hello world");
+    assert_eq!(e.data.to_map()["debug_str"], "hello world");
 }
 
 #[test]

@@ -221,7 +221,7 @@ fn mode_confusion_is_refused() {
     let e = open_callback(&safe, "default", &cq, swapped.as_bytes(), NOW * 1000)
         .unwrap()
         .event;
-    assert_eq!(e.data["content"], "transfer all");
+    assert_eq!(e.data.to_map()["content"], "transfer all");
     // msg_signature without encrypt_type, on a plain account: not a shape WeChat sends.
     let (mut pq, pbody) = callback("token", KEY, "wxdefault", &xml, Sent::Plain, NOW, "n");
     pq.msg_signature = Some(sha1_sorted(&["token", "1", "2", "3"]));

@@ -1,4 +1,6 @@
-//! Arbitrary bodies through the whole plaintext and safe-mode pipeline: any outcome but a panic.
+//! Arbitrary bodies through the whole plaintext and safe-mode pipeline: any outcome but a panic,
+//! and every event that comes out is valid JSON with an object for `data` (it is written
+//! straight from the element tree, not through serde_json's `Value`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,7 +23,12 @@ fuzz_target!(|body: &[u8]| {
         ("timestamp", "100".to_owned()),
         ("nonce", "n".to_owned()),
     ]);
-    let _ = open_callback(&config, "default", &plain, body, 100_000);
+    if let Ok(inbound) = open_callback(&config, "default", &plain, body, 100_000) {
+        let json: serde_json::Value = serde_json::from_slice(&inbound.event.to_json())
+            .unwrap_or_else(|e| panic!("the event is not JSON: {e}"));
+        assert!(json["data"].is_object(), "data is not an object");
+        assert_eq!(json["id"], inbound.event.id.as_str());
+    }
     // Safe mode: the body's Encrypt (if any) is signed, so decryption runs on it too.
     if let Ok(root) = wechat_relay_core::wire::xml::parse(body) {
         if let Some(enc) = root.child_text("Encrypt") {

@@ -35,7 +35,8 @@ impl ReleaseCheck {
         if !RELEASE_TEST_ACCOUNTS.contains(&authorizer) || event.kind != "text" {
             return None;
         }
-        let content = event.data.get("content")?.as_str()?;
+        let content = event.data.get("content")?;
+        let content = content.as_str()?;
         if content == RELEASE_TEXT {
             return Some(ReleaseCheck::Text);
         }

@@ -204,7 +204,6 @@ pub fn parse_target(target: &str, is_bound: &dyn Fn(&str) -> bool) -> Result<Des
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
 
     fn bound(name: &str) -> bool {
         name == "BACKEND"
@@ -220,7 +219,7 @@ mod tests {
             from: Some("o".into()),
             to: "gh".into(),
             created_at: 1,
-            data: Map::new(),
+            data: Default::default(),
             received_at: String::new(),
         }
     }

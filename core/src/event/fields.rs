@@ -1,5 +1,5 @@
 //! What normalization knows of WeChat's field names: a new field that WeChat documents as a
-//! number is one line here (plus a sample pair under `tests/samples`, and the schema entry in
+//! number is one line here (and its name in `names::KNOWN_NAMES`, which only saves the conversion) (plus a sample pair under `tests/samples`, and the schema entry in
 //! `schema/event.schema.json` when it is an envelope field).
 
 /// Element names that always denote list entries.
@@ -59,3 +59,33 @@ pub const FLOAT_FIELDS: &[&str] = &[
     "longitude",
     "precision",
 ];
+
+/// How a documented number field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberKind {
+    Integer,
+    Float,
+}
+
+/// Whether WeChat documents the field (snake_case name) as a number.
+pub fn number_kind(key: &str) -> Option<NumberKind> {
+    if INTEGER_FIELDS.contains(&key) {
+        Some(NumberKind::Integer)
+    } else if FLOAT_FIELDS.contains(&key) {
+        Some(NumberKind::Float)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_numbers() {
+        assert_eq!(number_kind("scale"), Some(NumberKind::Integer));
+        assert_eq!(number_kind("latitude"), Some(NumberKind::Float));
+        assert_eq!(number_kind("msg_id"), None);
+    }
+}

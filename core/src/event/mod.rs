@@ -11,25 +11,26 @@
 //!   included, stays a string, exactly as sent.
 
 mod fields;
+mod json;
+mod names;
 
-use serde::Serialize;
-use serde_json::{Map, Number, Value};
+pub use names::snake_case;
+
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::wire::xml::Element;
-use fields::{ALWAYS_ARRAY, FLOAT_FIELDS, INTEGER_FIELDS, LIST_ITEM_NAMES};
 
 /// The normalized event: the body of every forwarded POST.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// `evt_` + 32 hex of SHA-256 over the account (and a platform merchant's AppID) and the
     /// whole authenticated message; stable across WeChat's retries; equals `webhook-id`.
     pub id: String,
     pub account: String,
     pub app_id: Option<String>,
-    /// `MsgType`, lowercased.
-    #[serde(rename = "type")]
+    /// `MsgType`, lowercased (`type` in the JSON).
     pub kind: String,
     /// `Event`, lowercased, when `type` is `"event"`.
     pub event: Option<String>,
@@ -38,16 +39,87 @@ pub struct Event {
     pub to: String,
     /// `CreateTime`, Unix seconds.
     pub created_at: i64,
-    pub data: Map<String, Value>,
+    pub data: Data,
     /// RFC 3339.
     pub received_at: String,
 }
 
 impl Event {
-    /// Serializes to the bytes that are signed and forwarded.
+    /// Serializes to the bytes that are signed and forwarded: the fields in the order of
+    /// `schema/event.schema.json`, `data` spliced in as written at normalization.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serializing a struct of strings, integers and a `Value` map cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            // Strings, integers and options of them into a Vec: this cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        let mut out = Vec::with_capacity(self.data.as_bytes().len() + 320);
+        field(&mut out, "id", &self.id);
+        field(&mut out, "account", &self.account);
+        field(&mut out, "app_id", &self.app_id);
+        field(&mut out, "type", &self.kind);
+        field(&mut out, "event", &self.event);
+        field(&mut out, "from", &self.from);
+        field(&mut out, "to", &self.to);
+        field(&mut out, "created_at", &self.created_at);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(self.data.as_bytes());
+        field(&mut out, "received_at", &self.received_at);
+        out.push(b'}');
+        out
+    }
+}
+
+/// The event's `data`: a JSON object, written once from the element tree at normalization.
+/// Code that reads a field parses it ([`Data::get`]); forwarding splices the text as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data(Vec<u8>);
+
+impl Default for Data {
+    fn default() -> Self {
+        Data(b"{}".to_vec())
+    }
+}
+
+impl Data {
+    /// The JSON text of the object (UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The object, parsed.
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_slice(&self.0).unwrap_or_default()
+    }
+
+    /// One top-level field, parsed.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.to_map().remove(key)
+    }
+
+    /// The object of `map` (tests and hand-built events).
+    pub fn from_map(map: &Map<String, Value>) -> Data {
+        Data(serde_json::to_vec(map).unwrap_or_else(|_| b"{}".to_vec()))
+    }
+
+    /// `data` of the elements among `children` whose names are not in `skip`, with the text
+    /// and attributes of their parent.
+    fn of(root: &Element, skip: &[&str]) -> Data {
+        let mut out = Vec::with_capacity(root.text.len() + 64 * root.children.len() + 2);
+        json::write_object(
+            &mut out,
+            root.children
+                .iter()
+                .filter(|c| !skip.contains(&c.name.as_str())),
+            &root.text,
+            &root.attributes,
+        );
+        // Written from `&str` pieces and JSON punctuation only, so it is UTF-8; kept as bytes
+        // rather than checked again (16 KB of Chinese text costs microseconds to validate).
+        Data(out)
     }
 }
 
@@ -103,12 +175,7 @@ pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
     } else {
         &["ToUserName", "FromUserName", "CreateTime", "MsgType"]
     };
-    let rest: Vec<&Element> = root
-        .children
-        .iter()
-        .filter(|c| !envelope.contains(&c.name.as_str()))
-        .collect();
-    let data = object_of(&rest, &root.text, &root.attributes);
+    let data = Data::of(root, envelope);
 
     Ok(Event {
         id: ctx.event_id(),
@@ -142,12 +209,7 @@ pub fn normalize_component(root: &Element, ctx: &Context<'_>) -> Result<Event, E
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .map(str::to_owned);
-    let rest: Vec<&Element> = root
-        .children
-        .iter()
-        .filter(|c| !["AppId", "CreateTime", "InfoType"].contains(&c.name.as_str()))
-        .collect();
-    let data = object_of(&rest, &root.text, &root.attributes);
+    let data = Data::of(root, &["AppId", "CreateTime", "InfoType"]);
     Ok(Event {
         id: ctx.event_id(),
         account: ctx.account.to_owned(),
@@ -188,167 +250,9 @@ pub fn event_id(account: &str, merchant: Option<&str>, message: &[u8]) -> String
     format!("evt_{}", crate::wire::signature::hex(half))
 }
 
-fn object_of(
-    children: &[&Element],
-    text: &str,
-    attributes: &[(String, String)],
-) -> Map<String, Value> {
-    let mut map = Map::new();
-    let mut occurrences: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for child in children {
-        *occurrences.entry(child.name.as_str()).or_default() += 1;
-    }
-    for (name, value) in attributes {
-        map.insert(
-            format!("@{}", snake_case(name)),
-            Value::String(value.clone()),
-        );
-    }
-    for child in children {
-        let key = snake_case(&child.name);
-        let value = value_of(child, &key);
-        let as_list = LIST_ITEM_NAMES.contains(&child.name.as_str())
-            || ALWAYS_ARRAY.contains(&key.as_str())
-            || occurrences.get(child.name.as_str()).is_some_and(|&n| n > 1);
-        if as_list {
-            match map.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
-                Value::Array(items) => items.push(value),
-                // An attribute of the same snake_case name got there first: keep both.
-                other => *other = Value::Array(vec![other.take(), value]),
-            }
-        } else if let Some(existing) = map.get_mut(&key) {
-            // Two names with one snake_case form (MsgId and MsgID): keep both.
-            *existing = Value::Array(vec![existing.take(), value]);
-        } else {
-            map.insert(key, value);
-        }
-    }
-    // Mixed content: text beside child elements is kept rather than dropped.
-    if !text.trim().is_empty() {
-        map.insert("$text".to_owned(), Value::String(text.to_owned()));
-    }
-    map
-}
-
-fn value_of(element: &Element, key: &str) -> Value {
-    if element.children.is_empty() && element.attributes.is_empty() {
-        return scalar(key, &element.text);
-    }
-    let children: Vec<&Element> = element.children.iter().collect();
-    let all_items = !children.is_empty()
-        && element.attributes.is_empty()
-        && element.text.trim().is_empty()
-        && children
-            .iter()
-            .all(|c| LIST_ITEM_NAMES.contains(&c.name.as_str()));
-    if all_items {
-        return Value::Array(
-            children
-                .iter()
-                .map(|c| value_of(c, &snake_case(&c.name)))
-                .collect(),
-        );
-    }
-    Value::Object(object_of(&children, &element.text, &element.attributes))
-}
-
-fn scalar(key: &str, text: &str) -> Value {
-    let trimmed = text.trim();
-    if INTEGER_FIELDS.contains(&key) {
-        if let Ok(n) = trimmed.parse::<i64>() {
-            return Value::Number(n.into());
-        }
-    } else if FLOAT_FIELDS.contains(&key) {
-        if let Some(n) = trimmed.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
-    }
-    // Not a documented number, or not parseable as one: the text exactly as sent.
-    Value::String(text.to_owned())
-}
-
-/// `Location_X` -> `location_x`, `MsgID` -> `msg_id`, `HQMusicUrl` -> `hq_music_url`,
-/// `PicMd5Sum` -> `pic_md5_sum`, `MediaId16K` -> `media_id16k`, `publish_id` -> `publish_id`.
-pub fn snake_case(name: &str) -> String {
-    // WeChat's names are ASCII: no allocation beyond the result (a profile of the 2.4 KB
-    // message put 15% of the pipeline in this function when it collected chars first).
-    if name.is_ascii() {
-        let bytes = name.as_bytes();
-        let mut out = String::with_capacity(name.len() + 4);
-        for (i, &c) in bytes.iter().enumerate() {
-            if c.is_ascii_uppercase() {
-                let prev = i.checked_sub(1).and_then(|p| bytes.get(p)).copied();
-                let next = bytes.get(i + 1).copied();
-                if is_boundary(prev.map(char::from), next.map(char::from)) {
-                    out.push('_');
-                }
-                out.push(char::from(c.to_ascii_lowercase()));
-            } else {
-                out.push(char::from(c));
-            }
-        }
-        return out;
-    }
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() {
-            let prev = i.checked_sub(1).and_then(|p| chars.get(p)).copied();
-            let next = chars.get(i + 1).copied();
-            if is_boundary(prev, next) {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Whether a capital letter between `prev` and `next` starts a word.
-fn is_boundary(prev: Option<char>, next: Option<char>) -> bool {
-    match prev {
-        None | Some('_') => false,
-        Some(p) if p.is_ascii_lowercase() => true,
-        // After a digit or an acronym, a capital starts a word only if a lowercase letter
-        // follows: PicMd5Sum -> pic_md5_sum, MediaId16K -> media_id16k.
-        Some(p) if p.is_ascii_digit() || p.is_ascii_uppercase() => {
-            next.is_some_and(|n| n.is_ascii_lowercase())
-        }
-        Some(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snake_case_names() {
-        for (from, to) in [
-            ("Location_X", "location_x"),
-            ("MsgID", "msg_id"),
-            ("MsgId", "msg_id"),
-            ("HQMusicUrl", "hq_music_url"),
-            ("PicMd5Sum", "pic_md5_sum"),
-            ("publish_id", "publish_id"),
-            ("ScanCodeInfo", "scan_code_info"),
-            ("AgentID", "agent_id"),
-            ("bizmsgmenuid", "bizmsgmenuid"),
-            ("SubscribeMsgPopupEvent", "subscribe_msg_popup_event"),
-            ("URL", "url"),
-            ("OpenID", "open_id"),
-            ("Fee", "fee"),
-            ("MediaId16K", "media_id16k"),
-            ("Md5", "md5"),
-            // Not ASCII (no WeChat name is): the same rule over chars.
-            ("ÉtatID", "État_id"),
-            ("名字Name", "名字name"),
-        ] {
-            assert_eq!(snake_case(from), to, "{from}");
-        }
-    }
 
     #[test]
     fn event_id_is_stable_and_scoped() {
@@ -385,14 +289,15 @@ mod tests {
             (Some("wxmerchant"), Some("wxmerchant"), "wxcomponent")
         );
         assert_eq!(e.created_at, 1_413_192_760);
-        assert_eq!(e.data["authorization_code"], "queryauthcode@@@abc");
-        assert!(!e.data.contains_key("app_id") && !e.data.contains_key("info_type"));
+        let data = e.data.to_map();
+        assert_eq!(data["authorization_code"], "queryauthcode@@@abc");
+        assert!(!data.contains_key("app_id") && !data.contains_key("info_type"));
         let r = push(b"<xml><AppId>wxcomponent</AppId><CreateTime>1</CreateTime><InfoType>notify_third_fasteregister</InfoType><appid>wxnew</appid><status>0</status><auth_code>xxx</auth_code><msg>OK</msg><info><name>n</name></info></xml>").unwrap();
         assert_eq!(
             (r.app_id.as_deref(), r.event.as_deref()),
             (Some("wxnew"), Some("notify_third_fasteregister"))
         );
-        assert_eq!(r.data["info"]["name"], "n");
+        assert_eq!(r.data.to_map()["info"]["name"], "n");
         let o = push(b"<xml><AppId>wxcomponent</AppId><CreateTime>2</CreateTime><InfoType>wxa_nickname_audit</InfoType><ret>2</ret></xml>").unwrap();
         assert_eq!((o.app_id, o.from.as_deref()), (None, Some("wxcomponent")));
         assert_ne!(e.id, r.id);
@@ -401,16 +306,34 @@ mod tests {
 
     #[test]
     fn numbers_only_where_documented() {
-        assert_eq!(scalar("scale", "20"), Value::from(20));
+        let data =
+            |xml: &str| Data::of(&crate::wire::xml::parse(xml.as_bytes()).unwrap(), &[]).to_map();
+        let d = data("<xml><Scale>20</Scale><Location_X>23.134521</Location_X><MsgId>6054768590064713728</MsgId><Latitude>NaN</Latitude><Count>n/a</Count></xml>");
+        assert_eq!(d["scale"], Value::from(20));
+        assert_eq!(d["location_x"], serde_json::json!(23.134521));
+        assert_eq!(d["msg_id"], Value::from("6054768590064713728"));
+        assert_eq!(d["latitude"], Value::from("NaN"));
+        assert_eq!(d["count"], Value::from("n/a"));
+    }
+
+    #[test]
+    fn the_json_has_the_schema_order_and_data_spliced() {
+        let root = crate::wire::xml::parse(b"<xml><ToUserName>gh</ToUserName><CreateTime>3</CreateTime><MsgType>text</MsgType><Content>\"hi\"</Content></xml>").unwrap();
+        let ctx = Context {
+            account: "default",
+            app_id: None,
+            merchant: None,
+            message: b"m",
+            received_at_ms: 0,
+        };
+        let e = normalize(&root, &ctx).unwrap();
+        let json = String::from_utf8(e.to_json()).unwrap();
         assert_eq!(
-            scalar("location_x", "23.134521"),
-            serde_json::json!(23.134521)
+            json,
+            format!(
+                r#"{{"id":"{}","account":"default","app_id":null,"type":"text","event":null,"from":null,"to":"gh","created_at":3,"data":{{"content":"\"hi\""}},"received_at":"1970-01-01T00:00:00.000Z"}}"#,
+                e.id
+            )
         );
-        assert_eq!(
-            scalar("msg_id", "6054768590064713728"),
-            Value::from("6054768590064713728")
-        );
-        assert_eq!(scalar("scale", "n/a"), Value::from("n/a"));
-        assert_eq!(scalar("latitude", "NaN"), Value::from("NaN"));
     }
 }

@@ -170,7 +170,6 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
                 let agent = event
                     .data
                     .get("agent_id")
-                    .cloned()
                     .or_else(|| account.agent_id().map(serde_json::Value::from));
                 if let (serde_json::Value::Object(m), Some(agent)) = (&mut message, agent) {
                     m.insert("agentid".into(), agent);

@@ -63,7 +63,8 @@ impl std::fmt::Display for XmlError {
 
 /// Parses a whole document whose root element must be `<xml>`.
 pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
-    let text = std::str::from_utf8(body).map_err(|_| XmlError::NotUtf8)?;
+    // simdutf8: the same check as `std::str::from_utf8`, several times faster on CJK text.
+    let text = simdutf8::basic::from_utf8(body).map_err(|_| XmlError::NotUtf8)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(XmlError::Empty);
@@ -106,7 +107,18 @@ pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
                 }
             }
             XmlEvent::CData(c) => {
-                let raw = std::str::from_utf8(&c).map_err(|_| XmlError::NotUtf8)?;
+                // The section is a slice of `text`, which is valid UTF-8 already: take it from
+                // there (an O(1) boundary check) rather than validating 16 KB a second time.
+                let end = usize::try_from(reader.buffer_position())
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub("]]>".len());
+                let raw = match end
+                    .checked_sub(c.len())
+                    .and_then(|start| text.get(start..end))
+                {
+                    Some(raw) if raw.as_bytes() == &*c => raw,
+                    _ => std::str::from_utf8(&c).map_err(|_| XmlError::NotUtf8)?,
+                };
                 match stack.last_mut() {
                     Some(parent) => parent.text.push_str(raw),
                     None => return Err(XmlError::Structure("CDATA outside the root element")),
@@ -184,6 +196,18 @@ mod tests {
     fn cdata_sections_concatenate_and_whitespace_survives() {
         let doc = parse(b"<xml><Content><![CDATA[ a]]><![CDATA[b ]]></Content></xml>").unwrap();
         assert_eq!(doc.child_text("Content"), Some(" ab "));
+    }
+
+    #[test]
+    fn cdata_of_multibyte_text_is_kept_exactly() {
+        let doc = parse(
+            "<xml><A><![CDATA[微信]]></A><B>x<![CDATA[ 消息 ]]>y<![CDATA[]]></B></xml>".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(doc.child_text("A"), Some("微信"));
+        assert_eq!(doc.child_text("B"), Some("x 消息 y"));
+        let bom = parse("\u{feff}<xml><A><![CDATA[é]]></A></xml>".as_bytes()).unwrap();
+        assert_eq!(bom.child_text("A"), Some("é"));
     }
 
     #[test]
