@@ -113,18 +113,19 @@ export async function withRelay(options, fn) {
 export async function objectRecords(relay, name) {
   const ns = await relay.mf.getDurableObjectNamespace("COORDINATOR");
   const stub = ns.get(ns.idFromName(name));
+  // The wire is serde's externally tagged JSON: {"store":{"record":{"get":{"key":…}}}}.
   const ask = async (record) => {
-    const res = await stub.fetch("https://account-object.internal/", { method: "POST", body: JSON.stringify({ op: "store", record }) });
+    const res = await stub.fetch("https://account-object.internal/", { method: "POST", body: JSON.stringify({ store: { record } }) });
     const answer = await res.json();
-    if (answer.answer === "failed") throw new Error(answer.error);
+    if (answer.failed) throw new Error(answer.failed.error);
     return answer;
   };
   return {
     async get(key, type) {
-      const { value } = await ask({ do: "get", key });
+      const { value } = (await ask({ get: { key } })).value;
       return value == null ? null : type === "json" ? JSON.parse(value) : value;
     },
-    put: (key, value) => ask({ do: "put", key, value, ttl_secs: null }),
-    delete: (key) => ask({ do: "delete", key }),
+    put: (key, value) => ask({ put: { key, value, ttl_secs: null } }),
+    delete: (key) => ask({ delete: { key } }),
   };
 }

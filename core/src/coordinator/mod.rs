@@ -86,7 +86,7 @@ pub struct Nonce {
 
 /// What the Worker asks an account's object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Claims `event_id` for the attempt `attempt` (random, the Worker's).
     /// `settled` carries this isolate's outcomes not yet reported to this object (so that on a
@@ -130,7 +130,7 @@ pub enum Request {
 
 /// A [`crate::ports::Store`] operation, carried to the object that owns the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "do", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum StoreOp {
     Get {
         key: String,
@@ -192,7 +192,7 @@ impl Request {
 
 /// A claim's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "claim", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Claimed {
     New,
     InFlight,
@@ -239,7 +239,7 @@ pub struct AccountHealth {
 
 /// What an account's object answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "answer", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Response {
     Claimed(Claimed),
     /// Whether the outcome was taken (a settle from an attempt whose claim was taken over

@@ -749,10 +749,7 @@ mod tests {
             let text = super::super::encode_response(&response);
             assert_eq!(super::super::decode_response(text.as_bytes()), Ok(response));
         }
-        assert_eq!(
-            super::super::decode_request(b"{\"op\":\"drop_tables\"}"),
-            None
-        );
+        assert_eq!(super::super::decode_request(b"{\"drop_tables\":{}}"), None);
         assert!(super::super::decode_response(b"<html>").is_err());
     }
 }

@@ -196,6 +196,53 @@ fn event_of(seen: &Seen) -> serde_json::Value {
 
 // --- queue mode -------------------------------------------------------------------------------
 
+/// A platform cipher that always fails: which messages reach it shows in the outcome.
+#[derive(Debug, Clone, Copy, Default)]
+struct RefusingCipher;
+
+impl crate::ports::Cipher for RefusingCipher {
+    async fn cbc_decrypt(
+        &self,
+        _key: &AesKey,
+        _ciphertext: Vec<u8>,
+    ) -> Result<Vec<u8>, crate::wire::crypto::DecryptError> {
+        Err(crate::wire::crypto::DecryptError::Length)
+    }
+}
+
+#[test]
+fn short_messages_are_decrypted_by_the_core_long_ones_by_the_platform_cipher() {
+    let t = world(&[], true);
+    let relay = Relay {
+        clock: t.clock.clone(),
+        store: t.store.clone(),
+        coordinator: t.coordinator.clone(),
+        http: t.http.clone(),
+        queue: Some(t.queue.clone()),
+        cipher: RefusingCipher,
+        memory: Rc::default(),
+        config: t.relay.config.clone(),
+    };
+    let send = |content: &str, seq: u64| {
+        let xml = text_message("o_user", content, 9_000_000 + seq, NOW);
+        let (q, b) = callback(
+            TOKEN,
+            KEY,
+            APP_ID,
+            &xml,
+            Sent::Safe,
+            NOW,
+            &format!("n{seq}"),
+        );
+        t.clock.run(relay.receive("default", &q, &b, [3; 32]))
+    };
+    // "short" seals to 256 bytes of ciphertext: the core's AES, the port is not asked.
+    assert!(send("short", 1).is_ok());
+    // 1 KB of text seals to more than PORT_CIPHER_FROM_BYTES: the port's cipher, which fails.
+    let long = "x".repeat(crate::wire::crypto::PORT_CIPHER_FROM_BYTES);
+    assert!(matches!(send(&long, 2), Err(Error::Decryption)));
+}
+
 #[test]
 fn queue_mode_enqueues_before_answering_and_the_consumer_delivers_signed() {
     let t = world(&[], true);

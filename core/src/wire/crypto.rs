@@ -19,6 +19,11 @@ use crate::wire::signature::constant_time_eq;
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 
+/// Below this many bytes of ciphertext the core's software AES decrypts a callback, at and above
+/// it the platform's cipher (the `Cipher` port, WebCrypto in the Worker): a call out to
+/// WebCrypto costs more than the few blocks of a short message (README.md#performance-and-size).
+pub const PORT_CIPHER_FROM_BYTES: usize = 1024;
+
 /// WeChat pads to multiples of 32 bytes, not AES's 16.
 pub const PAD_BLOCK: usize = 32;
 const RANDOM_LEN: usize = 16;
