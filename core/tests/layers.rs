@@ -48,19 +48,44 @@ fn code_of(path: &Path) -> String {
     text.split("#[cfg(test)]").next().unwrap_or("").to_owned()
 }
 
-/// The identifiers that follow each occurrence of `prefix` in `code`.
-fn names_after<'a>(code: &'a str, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
-    code.match_indices(prefix).filter_map(move |(i, _)| {
+/// The names right after `prefix` (`crate::`, `super::`): `prefix` + `name`, or each top-level
+/// item of a group, `prefix` + `{a, b::c, self}` giving `a`, `b` and `self`.
+fn names_after(code: &str, prefix: &str) -> Vec<String> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut names = Vec::new();
+    for (i, _) in code.match_indices(prefix) {
         if i > 0 && code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
-            return None;
+            continue;
         }
         let rest = &code[i + prefix.len()..];
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        (!name.is_empty()).then_some(name)
-    })
+        let Some(group) = rest.strip_prefix('{') else {
+            let name: String = rest.chars().take_while(|&c| ident(c)).collect();
+            if !name.is_empty() {
+                names.push(name);
+            }
+            continue;
+        };
+        // The group's top-level items: the first name of each, up to its closing brace.
+        let (mut depth, mut at_item, mut name) = (0usize, true, String::new());
+        for c in group.chars() {
+            if depth == 0 && at_item && ident(c) {
+                name.push(c);
+                continue;
+            }
+            if !name.is_empty() {
+                names.push(std::mem::take(&mut name));
+                at_item = false;
+            }
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => at_item = true,
+                _ => {}
+            }
+        }
+    }
+    names
 }
 
 /// Every `.rs` file under `core/src`, as (path from `src`, absolute path).
@@ -102,7 +127,10 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         let code = code_of(&path);
         let names = graph.entry(module.clone()).or_default();
         for target in names_after(&code, "crate::") {
-            if target != module && target.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            if target != module
+                && target != "self"
+                && target.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
                 names.insert(target);
             }
         }
@@ -149,7 +177,10 @@ fn folder_imports() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
                 names.insert("mod".to_owned());
             }
         };
-        for target in names_after(&code, "super::").chain(names_after(&code, &prefix)) {
+        for target in names_after(&code, "super::")
+            .into_iter()
+            .chain(names_after(&code, &prefix))
+        {
             add(target);
         }
         if file == "mod" {
@@ -241,6 +272,19 @@ fn the_files_of_each_folder_have_no_cycle() {
     for (folder, graph) in folder_imports() {
         assert_acyclic(&graph, &format!("core/src/{folder}"));
     }
+}
+
+#[test]
+fn grouped_imports_are_edges_too() {
+    assert_eq!(
+        names_after(
+            "use super::{a, b::{c, d}, self};\nlet x = super::e::f;",
+            "super::"
+        ),
+        ["a", "b", "self", "e"]
+    );
+    assert_eq!(names_after("use crate::{wire};", "crate::"), ["wire"]);
+    assert!(names_after("my_super::x", "super::").is_empty());
 }
 
 #[test]

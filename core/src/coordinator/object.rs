@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Claimed, Nonce, Request, Response, Settlement, IN_FLIGHT_BOUND_MS, MARK_TTL_SECS};
+use super::protocol::{
+    Claimed, Nonce, Request, Response, Settlement, IN_FLIGHT_BOUND_MS, MARK_TTL_SECS,
+};
 
 /// How often, at most, expired buckets are deleted (in seconds).
 const PURGE_EVERY_SECS: u64 = 60;
@@ -739,17 +741,26 @@ mod tests {
     #[test]
     fn requests_and_responses_round_trip_through_json() {
         let request = nonce_claim("e1", "h", 5);
-        let text = super::super::encode(&request);
-        assert_eq!(super::super::decode_request(text.as_bytes()), Some(request));
+        let text = super::super::protocol::encode(&request);
+        assert_eq!(
+            super::super::protocol::decode_request(text.as_bytes()),
+            Some(request)
+        );
         for response in [
             claimed(Claimed::Done { reply: "r".into() }),
             Response::Settled { taken: true },
             Response::Failed { error: "x".into() },
         ] {
-            let text = super::super::encode_response(&response);
-            assert_eq!(super::super::decode_response(text.as_bytes()), Ok(response));
+            let text = super::super::protocol::encode_response(&response);
+            assert_eq!(
+                super::super::protocol::decode_response(text.as_bytes()),
+                Ok(response)
+            );
         }
-        assert_eq!(super::super::decode_request(b"{\"drop_tables\":{}}"), None);
-        assert!(super::super::decode_response(b"<html>").is_err());
+        assert_eq!(
+            super::super::protocol::decode_request(b"{\"drop_tables\":{}}"),
+            None
+        );
+        assert!(super::super::protocol::decode_response(b"<html>").is_err());
     }
 }

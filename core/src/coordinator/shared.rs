@@ -11,7 +11,7 @@
 
 use std::rc::Rc;
 
-use super::{
+use super::protocol::{
     ask_within, Coordinator, Request, Response, StoreOp, RELAY_OBJECT, REQUEST_TIMEOUT_MS,
 };
 use crate::ports::{Clock, Page, Store, StoreError};
