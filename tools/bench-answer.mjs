@@ -73,6 +73,15 @@ async function waitUp() {
 
 let sent = 0;
 
+/// Runs `task(0)` … `task(count - 1)` on `concurrency` workers at once.
+async function pool(count, concurrency, task) {
+  let next = 0;
+  const worker = async () => {
+    while (next < count) await task(next++);
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
 /// wrangler dev's workerd processes: the one serving RELAY_PORT and its inspector/proxy peers
 /// (every workerd started for this port's session).
 function workerdPids() {
@@ -103,62 +112,41 @@ async function run(label, vars) {
   try {
     await waitUp();
     const fire = async (count, times, concurrency, content = (i) => `bench ${i}`) => {
-      let next = 0;
       let failures = 0;
-      const worker = async () => {
-        while (next < count) {
-          const i = next++;
-          const xml = messageXml({ from: `o_bench_${++sent}`, fields: { MsgType: "text", Content: content(i) } });
-          const { query, body } = buildCallback({ ...creds, xml, mode: "safe" });
-          const started = performance.now();
-          const res = await fetch(`http://127.0.0.1:${RELAY_PORT}/wechat?${query}`, { method: "POST", body });
-          await res.arrayBuffer();
-          times.push(performance.now() - started);
-          if (res.status !== 200) failures += 1;
-        }
-      };
-      await Promise.all(Array.from({ length: concurrency }, worker));
+      await pool(count, concurrency, async (i) => {
+        const xml = messageXml({ from: `o_bench_${++sent}`, fields: { MsgType: "text", Content: content(i) } });
+        const { query, body } = buildCallback({ ...creds, xml, mode: "safe" });
+        const started = performance.now();
+        const res = await fetch(`http://127.0.0.1:${RELAY_PORT}/wechat?${query}`, { method: "POST", body });
+        await res.arrayBuffer();
+        times.push(performance.now() - started);
+        if (res.status !== 200) failures += 1;
+      });
       return failures;
     };
     await fire(50, [], 16); // warm the isolate
     if (label === "baseline (no targets)" || label === "queue") {
-      // CPU per request: a burst of bare /healthz, then of new callbacks, at concurrency 16.
+      // CPU per request over bursts at concurrency 16; `settle` lets queued deliveries finish,
+      // whose CPU is the callback's too.
       const pids = workerdPids();
       const count = Math.max(REQUESTS, 2000);
-      const health = async () => {
-        let next = 0;
-        const worker = async () => {
-          while (next++ < count) await (await fetch(`http://127.0.0.1:${RELAY_PORT}/healthz`)).arrayBuffer();
-        };
-        await Promise.all(Array.from({ length: 16 }, worker));
+      const cpuPer = async (n, burst, settle = 0) => {
+        const before = cpuMs(pids);
+        await burst(n);
+        await new Promise((r) => setTimeout(r, settle));
+        return (cpuMs(pids) - before) / n;
       };
-      let before = cpuMs(pids);
-      await health();
-      const floor = (cpuMs(pids) - before) / count;
+      const get = (url, init) => fetch(url, init).then((res) => res.arrayBuffer());
+      const floor = await cpuPer(count, (n) => pool(n, 16, () => get(`http://127.0.0.1:${RELAY_PORT}/healthz`)));
       // A callback refused at its signature: the Worker's own share (routing, settings,
       // verification) without the object's claim.
-      before = cpuMs(pids);
-      {
-        let next = 0;
-        const { query, body } = buildCallback({ ...creds, xml: messageXml({ fields: { MsgType: "text", Content: "forged" } }), mode: "safe" });
-        const forged = String(query).replace(/msg_signature=[0-9a-f]/, (m) => m.slice(0, -1) + (m.endsWith("0") ? "1" : "0"));
-        const worker = async () => {
-          while (next++ < count) await (await fetch(`http://127.0.0.1:${RELAY_PORT}/wechat?${forged}`, { method: "POST", body })).arrayBuffer();
-        };
-        await Promise.all(Array.from({ length: 16 }, worker));
-      }
-      const refused = (cpuMs(pids) - before) / count;
-      before = cpuMs(pids);
-      await fire(count, [], 16);
-      // Let queued deliveries finish: their CPU is the callback's too.
-      await new Promise((r) => setTimeout(r, 3000));
-      const callback = (cpuMs(pids) - before) / count;
+      const { query, body } = buildCallback({ ...creds, xml: messageXml({ fields: { MsgType: "text", Content: "forged" } }), mode: "safe" });
+      const forged = String(query).replace(/msg_signature=[0-9a-f]/, (m) => m.slice(0, -1) + (m.endsWith("0") ? "1" : "0"));
+      const refused = await cpuPer(count, (n) => pool(n, 16, () => get(`http://127.0.0.1:${RELAY_PORT}/wechat?${forged}`, { method: "POST", body })));
+      const callback = await cpuPer(count, (n) => fire(n, [], 16), 3000);
       // The same with 16 KB of Chinese text, where hashing and AES are a larger share.
       const chinese = "微信公众平台消息中转服务测试。".repeat(Math.floor((16 * 1024) / 45));
-      before = cpuMs(pids);
-      await fire(count / 2, [], 16, (i) => `${i} ${chinese}`);
-      await new Promise((r) => setTimeout(r, 3000));
-      const large = (cpuMs(pids) - before) / (count / 2);
+      const large = await cpuPer(count / 2, (n) => fire(n, [], 16, (i) => `${i} ${chinese}`), 3000);
       console.log(`${label.padEnd(22)} workerd CPU per request: /healthz ${floor.toFixed(3)} ms, refused callback ${refused.toFixed(3)} ms, new callback ${callback.toFixed(3)} ms (${(callback / floor).toFixed(2)}x the floor; ${count} each), new 16 KB callback ${large.toFixed(3)} ms`);
     }
     for (const concurrency of CONCURRENCIES) {

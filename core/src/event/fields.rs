@@ -5,6 +5,11 @@
 /// Element names that always denote list entries.
 pub const LIST_ITEM_NAMES: &[&str] = &["item", "Item", "List"];
 
+/// Whether an element of this name is a list entry.
+pub fn is_list_item(name: &str) -> bool {
+    LIST_ITEM_NAMES.contains(&name)
+}
+
 /// Element names (after snake_casing) that are always arrays, even when they occur once.
 pub const ALWAYS_ARRAY: &[&str] = &["fail_idx"];
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::Number;
 
-use super::fields::{number_kind, NumberKind, ALWAYS_ARRAY, LIST_ITEM_NAMES};
+use super::fields::{is_list_item, number_kind, NumberKind, ALWAYS_ARRAY};
 use super::names::{key_of, snake_case};
 use crate::wire::xml::Element;
 
@@ -87,9 +87,7 @@ pub(super) fn write_object<'e>(
 /// Whether a key holds an array even when it occurs once.
 fn is_list(member: &Member<'_>, key: &str) -> bool {
     match member {
-        Member::Child(child) => {
-            LIST_ITEM_NAMES.contains(&child.name.as_str()) || ALWAYS_ARRAY.contains(&key)
-        }
+        Member::Child(child) => is_list_item(&child.name) || ALWAYS_ARRAY.contains(&key),
         Member::Attribute(_) | Member::Text(_) => false,
     }
 }
@@ -108,10 +106,7 @@ fn write_value(out: &mut Vec<u8>, element: &Element, key: &str) {
     }
     let all_items = element.attributes.is_empty()
         && element.text.trim().is_empty()
-        && element
-            .children
-            .iter()
-            .all(|c| LIST_ITEM_NAMES.contains(&c.name.as_str()));
+        && element.children.iter().all(|c| is_list_item(&c.name));
     if all_items {
         out.push(b'[');
         for (i, item) in element.children.iter().enumerate() {

@@ -100,13 +100,8 @@ impl Data {
         self.to_map().remove(key)
     }
 
-    /// The object of `map` (tests and hand-built events).
-    pub fn from_map(map: &Map<String, Value>) -> Data {
-        Data(serde_json::to_vec(map).unwrap_or_else(|_| b"{}".to_vec()))
-    }
-
-    /// `data` of the elements among `children` whose names are not in `skip`, with the text
-    /// and attributes of their parent.
+    /// `data` of `root`: its children whose names are not in `skip`, with its text and
+    /// attributes.
     fn of(root: &Element, skip: &[&str]) -> Data {
         let mut out = Vec::with_capacity(root.text.len() + 64 * root.children.len() + 2);
         json::write_object(

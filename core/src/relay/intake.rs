@@ -5,7 +5,7 @@ use super::claims::Claim;
 use super::replies::ReplyResult;
 use super::*;
 use crate::coordinator::Nonce;
-use crate::ports::QueueError;
+use crate::ports::{QueueError, SoftwareCipher};
 use crate::wire::crypto;
 
 impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, X: CipherPort>
@@ -93,18 +93,14 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         &self,
         mut sealed: callback::Sealed,
     ) -> Result<callback::Opened, Error> {
-        let mut ciphertext = std::mem::take(&mut sealed.ciphertext);
-        if ciphertext.len() < crypto::PORT_CIPHER_FROM_BYTES {
-            // Small: the core's AES finishes before a call out to the platform's would return.
-            crypto::cbc_decrypt(&sealed.key, &mut ciphertext).map_err(|_| Error::Decryption)?;
-            return sealed.open(&ciphertext);
-        }
-        let plain = self
-            .cipher
-            .cbc_decrypt(&sealed.key, ciphertext)
-            .await
-            .map_err(|_| Error::Decryption)?;
-        sealed.open(&plain)
+        let ciphertext = std::mem::take(&mut sealed.ciphertext);
+        // Small: the core's AES finishes before a call out to the platform's would return.
+        let plain = if ciphertext.len() < crypto::PORT_CIPHER_FROM_BYTES {
+            SoftwareCipher.cbc_decrypt(&sealed.key, ciphertext).await
+        } else {
+            self.cipher.cbc_decrypt(&sealed.key, ciphertext).await
+        };
+        sealed.open(&plain.map_err(|_| Error::Decryption)?)
     }
 
     /// A callback of an always-encrypted kind, decrypted.
