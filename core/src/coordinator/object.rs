@@ -1,11 +1,14 @@
 //! An account's object: the claims and nonces of its callbacks, over [`Rows`].
 //!
-//! **Storage layout.** Done marks and nonces are kept in *buckets*: one row for the callbacks
-//! settled in one minute (a JSON map of event id → reply and nonce → body hash), rewritten as
-//! each callback settles and deleted whole once everything in it expired. A callback costs one
-//! row written, and the purge one row a minute however many callbacks it held: about one row
-//! written per callback for a busy account, where a row per mark would cost two (its insert and
-//! its delete). The live buckets (at most `MARK_TTL_SECS` / 60 + 1 minutes of them, longer only
+//! **Storage layout.** Done marks and nonces are kept in *buckets*: rows of the callbacks
+//! settled in one minute (a JSON map of event id → reply and nonce → body hash), each rewritten
+//! as a callback settles into it and deleted whole once everything in it expired. A bucket
+//! holds about `BUCKET_BYTES`, then the minute's next one starts, so a settle rewrites a few
+//! kilobytes however busy the minute is (one bucket a minute made every settle rewrite, and
+//! serialize, all the minute's marks before it: quadratic in the minute's traffic). A callback
+//! costs one row written, and the purge one row per bucket, about one per hundred callbacks:
+//! about one row written per callback for a busy account, where a row per mark would cost two
+//! (its insert and its delete). The live buckets (at most `MARK_TTL_SECS` / 60 + 1 minutes of them, longer only
 //! for a clock-skew window above five minutes) are read once per object life and then kept in
 //! memory.
 
@@ -19,11 +22,14 @@ use super::protocol::{
 
 /// How often, at most, expired buckets are deleted (in seconds).
 const PURGE_EVERY_SECS: u64 = 60;
-/// A bucket grows to about this many bytes before the minute's next one starts (a row holds at
-/// most 2 MB).
-const BUCKET_BYTES: usize = 256 * 1024;
-/// Buckets of one minute: keys `minute * PARTS ..= minute * PARTS + PARTS - 1`.
-const PARTS: u64 = 64;
+/// A bucket grows to about this many bytes before the minute's next one starts: what one
+/// settle serializes and writes (about a hundred marks).
+const BUCKET_BYTES: usize = 8 * 1024;
+/// Buckets of one minute: keys `minute * PARTS ..= minute * PARTS + PARTS - 1` (32 MB a minute,
+/// about 500,000 callbacks, before the last one grows past `BUCKET_BYTES`; a row holds at most
+/// 2 MB). Keys of relays before this (64 parts a minute) are far below these and read as
+/// they were: a bucket is found by its expiry, never by its key.
+const PARTS: u64 = 4096;
 
 /// One stored bucket: its key, when everything in it has expired (Unix seconds), and its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -689,6 +695,59 @@ mod tests {
             "600 callbacks, 10 buckets, their 10 deletes: {written} rows written"
         );
         assert!(rows.rows() <= 1, "expired buckets are deleted");
+    }
+
+    #[test]
+    fn a_settle_in_a_busy_minute_rewrites_one_small_bucket_not_the_minute() {
+        let rows = MemoryRows::default();
+        let mut object = AccountObject::new(rows.clone());
+        // 3,000 callbacks in one minute, each with a plaintext nonce.
+        let start = 1_700_000_040_000; // a minute boundary
+        for i in 0..3000u64 {
+            let now = start + i * 10;
+            let id = format!("evt_{i:032x}");
+            let nonce = Nonce {
+                timestamp: (now / 1000).to_string(),
+                nonce: format!("n{i}"),
+                body_sha1: "f".repeat(40),
+                expires_at: now / 1000 + 600,
+            };
+            object.handle(
+                Request::Claim {
+                    event_id: id.clone(),
+                    attempt: "a".into(),
+                    nonce: Some(nonce.clone()),
+                    settled: vec![],
+                },
+                now,
+            );
+            object.handle(
+                Request::Settle {
+                    event_id: id,
+                    attempt: "a".into(),
+                    reply: Some(String::new()),
+                    nonce: Some(nonce),
+                },
+                now,
+            );
+        }
+        let largest = rows.largest.get();
+        assert!(
+            largest <= BUCKET_BYTES + 256,
+            "the largest row written is {largest} bytes"
+        );
+        assert_eq!(rows.written.get(), 3000, "one row written per settle");
+        assert!(rows.rows() > 10, "the minute is split: {} rows", rows.rows());
+        // Every mark and nonce is found again by the next object.
+        drop(object);
+        let mut object = AccountObject::new(rows.clone());
+        for i in [0u64, 1499, 2999] {
+            assert!(matches!(
+                object.handle(claim(&format!("evt_{i:032x}"), "b"), start + 30_000),
+                Response::Claimed(Claimed::Done { .. })
+            ));
+        }
+        assert_eq!((rows.marks(), rows.nonces()), (3000, 3000));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct MemoryRows {
     pub fail: Rc<Cell<bool>>,
     /// Rows written (inserted, replaced or deleted), as Cloudflare counts them.
     pub written: Rc<Cell<u64>>,
+    /// The largest row written so far (its content's bytes).
+    pub largest: Rc<Cell<usize>>,
 }
 
 impl MemoryRows {
@@ -86,6 +88,8 @@ impl Rows for MemoryRows {
     fn put_bucket(&self, bucket: &StoredBucket) -> Result<(), RowsError> {
         self.check()?;
         self.wrote(1);
+        self.largest
+            .set(self.largest.get().max(bucket.content.len()));
         self.buckets.borrow_mut().insert(bucket.key, bucket.clone());
         Ok(())
     }
