@@ -1,12 +1,16 @@
 //! The whole inbound pipeline per callback: verify msg_signature, decrypt, parse, normalize,
-//! serialize and sign the webhook. `cargo bench -p wechat-relay-core`.
+//! serialize and sign the webhook; each of those stages alone (group `stages`); and a callback
+//! in a 1-account and a 50-account deployment (group `accounts`).
+//! `cargo bench -p wechat-relay-core [-- <group>]`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use wechat_relay_core::callback::reply::seal;
 use wechat_relay_core::callback::{open_callback, Query};
 use wechat_relay_core::config::Config;
 use wechat_relay_core::delivery::webhook::WebhookSecret;
-use wechat_relay_core::wire::crypto::AesKey;
+use wechat_relay_core::event::{self, Context};
+use wechat_relay_core::wire::crypto::{self, AesKey};
+use wechat_relay_core::wire::{signature, xml};
 
 const TOKEN: &str = "benchtoken";
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -42,6 +46,23 @@ fn sealed(key: &AesKey, token: &str, app_id: &str, xml: &str) -> (Query, String)
     (query, body)
 }
 
+/// The three messages of the performance issue's table: a small text, a 2.6 KB mass-send
+/// result, 16 KB of Chinese text.
+fn inputs() -> [(&'static str, String); 3] {
+    let chinese = "微信公众平台消息中转服务测试。".repeat(16 * 1024 / 45);
+    [
+        ("text_small", text("hello")),
+        ("masssendjobfinish_2k", mass_send_2k()),
+        ("text_chinese_16k", text(&chinese)),
+    ]
+}
+
+fn webhook_secret() -> WebhookSecret {
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn bench(c: &mut Criterion) {
     let config = Config::load(|k| match k {
         "WECHAT_TOKEN" => Some(TOKEN.into()),
@@ -50,15 +71,8 @@ fn bench(c: &mut Criterion) {
         _ => None,
     });
     let key = AesKey::from_encoding_aes_key(KEY).unwrap_or_else(|e| panic!("{e}"));
-    let secret: WebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let chinese = "微信公众平台消息中转服务测试。".repeat(16 * 1024 / 45);
-    let inputs = [
-        ("text_small", text("hello")),
-        ("masssendjobfinish_2k", mass_send_2k()),
-        ("text_chinese_16k", text(&chinese)),
-    ];
+    let secret = webhook_secret();
+    let inputs = inputs();
     // `pipeline_safe_mode`: verify, decrypt, parse, normalize and serialize, the steps the
     // issue's peers were measured on; `signed_forward`: the same plus the webhook signature.
     for (group_name, sign) in [("pipeline_safe_mode", false), ("signed_forward", true)] {
@@ -82,6 +96,48 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+/// Each stage of the pipeline alone, on the same three messages: where a callback's time goes.
+fn stages(c: &mut Criterion) {
+    let key = AesKey::from_encoding_aes_key(KEY).unwrap_or_else(|e| panic!("{e}"));
+    let secret = webhook_secret();
+    let mut group = c.benchmark_group("stages");
+    for (name, xml) in &inputs() {
+        let ts = NOW.to_string();
+        let env = seal(&key, TOKEN, APP_ID, [7; 16], &ts, "nonce", xml.as_bytes());
+        let ctx = Context {
+            account: "default",
+            app_id: Some(APP_ID),
+            merchant: None,
+            message: xml.as_bytes(),
+            received_at_ms: NOW * 1000,
+        };
+        let root = xml::parse(xml.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let normalized = event::normalize(&root, &ctx).unwrap_or_else(|e| panic!("{e}"));
+        let json = normalized.to_json();
+        let size = format!("{name} ({} B)", xml.len());
+        group.throughput(Throughput::Bytes(xml.len() as u64));
+        group.bench_function(BenchmarkId::new("1_verify_msg_signature", &size), |b| {
+            b.iter(|| signature::verify(&env.msg_signature, &[TOKEN, &ts, "nonce", &env.encrypt]))
+        });
+        group.bench_function(BenchmarkId::new("2_decrypt", &size), |b| {
+            b.iter(|| crypto::decrypt(&key, &env.encrypt, APP_ID))
+        });
+        group.bench_function(BenchmarkId::new("3_parse_xml", &size), |b| {
+            b.iter(|| xml::parse(xml.as_bytes()))
+        });
+        group.bench_function(BenchmarkId::new("4_normalize_with_id", &size), |b| {
+            b.iter(|| event::normalize(&root, &ctx))
+        });
+        group.bench_function(BenchmarkId::new("5_event_json", &size), |b| {
+            b.iter(|| normalized.to_json())
+        });
+        group.bench_function(BenchmarkId::new("6_webhook_signature", &size), |b| {
+            b.iter(|| secret.sign(&normalized.id, NOW, &json))
+        });
+    }
+    group.finish();
 }
 
 /// The settings of a deployment with `n` accounts: `default` and `shop1`…`shop<n-1>`, each with
@@ -156,5 +212,5 @@ fn accounts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, accounts);
+criterion_group!(benches, bench, stages, accounts);
 criterion_main!(benches);

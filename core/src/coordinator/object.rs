@@ -737,7 +737,11 @@ mod tests {
             "the largest row written is {largest} bytes"
         );
         assert_eq!(rows.written.get(), 3000, "one row written per settle");
-        assert!(rows.rows() > 10, "the minute is split: {} rows", rows.rows());
+        assert!(
+            rows.rows() > 10,
+            "the minute is split: {} rows",
+            rows.rows()
+        );
         // Every mark and nonce is found again by the next object.
         drop(object);
         let mut object = AccountObject::new(rows.clone());
