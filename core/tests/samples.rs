@@ -88,9 +88,9 @@ fn every_catalogued_type_has_a_sample() {
 /// Every leaf text of the XML appears somewhere in the event.
 #[test]
 fn nothing_is_lost() {
-    fn leaves(e: &xml::Element, out: &mut Vec<String>) {
+    fn leaves(e: &xml::Element<'_>, out: &mut Vec<String>) {
         if e.children.is_empty() {
-            out.push(e.text.clone());
+            out.push(e.text.to_string());
         }
         for c in &e.children {
             leaves(c, out);

@@ -23,7 +23,7 @@ fn is_json(body: &[u8]) -> bool {
 
 /// Parses a callback body in either of WeChat's formats: XML (the default) or JSON (selectable in
 /// newer push settings), told apart by the first non-blank character.
-pub fn parse_body(body: &[u8]) -> Result<xml::Element, xml::XmlError> {
+pub fn parse_body(body: &[u8]) -> Result<xml::Element<'_>, xml::XmlError> {
     if is_json(body) {
         crate::wire::json_body::parse(body)
     } else {
@@ -197,73 +197,89 @@ impl Sealed {
     /// Finishes with the raw CBC decryption of [`Sealed::ciphertext`] (padding still on):
     /// strips WeChat's padding, checks the receive id, parses and normalizes.
     pub fn finish(self, decrypted: &[u8]) -> Result<Inbound, Error> {
-        self.open(decrypted)?.normalize(None)
+        self.open(decrypted)?.parse()?.normalize(None)
     }
 
-    /// Strips WeChat's padding, checks the receive id (and a WeCom message's AgentID) and
-    /// parses the message, leaving the normalization to the caller.
+    /// Strips WeChat's padding and checks the receive id, leaving the parse (and a WeCom
+    /// message's AgentID check) to [`Opened::parse`].
     pub fn open(self, decrypted: &[u8]) -> Result<Opened, Error> {
         let opened =
             crypto::open_plaintext_for(decrypted, &self.app_id).map_err(|_| Error::Decryption)?;
-        let root = parse_body(&opened.message)?;
-        if let (Some(expected), Some(agent)) = (&self.agent_id, root.child_text("AgentID")) {
-            if !agent.trim().is_empty() && agent.trim() != expected {
-                return Err(Error::WrongRecipient);
-            }
-        }
         Ok(Opened {
-            root,
             json: is_json(&opened.message),
             message: opened.message,
             receive_id: opened.receive_id,
             account: self.account,
+            agent_id: self.agent_id,
             now_ms: self.now_ms,
         })
     }
 }
 
-/// A decrypted and authenticated message, parsed but not yet normalized.
+/// A decrypted and authenticated message, not yet parsed.
 pub struct Opened {
-    pub root: xml::Element,
     /// Whether it was in WeChat's JSON format.
     pub json: bool,
-    /// The decrypted message, which the event id is computed over.
+    /// The decrypted message, which the event id is computed over and the tree borrows from.
     message: Vec<u8>,
     /// The id that trailed it (AppID, corp id, component AppID).
     pub receive_id: String,
     account: String,
+    /// The WeCom app the message must be for, when configured.
+    agent_id: Option<String>,
     now_ms: u64,
 }
 
 impl Opened {
+    /// The message parsed (once: the tree borrows the message, and both the event and any
+    /// other reader use it), refused when it is for another WeCom app.
+    pub fn parse(&self) -> Result<Parsed<'_>, Error> {
+        let root = parse_body(&self.message)?;
+        if let (Some(expected), Some(agent)) = (&self.agent_id, root.child_text("AgentID")) {
+            if !agent.trim().is_empty() && agent.trim() != expected {
+                return Err(Error::WrongRecipient);
+            }
+        }
+        Ok(Parsed { root, opened: self })
+    }
+}
+
+/// A decrypted message's tree, borrowed from it.
+pub struct Parsed<'a> {
+    pub root: xml::Element<'a>,
+    opened: &'a Opened,
+}
+
+impl Parsed<'_> {
+    fn context<'c>(
+        &'c self,
+        app_id: Option<&'c str>,
+        merchant: Option<&'c str>,
+    ) -> event::Context<'c> {
+        event::Context {
+            account: &self.opened.account,
+            app_id,
+            merchant,
+            message: &self.opened.message,
+            received_at_ms: self.opened.now_ms,
+        }
+    }
+
     /// The event, with `app_id` the receive id unless a platform's merchant (authorizer) is
     /// given.
-    pub fn normalize(self, merchant: Option<&str>) -> Result<Inbound, Error> {
-        let ctx = event::Context {
-            account: &self.account,
-            app_id: Some(merchant.unwrap_or(&self.receive_id)),
-            merchant,
-            message: &self.message,
-            received_at_ms: self.now_ms,
-        };
+    pub fn normalize(&self, merchant: Option<&str>) -> Result<Inbound, Error> {
+        let ctx = self.context(Some(merchant.unwrap_or(&self.opened.receive_id)), merchant);
         let event = event::normalize(&self.root, &ctx)?;
         Ok(Inbound {
             event,
             mode: Mode::Encrypted,
-            json: self.json,
+            json: self.opened.json,
         })
     }
 
     /// A third-party platform's authorization push as an event.
     pub fn normalize_component(&self) -> Result<Event, Error> {
-        let ctx = event::Context {
-            account: &self.account,
-            app_id: None,
-            merchant: None,
-            message: &self.message,
-            received_at_ms: self.now_ms,
-        };
-        event::normalize_component(&self.root, &ctx)
+        event::normalize_component(&self.root, &self.context(None, None))
     }
 }
 

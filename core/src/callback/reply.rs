@@ -434,7 +434,8 @@ mod tests {
         let r = Reply::Text {
             content: "a]]>b <c> 你好".into(),
         };
-        let parsed = xml::parse(r.to_xml("o_user", "gh_1", 7).as_bytes()).unwrap();
+        let xml = r.to_xml("o_user", "gh_1", 7);
+        let parsed = xml::parse(xml.as_bytes()).unwrap();
         assert_eq!(parsed.child_text("Content"), Some("a]]>b <c> 你好"));
         assert_eq!(parsed.child_text("ToUserName"), Some("o_user"));
         assert_eq!(parsed.child_text("MsgType"), Some("text"));
@@ -451,7 +452,8 @@ mod tests {
         let r = Reply::News {
             articles: vec![a.clone(), a],
         };
-        let parsed = xml::parse(r.to_xml("o", "gh", 1).as_bytes()).unwrap();
+        let xml = r.to_xml("o", "gh", 1);
+        let parsed = xml::parse(xml.as_bytes()).unwrap();
         assert_eq!(parsed.child_text("ArticleCount"), Some("2"));
         assert_eq!(parsed.child("Articles").unwrap().children.len(), 2);
     }
@@ -460,7 +462,8 @@ mod tests {
     fn sealed_envelope_opens_with_the_same_key() {
         let key = AesKey::from_bytes([9; 32]);
         let env = seal(&key, "tok", "wxid", [1; 16], "100", "n", b"<xml/>");
-        let parsed = xml::parse(env.to_xml().as_bytes()).unwrap();
+        let xml = env.to_xml();
+        let parsed = xml::parse(xml.as_bytes()).unwrap();
         let encrypt = parsed.child_text("Encrypt").unwrap();
         assert!(signature::verify(
             parsed.child_text("MsgSignature").unwrap(),

@@ -18,7 +18,7 @@ const LINEAR_GROUPING_UP_TO: usize = 24;
 /// What one key of an object holds.
 enum Member<'e> {
     Attribute(&'e str),
-    Child(&'e Element),
+    Child(&'e Element<'e>),
     /// Text beside child elements (mixed content), kept under `$text`.
     Text(&'e str),
 }
@@ -30,9 +30,9 @@ enum Member<'e> {
 /// - otherwise as the element's value.
 pub(super) fn write_object<'e>(
     out: &mut Vec<u8>,
-    children: impl Iterator<Item = &'e Element>,
+    children: impl Iterator<Item = &'e Element<'e>>,
     text: &'e str,
-    attributes: &'e [(String, String)],
+    attributes: &'e [(Cow<'e, str>, Cow<'e, str>)],
 ) {
     let mut keys: Vec<Cow<'e, str>> = Vec::new();
     let mut members: Vec<Member<'e>> = Vec::new();
@@ -100,7 +100,7 @@ fn write_member(out: &mut Vec<u8>, member: &Member<'_>, key: &str) {
 }
 
 /// An element's value: a scalar, an array of list items, or an object.
-fn write_value(out: &mut Vec<u8>, element: &Element, key: &str) {
+fn write_value(out: &mut Vec<u8>, element: &Element<'_>, key: &str) {
     if element.children.is_empty() && element.attributes.is_empty() {
         return write_scalar(out, key, &element.text);
     }

@@ -102,13 +102,11 @@ impl Data {
 
     /// `data` of `root`: its children whose names are not in `skip`, with its text and
     /// attributes.
-    fn of(root: &Element, skip: &[&str]) -> Data {
+    fn of(root: &Element<'_>, skip: &[&str]) -> Data {
         let mut out = Vec::with_capacity(root.text.len() + 64 * root.children.len() + 2);
         json::write_object(
             &mut out,
-            root.children
-                .iter()
-                .filter(|c| !skip.contains(&c.name.as_str())),
+            root.children.iter().filter(|c| !skip.contains(&&*c.name)),
             &root.text,
             &root.attributes,
         );
@@ -139,7 +137,7 @@ impl Context<'_> {
 }
 
 /// Turns a parsed `<xml>` message into the normalized event.
-pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
+pub fn normalize(root: &Element<'_>, ctx: &Context<'_>) -> Result<Event, Error> {
     let required = |name: &'static str| root.child_text(name).ok_or(Error::MissingElement(name));
     let to = required("ToUserName")?.trim().to_owned();
     // Some pushes come from no user (WeCom's 微信客服 `kf_msg_or_event`).
@@ -190,7 +188,7 @@ pub fn normalize(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
 /// ...</xml>`) into the event: `type` "component", `event` the InfoType lowercased, `app_id` the
 /// authorizer's AppID (`AuthorizerAppid`, or `appid` in registration events) or null, `from` that
 /// AppID or else the component's, `to` the component's, `data` every other element.
-pub fn normalize_component(root: &Element, ctx: &Context<'_>) -> Result<Event, Error> {
+pub fn normalize_component(root: &Element<'_>, ctx: &Context<'_>) -> Result<Event, Error> {
     let required = |name: &'static str| root.child_text(name).ok_or(Error::MissingElement(name));
     let component = required("AppId")?.trim().to_owned();
     let info_type = required("InfoType")?.trim().to_lowercase();

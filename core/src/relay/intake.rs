@@ -34,7 +34,9 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
             self.clock.now_ms(),
         )? {
             callback::Begun::Opened(inbound) => inbound,
-            callback::Begun::Sealed(sealed) => self.decrypt(sealed).await?.normalize(None)?,
+            callback::Begun::Sealed(sealed) => {
+                self.decrypt(sealed).await?.parse()?.normalize(None)?
+            }
         };
         let nonce = match inbound.mode {
             Mode::Plaintext => Some(self.nonce_of(query, body)?),
@@ -78,10 +80,8 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         if !account.kind().is_platform() || !component::is_app_id(authorizer) {
             return Err(Error::NotFound);
         }
-        let inbound = self
-            .open_sealed(account_name, query, body)
-            .await?
-            .normalize(Some(authorizer))?;
+        let opened = self.open_sealed(account_name, query, body).await?;
+        let inbound = opened.parse()?.normalize(Some(authorizer))?;
         if let Some(check) = ReleaseCheck::of(authorizer, &inbound.event) {
             return self.release_check(account, inbound, check, random);
         }

@@ -18,10 +18,11 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         random: [u8; 32],
     ) -> Result<Answer, Error> {
         let opened = self.open_sealed(account.name(), query, body).await?;
-        let event = opened.normalize_component()?;
+        let parsed = opened.parse()?;
+        let event = parsed.normalize_component()?;
         let info = event.event.clone().unwrap_or_default();
         if info == "component_verify_ticket" {
-            let ticket = opened
+            let ticket = parsed
                 .root
                 .child_text("ComponentVerifyTicket")
                 .map(str::trim)
@@ -63,7 +64,7 @@ impl<C: ClockPort, S: StorePort, K: CoordinatorPort, H: HttpPort, Q: QueuePort, 
         let mut background: Vec<Background> = vec![self.settle_after(held, String::new())];
         background.extend(self.deliver_after(account.name(), &event, event_body, now_targets));
         if matches!(info.as_str(), "authorized" | "updateauthorized") {
-            if let Some(code) = opened
+            if let Some(code) = parsed
                 .root
                 .child_text("AuthorizationCode")
                 .map(str::trim)

@@ -709,7 +709,7 @@ fn answer_replies(t: &T, answer: serde_json::Value) {
 }
 
 /// Opens a safe-mode reply envelope like WeChat.
-fn open_envelope(body: &str) -> crate::wire::xml::Element {
+fn open_envelope(body: &str) -> crate::wire::xml::Element<'static> {
     testing::open_reply(body, TOKEN, KEY, APP_ID)
 }
 

@@ -87,7 +87,7 @@ pub fn open_reply(
     token: &str,
     encoding_aes_key: &str,
     receive_id: &str,
-) -> crate::wire::xml::Element {
+) -> crate::wire::xml::Element<'static> {
     let env = crate::wire::xml::parse(body.as_bytes()).unwrap();
     let encrypt = env.child_text("Encrypt").unwrap();
     assert!(crate::wire::signature::verify(
@@ -101,5 +101,7 @@ pub fn open_reply(
     ));
     let key = crate::wire::crypto::AesKey::from_encoding_aes_key(encoding_aes_key).unwrap();
     let opened = crate::wire::crypto::decrypt(&key, encrypt, receive_id).unwrap();
-    crate::wire::xml::parse(&opened.message).unwrap()
+    crate::wire::xml::parse(&opened.message)
+        .unwrap()
+        .into_owned()
 }

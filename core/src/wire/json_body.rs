@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::wire::xml::{Element, XmlError, MAX_DEPTH, MAX_ELEMENTS};
 
 /// Parses a JSON object body into an `<xml>` element tree.
-pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
+pub fn parse(body: &[u8]) -> Result<Element<'static>, XmlError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         let message: String = e.to_string().chars().take(120).collect();
         XmlError::Syntax(format!("JSON: {message}"))
@@ -19,10 +19,7 @@ pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
         return Err(XmlError::Structure("JSON body must be an object"));
     };
     let mut count = 0;
-    let mut root = Element {
-        name: "xml".to_owned(),
-        ..Element::default()
-    };
+    let mut root = Element::named("xml");
     for (key, v) in &map {
         push(&mut root, key, v, 1, &mut count)?;
     }
@@ -30,7 +27,7 @@ pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
 }
 
 fn push(
-    parent: &mut Element,
+    parent: &mut Element<'static>,
     name: &str,
     value: &Value,
     depth: usize,
@@ -49,19 +46,16 @@ fn push(
     if *count > MAX_ELEMENTS {
         return Err(XmlError::TooManyElements);
     }
-    let mut element = Element {
-        name: name.to_owned(),
-        ..Element::default()
-    };
+    let mut element = Element::named(name.to_owned());
     match value {
         Value::Object(map) => {
             for (key, v) in map {
                 push(&mut element, key, v, depth + 1, count)?;
             }
         }
-        Value::String(s) => element.text = s.clone(),
-        Value::Number(n) => element.text = n.to_string(),
-        Value::Bool(b) => element.text = b.to_string(),
+        Value::String(s) => element.text = s.clone().into(),
+        Value::Number(n) => element.text = n.to_string().into(),
+        Value::Bool(b) => element.text = b.to_string().into(),
         Value::Null | Value::Array(_) => {}
     }
     parent.children.push(element);

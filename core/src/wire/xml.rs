@@ -5,6 +5,12 @@
 //! unbounded work: DOCTYPE (and so entity declarations), nesting deeper than [`MAX_DEPTH`], more
 //! than [`MAX_ELEMENTS`] elements. Text is kept exactly: several CDATA sections in one element
 //! are concatenated, leading and trailing white space survives.
+//!
+//! The tree borrows from the document: a name, an attribute or a text with no entity and in
+//! one piece is a slice of the input, taken without checking its UTF-8 again (the whole input
+//! was checked once); only unescaped or concatenated text is allocated.
+
+use std::borrow::Cow;
 
 use quick_xml::events::Event as XmlEvent;
 use quick_xml::Reader;
@@ -13,23 +19,54 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_ELEMENTS: usize = 20_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Element {
-    pub name: String,
-    pub attributes: Vec<(String, String)>,
-    pub children: Vec<Element>,
+pub struct Element<'a> {
+    pub name: Cow<'a, str>,
+    pub attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub children: Vec<Element<'a>>,
     /// All text and CDATA directly inside this element, concatenated in document order.
-    pub text: String,
+    pub text: Cow<'a, str>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
+    /// An element named `name` with nothing in it.
+    pub fn named(name: impl Into<Cow<'a, str>>) -> Self {
+        Element {
+            name: name.into(),
+            ..Element::default()
+        }
+    }
+
+    /// The same tree, owning its names and text (to keep it past its document).
+    pub fn into_owned(self) -> Element<'static> {
+        Element {
+            name: Cow::Owned(self.name.into_owned()),
+            attributes: self
+                .attributes
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+            children: self.children.into_iter().map(Element::into_owned).collect(),
+            text: Cow::Owned(self.text.into_owned()),
+        }
+    }
+
     /// The first direct child with this name.
-    pub fn child(&self, name: &str) -> Option<&Element> {
+    pub fn child(&self, name: &str) -> Option<&Element<'a>> {
         self.children.iter().find(|c| c.name == name)
     }
 
     /// The text of the first direct child with this name.
     pub fn child_text(&self, name: &str) -> Option<&str> {
-        self.child(name).map(|c| c.text.as_str())
+        self.child(name).map(|c| &*c.text)
+    }
+
+    /// Appends a piece of text (borrowed as it is when it is the first).
+    fn push_text(&mut self, piece: Cow<'a, str>) {
+        if self.text.is_empty() {
+            self.text = piece;
+        } else {
+            self.text.to_mut().push_str(&piece);
+        }
     }
 }
 
@@ -62,7 +99,7 @@ impl std::fmt::Display for XmlError {
 }
 
 /// Parses a whole document whose root element must be `<xml>`.
-pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
+pub fn parse(body: &[u8]) -> Result<Element<'_>, XmlError> {
     // simdutf8: the same check as `std::str::from_utf8`, several times faster on CJK text.
     let text = simdutf8::basic::from_utf8(body).map_err(|_| XmlError::NotUtf8)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -73,8 +110,8 @@ pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
     reader.config_mut().check_end_names = true;
     reader.config_mut().expand_empty_elements = false;
 
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut stack: Vec<Element<'_>> = Vec::new();
+    let mut root: Option<Element<'_>> = None;
     let mut count = 0usize;
 
     loop {
@@ -83,11 +120,11 @@ pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
             .map_err(|e| XmlError::Syntax(short(&e.to_string())))?;
         match event {
             XmlEvent::Start(start) => {
-                let element = open(&start, &mut count, stack.len(), root.is_some())?;
+                let element = open(text, &start, &mut count, stack.len(), root.is_some())?;
                 stack.push(element);
             }
             XmlEvent::Empty(start) => {
-                let element = open(&start, &mut count, stack.len(), root.is_some())?;
+                let element = open(text, &start, &mut count, stack.len(), root.is_some())?;
                 close(element, &mut stack, &mut root);
             }
             XmlEvent::End(_) => {
@@ -97,30 +134,17 @@ pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
                 close(element, &mut stack, &mut root);
             }
             XmlEvent::Text(t) => {
-                let unescaped = t
-                    .unescape()
-                    .map_err(|e| XmlError::Syntax(short(&e.to_string())))?;
+                let unescaped = unescape(str_of(text, &t)?)?;
                 match stack.last_mut() {
-                    Some(parent) => parent.text.push_str(&unescaped),
+                    Some(parent) => parent.push_text(unescaped),
                     None if unescaped.trim().is_empty() => {}
                     None => return Err(XmlError::Structure("text outside the root element")),
                 }
             }
             XmlEvent::CData(c) => {
-                // The section is a slice of `text`, which is valid UTF-8 already: take it from
-                // there (an O(1) boundary check) rather than validating 16 KB a second time.
-                let end = usize::try_from(reader.buffer_position())
-                    .unwrap_or(usize::MAX)
-                    .saturating_sub("]]>".len());
-                let raw = match end
-                    .checked_sub(c.len())
-                    .and_then(|start| text.get(start..end))
-                {
-                    Some(raw) if raw.as_bytes() == &*c => raw,
-                    _ => std::str::from_utf8(&c).map_err(|_| XmlError::NotUtf8)?,
-                };
+                let raw = str_of(text, &c)?;
                 match stack.last_mut() {
-                    Some(parent) => parent.text.push_str(raw),
+                    Some(parent) => parent.push_text(raw),
                     None => return Err(XmlError::Structure("CDATA outside the root element")),
                 }
             }
@@ -135,12 +159,41 @@ pub fn parse(body: &[u8]) -> Result<Element, XmlError> {
     root.ok_or(XmlError::Structure("no root element"))
 }
 
-fn open(
+/// `bytes` as the slice of `source` they are (the reader hands out slices of its input), with
+/// no second UTF-8 check: the offset is found from the addresses and `str::get` checks the char
+/// boundaries. Bytes from anywhere else are checked and copied.
+fn str_of<'a>(source: &'a str, bytes: &[u8]) -> Result<Cow<'a, str>, XmlError> {
+    let within = (bytes.as_ptr() as usize)
+        .checked_sub(source.as_ptr() as usize)
+        .and_then(|start| source.get(start..start.checked_add(bytes.len())?));
+    match within {
+        Some(slice) => Ok(Cow::Borrowed(slice)),
+        None => std::str::from_utf8(bytes)
+            .map(|s| Cow::Owned(s.to_owned()))
+            .map_err(|_| XmlError::NotUtf8),
+    }
+}
+
+/// Text with its entity and character references replaced (borrowed when it has none).
+fn unescape(text: Cow<'_, str>) -> Result<Cow<'_, str>, XmlError> {
+    let syntax = |e: quick_xml::escape::EscapeError| XmlError::Syntax(short(&e.to_string()));
+    match text {
+        Cow::Borrowed(s) => quick_xml::escape::unescape(s).map_err(syntax),
+        Cow::Owned(s) => Ok(Cow::Owned(
+            quick_xml::escape::unescape(&s)
+                .map_err(syntax)?
+                .into_owned(),
+        )),
+    }
+}
+
+fn open<'a>(
+    source: &'a str,
     start: &quick_xml::events::BytesStart<'_>,
     count: &mut usize,
     depth: usize,
     have_root: bool,
-) -> Result<Element, XmlError> {
+) -> Result<Element<'a>, XmlError> {
     if depth == 0 && have_root {
         return Err(XmlError::Structure("more than one root element"));
     }
@@ -151,22 +204,15 @@ fn open(
     if *count > MAX_ELEMENTS {
         return Err(XmlError::TooManyElements);
     }
-    let name = std::str::from_utf8(start.name().as_ref())
-        .map_err(|_| XmlError::NotUtf8)?
-        .to_owned();
+    let name = str_of(source, start.name().as_ref())?;
     if depth == 0 && name != "xml" {
         return Err(XmlError::Structure("root element must be <xml>"));
     }
     let mut attributes = Vec::new();
     for attr in start.attributes() {
         let attr = attr.map_err(|e| XmlError::Syntax(short(&e.to_string())))?;
-        let key = std::str::from_utf8(attr.key.as_ref())
-            .map_err(|_| XmlError::NotUtf8)?
-            .to_owned();
-        let value = attr
-            .unescape_value()
-            .map_err(|e| XmlError::Syntax(short(&e.to_string())))?
-            .into_owned();
+        let key = str_of(source, attr.key.as_ref())?;
+        let value = unescape(str_of(source, &attr.value)?)?;
         attributes.push((key, value));
     }
     Ok(Element {
@@ -176,7 +222,7 @@ fn open(
     })
 }
 
-fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
+fn close<'a>(element: Element<'a>, stack: &mut [Element<'a>], root: &mut Option<Element<'a>>) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(element),
         None => *root = Some(element),
@@ -191,6 +237,36 @@ fn short(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_plain_text_borrow_the_document_only_rewritten_text_is_owned() {
+        let doc = parse(
+            "<xml><A>plain 微信</A><B><![CDATA[x]]></B><C>a &amp; b</C><D>x<![CDATA[y]]></D><E k=\"v&lt;\" j=\"w\"/></xml>"
+                .as_bytes(),
+        )
+        .unwrap();
+        let borrowed = |c: &Cow<'_, str>| matches!(c, Cow::Borrowed(_));
+        assert!(borrowed(&doc.name) && doc.children.iter().all(|c| borrowed(&c.name)));
+        let text = |name: &str| doc.child(name).unwrap().text.clone();
+        assert!(borrowed(&text("A")) && text("A") == "plain 微信");
+        assert!(borrowed(&text("B")) && text("B") == "x");
+        assert!(!borrowed(&text("C")) && text("C") == "a & b");
+        assert!(!borrowed(&text("D")) && text("D") == "xy");
+        let attributes = &doc.child("E").unwrap().attributes;
+        assert!(attributes.iter().all(|(k, _)| borrowed(k)));
+        assert_eq!(
+            attributes.first().map(|(_, v)| (borrowed(v), &**v)),
+            Some((false, "v<"))
+        );
+        assert_eq!(
+            attributes.get(1).map(|(_, v)| (borrowed(v), &**v)),
+            Some((true, "w"))
+        );
+        // Kept past its document, the same tree.
+        let owned = doc.clone().into_owned();
+        assert_eq!(owned, doc);
+        assert!(!borrowed(&owned.name));
+    }
 
     #[test]
     fn cdata_sections_concatenate_and_whitespace_survives() {
