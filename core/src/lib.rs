@@ -85,8 +85,8 @@ pub use config::Config;
 pub use error::{Error, Format};
 pub use http::routes::{dispatch, Incoming, Route};
 pub use ports::{
-    Cipher, Clock, Destination, FetchError, Http, HttpAnswer, HttpRequest, Method, Page, Queue,
-    QueueError, SoftwareCipher, Store, StoreError,
+    Cipher, Clock, Destination, Entries, FetchError, Http, HttpAnswer, HttpRequest, Method, Page,
+    Queue, QueueError, SoftwareCipher, Store, StoreError,
 };
 pub use relay::{Answer, DeadLetterQuery, ObjectPorts, Relay, Verdict};
 pub use token::{Credentials, Memory};

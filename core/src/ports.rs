@@ -58,6 +58,29 @@ pub trait Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, StoreError>;
+    /// At most `limit` entries (key and value) under `prefix`, in key order, from where
+    /// `cursor` left off, and the next page's cursor. By default a listing and a read of each
+    /// key (an entry gone in between is left out, a failed read fails the page); a store that
+    /// keeps the values beside the keys answers it at once (an account's object: one request
+    /// where the default would make one per entry).
+    async fn read_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let page = self.list_page(prefix, cursor, limit).await?;
+        let mut entries = Vec::with_capacity(page.keys.len());
+        for key in page.keys {
+            if let Some(value) = self.get(&key).await? {
+                entries.push((key, value));
+            }
+        }
+        Ok(Entries {
+            entries,
+            cursor: page.cursor,
+        })
+    }
     /// How many keys start with `prefix`, counting keys only (1,000 a list operation).
     async fn count(&self, prefix: &str) -> Result<usize, StoreError> {
         let mut cursor: Option<String> = None;
@@ -103,6 +126,14 @@ pub trait Store {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
     pub keys: Vec<String>,
+    /// Where the next page starts; `None` when this was the last.
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing with its values: (key, value) in key order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries {
+    pub entries: Vec<(String, String)>,
     /// Where the next page starts; `None` when this was the last.
     pub cursor: Option<String>,
 }

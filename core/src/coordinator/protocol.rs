@@ -116,6 +116,12 @@ pub enum StoreOp {
         cursor: Option<String>,
         limit: usize,
     },
+    /// A page with its values, in one request (a listing of dead letters).
+    ReadPage {
+        prefix: String,
+        cursor: Option<String>,
+        limit: usize,
+    },
 }
 
 /// An attempt's outcome reported after the answer: the reply WeChat got ("" for `success`).
@@ -230,6 +236,11 @@ pub enum Response {
     /// Keys of a listing, and the next page's cursor.
     Keys {
         keys: Vec<String>,
+        cursor: Option<String>,
+    },
+    /// (key, value) of a listing, and the next page's cursor.
+    Entries {
+        entries: Vec<(String, String)>,
         cursor: Option<String>,
     },
     /// Done (a write).

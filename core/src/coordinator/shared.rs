@@ -14,7 +14,7 @@ use std::rc::Rc;
 use super::protocol::{
     ask_within, Coordinator, Request, Response, StoreOp, RELAY_OBJECT, REQUEST_TIMEOUT_MS,
 };
-use crate::ports::{Clock, Page, Store, StoreError};
+use crate::ports::{Clock, Entries, Page, Store, StoreError};
 
 /// The kinds of keys an object owns.
 const OWNED: [&str; 4] = ["component", "authorizer", "credential", "forced"];
@@ -195,6 +195,28 @@ impl<C: Clock, K: Coordinator, S: Store> Store for SharedStore<C, K, S> {
         };
         match self.ask(object, op).await? {
             Response::Keys { keys, cursor } => Ok(Page { keys, cursor }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// At an object, one request for the whole page (where a listing and a read per entry
+    /// would be one request each).
+    async fn read_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let Some(object) = self.owner(prefix) else {
+            return self.local.read_page(prefix, cursor, limit).await;
+        };
+        let op = StoreOp::ReadPage {
+            prefix: prefix.to_owned(),
+            cursor: cursor.map(str::to_owned),
+            limit,
+        };
+        match self.ask(object, op).await? {
+            Response::Entries { entries, cursor } => Ok(Entries { entries, cursor }),
             other => Err(unexpected(other)),
         }
     }

@@ -186,26 +186,25 @@ pub async fn put<S: Store>(store: &S, letter: &DeadLetter) -> Result<(), StoreEr
 /// A stored dead letter, or the reason its record could not be read (shown, never hidden).
 pub type Entry = (String, Result<DeadLetter, String>);
 
-/// One page of the dead letters under `prefix` from `cursor`, with the next page's cursor: one
-/// list operation and one read per record, whatever the backlog.
+/// One page of the dead letters under `prefix` from `cursor`, with the next page's cursor: read
+/// with their records in one store operation (one request to an account's object, whatever the
+/// page's size).
 pub async fn page<S: Store>(
     store: &S,
     prefix: &str,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<Entry>, Option<String>), StoreError> {
-    let page = store.list_page(prefix, cursor, limit).await?;
-    let mut out = Vec::with_capacity(page.keys.len());
-    for key in page.keys {
-        let read = match store.get(&key).await {
-            // Expired between the listing and the read.
-            Ok(None) => continue,
-            Ok(Some(text)) => serde_json::from_str::<DeadLetter>(&text)
-                .map_err(|e| format!("unreadable dead letter record: {e}")),
-            Err(e) => Err(format!("dead letter record not read: {e}")),
-        };
-        out.push((key, read));
-    }
+    let page = store.read_page(prefix, cursor, limit).await?;
+    let out = page
+        .entries
+        .into_iter()
+        .map(|(key, text)| {
+            let read = serde_json::from_str::<DeadLetter>(&text)
+                .map_err(|e| format!("unreadable dead letter record: {e}"));
+            (key, read)
+        })
+        .collect();
     Ok((out, page.cursor))
 }
 

@@ -339,6 +339,17 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
                     keys: page.keys,
                     cursor: page.cursor,
                 }),
+            StoreOp::ReadPage {
+                prefix,
+                cursor,
+                limit,
+            } => store
+                .read_page(&prefix, cursor.as_deref(), limit)
+                .await
+                .map(|page| Response::Entries {
+                    entries: page.entries,
+                    cursor: page.cursor,
+                }),
         };
         result.unwrap_or_else(|e| Response::Failed { error: e.0 })
     }

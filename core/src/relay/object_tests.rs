@@ -250,6 +250,69 @@ fn the_cron_renews_at_the_object_and_skips_what_it_knows_is_fresh() {
 }
 
 #[test]
+fn a_page_of_dead_letters_is_one_request_to_its_object_with_every_record() {
+    use crate::coordinator::SharedStore;
+    use crate::delivery::dead_letters;
+    let t = world(&[], true);
+    let shared = SharedStore {
+        clock: t.clock.clone(),
+        coordinator: t.coordinator.clone(),
+        local: MemoryStore::new(&t.clock),
+        platforms: Rc::new(Vec::new()),
+        objects: true,
+    };
+    for i in 0..150u32 {
+        let key = format!("dead:default:evt_{i:032x}:aabbccdd");
+        let record = if i == 7 {
+            "{not json".to_owned()
+        } else {
+            let letter = dead_letters::DeadLetter::unreadable(&format!("message {i}"), "test", 0);
+            serde_json::to_string(&letter).unwrap()
+        };
+        t.clock.run(shared.put(&key, &record, None)).unwrap();
+    }
+    let before = t.coordinator.asked.borrow().len();
+    let (first, cursor) = t
+        .clock
+        .run(dead_letters::page(&shared, "dead:default:", None, 100))
+        .unwrap();
+    assert_eq!(
+        t.coordinator.asked.borrow().len() - before,
+        1,
+        "one request"
+    );
+    assert_eq!(first.len(), 100);
+    assert!(first.windows(2).all(|w| w[0].0 < w[1].0), "in key order");
+    // Each record as it was stored; an unreadable one listed with its key and why.
+    let (key, read) = &first[7];
+    assert!(key.contains(&format!("{:032x}", 7)) && read.is_err());
+    let (_, read) = &first[8];
+    assert_eq!(read.as_ref().unwrap().body, "message 8");
+    assert_eq!(first.iter().filter(|(_, r)| r.is_ok()).count(), 99);
+    let (second, end) = t
+        .clock
+        .run(dead_letters::page(
+            &shared,
+            "dead:default:",
+            cursor.as_deref(),
+            100,
+        ))
+        .unwrap();
+    assert_eq!((second.len(), end), (50, None));
+    assert!(first.last().unwrap().0 < second[0].0);
+    // Without the objects (everything in KV), the same page through reads of each key.
+    let local = MemoryStore::new(&t.clock);
+    for (key, _) in first.iter().take(3) {
+        t.clock.run(local.put(key, "{}", None)).unwrap();
+    }
+    let (kv, end) = t
+        .clock
+        .run(dead_letters::page(&local, "dead:default:", None, 100))
+        .unwrap();
+    assert_eq!((kv.len(), end), (3, None));
+}
+
+#[test]
 fn the_shared_store_keeps_a_platforms_state_at_its_object_and_the_rest_local() {
     use crate::coordinator::SharedStore;
     let t = world(&[], true);
