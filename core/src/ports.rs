@@ -58,28 +58,18 @@ pub trait Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, StoreError>;
-    /// At most `limit` entries (key and value) under `prefix`, in key order, from where
-    /// `cursor` left off, and the next page's cursor. By default a listing and a read of each
-    /// key (an entry gone in between is left out, a failed read fails the page); a store that
-    /// keeps the values beside the keys answers it at once (an account's object: one request
-    /// where the default would make one per entry).
+    /// At most `limit` entries under `prefix`, in key order, from where `cursor` left off, each
+    /// with its value or why it could not be read, and the next page's cursor. By default
+    /// [`read_each`]: a listing and a read of each key; a store that keeps the values beside
+    /// the keys answers at once (an account's object: one request where the default makes one
+    /// per entry).
     async fn read_page(
         &self,
         prefix: &str,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        let page = self.list_page(prefix, cursor, limit).await?;
-        let mut entries = Vec::with_capacity(page.keys.len());
-        for key in page.keys {
-            if let Some(value) = self.get(&key).await? {
-                entries.push((key, value));
-            }
-        }
-        Ok(Entries {
-            entries,
-            cursor: page.cursor,
-        })
+        read_each(self, prefix, cursor, limit).await
     }
     /// How many keys start with `prefix`, counting keys only (1,000 a list operation).
     async fn count(&self, prefix: &str) -> Result<usize, StoreError> {
@@ -130,12 +120,36 @@ pub struct Page {
     pub cursor: Option<String>,
 }
 
-/// One page of a listing with its values: (key, value) in key order.
+/// One page of a listing with its values: (key, its value or why it was not read), in key
+/// order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entries {
-    pub entries: Vec<(String, String)>,
+    pub entries: Vec<(String, Result<String, String>)>,
     /// Where the next page starts; `None` when this was the last.
     pub cursor: Option<String>,
+}
+
+/// A page of `store` read a key at a time: its listing, then each key's value (an entry gone in
+/// between is left out, one that could not be read is kept with the reason).
+pub async fn read_each<S: Store + ?Sized>(
+    store: &S,
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Entries, StoreError> {
+    let page = store.list_page(prefix, cursor, limit).await?;
+    let mut entries = Vec::with_capacity(page.keys.len());
+    for key in page.keys {
+        match store.get(&key).await {
+            Ok(Some(value)) => entries.push((key, Ok(value))),
+            Ok(None) => {}
+            Err(e) => entries.push((key, Err(e.0))),
+        }
+    }
+    Ok(Entries {
+        entries,
+        cursor: page.cursor,
+    })
 }
 
 /// The HTTP methods the relay knows.

@@ -3,14 +3,16 @@
 //! **Storage layout.** Done marks and nonces are kept in *buckets*: rows of the callbacks
 //! settled in one minute (a JSON map of event id → reply and nonce → body hash), each rewritten
 //! as a callback settles into it and deleted whole once everything in it expired. A bucket
-//! holds about `BUCKET_BYTES`, then the minute's next one starts, so a settle rewrites a few
-//! kilobytes however busy the minute is (one bucket a minute made every settle rewrite, and
-//! serialize, all the minute's marks before it: quadratic in the minute's traffic). A callback
-//! costs one row written, and the purge one row per bucket, about one per hundred callbacks:
-//! about one row written per callback for a busy account, where a row per mark would cost two
-//! (its insert and its delete). The live buckets (at most `MARK_TTL_SECS` / 60 + 1 minutes of them, longer only
-//! for a clock-skew window above five minutes) are read once per object life and then kept in
-//! memory.
+//! holds about `BUCKET_BYTES`, then the minute's next one starts, so a settle rewrites at most
+//! that much however busy the minute is (one bucket a minute made every settle rewrite, and
+//! serialize, all the minute's marks before it: quadratic in the minute's traffic). Its size
+//! weighs that write against a claim's lookups, one per live bucket: at 100 callbacks a second
+//! about 100 buckets are live. A callback costs one row written, and the purge one row per
+//! bucket (about one per 370 callbacks, one per 150 with plaintext nonces): about one row
+//! written per callback for a busy account, where a row per mark would cost two (its insert
+//! and its delete). The live buckets (at most `MARK_TTL_SECS` / 60 + 1 minutes of them, longer
+//! only for a clock-skew window above five minutes) are read once per object life and then kept
+//! in memory.
 
 use std::collections::BTreeMap;
 
@@ -22,12 +24,12 @@ use super::protocol::{
 
 /// How often, at most, expired buckets are deleted (in seconds).
 const PURGE_EVERY_SECS: u64 = 60;
-/// A bucket grows to about this many bytes before the minute's next one starts: what one
-/// settle serializes and writes (about a hundred marks).
-const BUCKET_BYTES: usize = 8 * 1024;
-/// Buckets of one minute: keys `minute * PARTS ..= minute * PARTS + PARTS - 1` (32 MB a minute,
-/// about 500,000 callbacks, before the last one grows past `BUCKET_BYTES`; a row holds at most
-/// 2 MB). Keys of relays before this (64 parts a minute) are far below these and read as
+/// A bucket grows to about this many bytes before the minute's next one starts: the most one
+/// settle serializes and writes.
+const BUCKET_BYTES: usize = 16 * 1024;
+/// Buckets of one minute: keys `minute * PARTS ..= minute * PARTS + PARTS - 1` (64 MB a minute,
+/// about 1.5 million callbacks, before the last one grows past `BUCKET_BYTES`; a row holds at
+/// most 2 MB). Keys of relays before this (64 parts a minute) are far below these and read as
 /// they were: a bucket is found by its expiry, never by its key.
 const PARTS: u64 = 4096;
 

@@ -12,6 +12,10 @@ use crate::ports::Clock;
 /// `~` is in no account name.
 pub const RELAY_OBJECT: &str = "~relay";
 
+/// What an object answers (as `Failed`) to a request it cannot read: one of a newer Worker
+/// during a deploy, which then asks the way older objects understand.
+pub const NOT_UNDERSTOOD: &str = "not a request of the relay's";
+
 /// How long a done mark lives: well past WeChat's three retries (about 5 s apart).
 pub const MARK_TTL_SECS: u64 = 300;
 /// How long an unsettled claim holds: past the longest first attempt (the reply receiver's
@@ -238,9 +242,9 @@ pub enum Response {
         keys: Vec<String>,
         cursor: Option<String>,
     },
-    /// (key, value) of a listing, and the next page's cursor.
+    /// (key, its value or why it was not read) of a listing, and the next page's cursor.
     Entries {
-        entries: Vec<(String, String)>,
+        entries: Vec<(String, Result<String, String>)>,
         cursor: Option<String>,
     },
     /// Done (a write).

@@ -12,9 +12,10 @@
 use std::rc::Rc;
 
 use super::protocol::{
-    ask_within, Coordinator, Request, Response, StoreOp, RELAY_OBJECT, REQUEST_TIMEOUT_MS,
+    ask_within, Coordinator, Request, Response, StoreOp, NOT_UNDERSTOOD, RELAY_OBJECT,
+    REQUEST_TIMEOUT_MS,
 };
-use crate::ports::{Clock, Entries, Page, Store, StoreError};
+use crate::ports::{read_each, Clock, Entries, Page, Store, StoreError};
 
 /// The kinds of keys an object owns.
 const OWNED: [&str; 4] = ["component", "authorizer", "credential", "forced"];
@@ -200,7 +201,8 @@ impl<C: Clock, K: Coordinator, S: Store> Store for SharedStore<C, K, S> {
     }
 
     /// At an object, one request for the whole page (where a listing and a read per entry
-    /// would be one request each).
+    /// would be one request each); an object of a relay before this (during a deploy) is asked
+    /// the way it understands.
     async fn read_page(
         &self,
         prefix: &str,
@@ -210,14 +212,26 @@ impl<C: Clock, K: Coordinator, S: Store> Store for SharedStore<C, K, S> {
         let Some(object) = self.owner(prefix) else {
             return self.local.read_page(prefix, cursor, limit).await;
         };
-        let op = StoreOp::ReadPage {
-            prefix: prefix.to_owned(),
-            cursor: cursor.map(str::to_owned),
-            limit,
+        let request = Request::Store {
+            record: StoreOp::ReadPage {
+                prefix: prefix.to_owned(),
+                cursor: cursor.map(str::to_owned),
+                limit,
+            },
         };
-        match self.ask(object, op).await? {
-            Response::Entries { entries, cursor } => Ok(Entries { entries, cursor }),
-            other => Err(unexpected(other)),
+        let answer = ask_within(
+            &self.coordinator,
+            &self.clock,
+            object,
+            &request,
+            REQUEST_TIMEOUT_MS,
+        )
+        .await;
+        match answer {
+            Ok(Response::Entries { entries, cursor }) => Ok(Entries { entries, cursor }),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) if e == NOT_UNDERSTOOD => read_each(self, prefix, cursor, limit).await,
+            Err(e) => Err(StoreError(format!("account object {object}: {e}"))),
         }
     }
 }

@@ -200,8 +200,11 @@ pub async fn page<S: Store>(
         .entries
         .into_iter()
         .map(|(key, text)| {
-            let read = serde_json::from_str::<DeadLetter>(&text)
-                .map_err(|e| format!("unreadable dead letter record: {e}"));
+            let read = match text {
+                Ok(text) => serde_json::from_str::<DeadLetter>(&text)
+                    .map_err(|e| format!("unreadable dead letter record: {e}")),
+                Err(e) => Err(format!("dead letter record not read: {e}")),
+            };
             (key, read)
         })
         .collect();

@@ -85,7 +85,7 @@ impl<C: Clock, S: Store, H: Http> ObjectPorts<C, S, H> {
     ) -> Response {
         let Some(request) = coordinator::decode_request(body) else {
             return Response::Failed {
-                error: "not a request of the relay's".into(),
+                error: coordinator::NOT_UNDERSTOOD.into(),
             };
         };
         self.load_health().await;
