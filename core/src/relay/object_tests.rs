@@ -19,6 +19,22 @@ fn isolate(t: &T) -> TestRelay {
     }
 }
 
+/// The Worker's store over `t`'s objects (with `coordinator` in front of them), the named
+/// platforms' records and every dead letter at their objects, a KV of its own.
+fn shared_store<K>(
+    t: &T,
+    coordinator: K,
+    platforms: &[&str],
+) -> crate::coordinator::SharedStore<FakeClock, K, MemoryStore> {
+    crate::coordinator::SharedStore {
+        clock: t.clock.clone(),
+        coordinator,
+        local: MemoryStore::new(&t.clock),
+        platforms: Rc::new(platforms.iter().map(|p| (*p).to_owned()).collect()),
+        objects: true,
+    }
+}
+
 fn token_calls(t: &T) -> Vec<Seen> {
     t.http
         .requests()
@@ -251,16 +267,9 @@ fn the_cron_renews_at_the_object_and_skips_what_it_knows_is_fresh() {
 
 #[test]
 fn a_page_of_dead_letters_is_one_request_to_its_object_with_every_record() {
-    use crate::coordinator::SharedStore;
     use crate::delivery::dead_letters;
     let t = world(&[], true);
-    let shared = SharedStore {
-        clock: t.clock.clone(),
-        coordinator: t.coordinator.clone(),
-        local: MemoryStore::new(&t.clock),
-        platforms: Rc::new(Vec::new()),
-        objects: true,
-    };
+    let shared = shared_store(&t, t.coordinator.clone(), &[]);
     for i in 0..150u32 {
         let key = format!("dead:default:evt_{i:032x}:aabbccdd");
         let record = if i == 7 {
@@ -321,13 +330,7 @@ fn a_page_of_dead_letters_is_one_request_to_its_object_with_every_record() {
             self.0.ask(account, request).await
         }
     }
-    let older = SharedStore {
-        clock: t.clock.clone(),
-        coordinator: Older(t.coordinator.clone()),
-        local: MemoryStore::new(&t.clock),
-        platforms: Rc::new(Vec::new()),
-        objects: true,
-    };
+    let older = shared_store(&t, Older(t.coordinator.clone()), &[]);
     let (same, _) = t
         .clock
         .run(dead_letters::page(&older, "dead:default:", None, 100))
@@ -352,13 +355,7 @@ fn a_page_of_dead_letters_is_one_request_to_its_object_with_every_record() {
 fn the_shared_store_keeps_a_platforms_state_at_its_object_and_the_rest_local() {
     use crate::coordinator::SharedStore;
     let t = world(&[], true);
-    let shared = SharedStore {
-        clock: t.clock.clone(),
-        coordinator: t.coordinator.clone(),
-        local: MemoryStore::new(&t.clock),
-        platforms: Rc::new(vec!["platform".to_owned()]),
-        objects: true,
-    };
+    let shared = shared_store(&t, t.coordinator.clone(), &["platform"]);
     let id = "evt_0123456789abcdef0123456789abcdef";
     for (key, object) in [
         ("authorizer:platform:wx1", "platform"),
@@ -451,7 +448,7 @@ fn the_shared_store_keeps_a_platforms_state_at_its_object_and_the_rest_local() {
 
 #[test]
 fn the_status_shows_each_accounts_traffic_token_and_setup_without_a_secret() {
-    use crate::coordinator::{SharedStore, HEALTH_KEY};
+    use crate::coordinator::HEALTH_KEY;
     let t = world(
         &[(
             "WECHAT_ACCOUNTS",
@@ -468,13 +465,7 @@ fn the_status_shows_each_accounts_traffic_token_and_setup_without_a_secret() {
     let token = token_of(&t, &t.relay).unwrap();
     let token = token["access_token"].as_str().unwrap().to_owned();
     // A delivery that failed for good: its dead letter is stored at the account's object.
-    let shared = SharedStore {
-        clock: t.clock.clone(),
-        coordinator: t.coordinator.clone(),
-        local: MemoryStore::new(&t.clock),
-        platforms: Rc::new(Vec::new()),
-        objects: true,
-    };
+    let shared = shared_store(&t, t.coordinator.clone(), &[]);
     let id = "evt_0123456789abcdef0123456789abcdef";
     t.clock
         .run(shared.put(&format!("dead:default:{id}:aabbccdd"), "{}", None))
