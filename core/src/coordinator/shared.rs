@@ -49,7 +49,8 @@ impl<C: Clock, K: Coordinator, S: Store> SharedStore<C, K, S> {
         owned.then_some(name)
     }
 
-    async fn ask(&self, object: &str, op: StoreOp) -> Result<Response, StoreError> {
+    /// One operation at `object`: its answer, or why there is none, as [`ask_within`] says it.
+    async fn answer_of(&self, object: &str, op: StoreOp) -> Result<Response, String> {
         let request = Request::Store { record: op };
         ask_within(
             &self.coordinator,
@@ -59,8 +60,17 @@ impl<C: Clock, K: Coordinator, S: Store> SharedStore<C, K, S> {
             REQUEST_TIMEOUT_MS,
         )
         .await
-        .map_err(|e| StoreError(format!("account object {object}: {e}")))
     }
+
+    async fn ask(&self, object: &str, op: StoreOp) -> Result<Response, StoreError> {
+        self.answer_of(object, op)
+            .await
+            .map_err(|e| unanswered(object, &e))
+    }
+}
+
+fn unanswered(object: &str, why: &str) -> StoreError {
+    StoreError(format!("account object {object}: {why}"))
 }
 
 /// Never the answer's content: it may be a record with a refresh token.
@@ -212,26 +222,16 @@ impl<C: Clock, K: Coordinator, S: Store> Store for SharedStore<C, K, S> {
         let Some(object) = self.owner(prefix) else {
             return self.local.read_page(prefix, cursor, limit).await;
         };
-        let request = Request::Store {
-            record: StoreOp::ReadPage {
-                prefix: prefix.to_owned(),
-                cursor: cursor.map(str::to_owned),
-                limit,
-            },
+        let op = StoreOp::ReadPage {
+            prefix: prefix.to_owned(),
+            cursor: cursor.map(str::to_owned),
+            limit,
         };
-        let answer = ask_within(
-            &self.coordinator,
-            &self.clock,
-            object,
-            &request,
-            REQUEST_TIMEOUT_MS,
-        )
-        .await;
-        match answer {
+        match self.answer_of(object, op).await {
             Ok(Response::Entries { entries, cursor }) => Ok(Entries { entries, cursor }),
             Ok(other) => Err(unexpected(other)),
             Err(e) if e == NOT_UNDERSTOOD => read_each(self, prefix, cursor, limit).await,
-            Err(e) => Err(StoreError(format!("account object {object}: {e}"))),
+            Err(e) => Err(unanswered(object, &e)),
         }
     }
 }
